@@ -17,7 +17,9 @@ def get_geometry(name: str, **kwargs) -> Geometry:
         builder = GEOMETRIES[name]
     except KeyError:
         raise ValueError(f"unknown geometry {name!r}; known: {sorted(GEOMETRIES)}") from None
-    return builder(**kwargs)
+    g = builder(**kwargs)
+    g.info["builder_kwargs"] = dict(kwargs)
+    return g
 
 
 __all__ = ["Geometry", "Section", "Stack", "Material", "MATERIALS", "GEOMETRIES", "get_geometry"]

@@ -1,0 +1,173 @@
+"""k-nearest-neighbour search in pure torch (no torch-cluster / pyg-lib).
+
+Two entry points:
+
+* :func:`knn` for padded batches ``(B, N, C)`` + ``mask (B, N)`` -> neighbour indices ``(B, N, k)``;
+* :func:`knn_graph` for PyG-style flat inputs ``(P, C)`` + sorted ``batch (P,)`` -> ``edge_index (2, E)``.
+
+Distances are squared Euclidean, computed as ``|a|^2 + |b|^2 - 2 a.b`` (one matmul) after subtracting the
+per-event mean of the real points (translation does not change distances but removes most of the float32
+cancellation for coordinates in mm far from the origin), always in float32 with autocast disabled, then
+``topk``. The query axis is processed in blocks so that the distance buffer holds at most ``B * block * N``
+numbers.
+
+Neighbour rules (the contract the EdgeConv layers rely on):
+
+* a point is never its own neighbour while another real point exists in its event;
+* padding (``mask == False``) is never returned as a neighbour of a real point;
+* a real point whose event has fewer than ``k + 1`` real points gets all the other real points in ascending
+  distance, and the remaining slots repeat its *nearest* real neighbour (neutral for max aggregation); the
+  ``valid`` mask returned with ``return_valid=True`` is False for those repeated slots;
+* a real point that is alone in its event gets itself in every slot (a self-loop, ``valid`` all False);
+* rows of padded query points are filled with the point's own index (they are meaningless; ``valid`` False).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["knn", "knn_graph", "pairwise_sq_dist", "auto_block_size"]
+
+DEFAULT_MAX_ELEMENTS = 1 << 24  # float32 distance-buffer budget for block_size=None (64 MiB)
+
+
+def pairwise_sq_dist(a: Tensor, b: Tensor) -> Tensor:
+    """Squared Euclidean distances ``(B, M, N)`` between rows of ``a (B, M, C)`` and ``b (B, N, C)``.
+
+    Uses the expanded form ``|a|^2 + |b|^2 - 2 a.b``, clamped at 0 against rounding.
+    """
+    d = (a * a).sum(-1, keepdim=True) + (b * b).sum(-1).unsqueeze(-2) - 2.0 * torch.matmul(a, b.transpose(-1, -2))
+    return d.clamp_min_(0.0)
+
+
+def auto_block_size(batch_size: int, n_points: int, max_elements: int = DEFAULT_MAX_ELEMENTS) -> int:
+    """Query-block length so that the ``(B, block, N)`` distance buffer stays below ``max_elements``."""
+    return max(1, min(n_points, max_elements // max(1, batch_size * n_points)))
+
+
+def _check_inputs(features: Tensor, k: int, mask: Tensor | None) -> Tensor:
+    if not isinstance(features, Tensor) or features.dim() != 3:
+        raise ValueError(f"knn: `features` must be a (B, N, C) tensor, found "
+                         f"{tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__}")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"knn: `k` must be a positive int, found {k!r}")
+    B, N, _ = features.shape
+    if mask is None:
+        return torch.ones(B, N, dtype=torch.bool, device=features.device)
+    if mask.shape != (B, N):
+        raise ValueError(f"knn: `mask` must have shape (B, N) = {(B, N)} to match `features`, found {tuple(mask.shape)}")
+    if mask.dtype != torch.bool:
+        raise ValueError(f"knn: `mask` must be a bool tensor (True = real point), found dtype {mask.dtype}")
+    return mask
+
+
+@torch.no_grad()
+def knn(features: Tensor, k: int, mask: Tensor | None = None, block_size: int | None = None, *,
+        return_valid: bool = False, max_elements: int = DEFAULT_MAX_ELEMENTS):
+    """Indices of the ``k`` nearest real neighbours of every point, ``(B, N, k)`` int64, nearest first.
+
+    Parameters
+    ----------
+    features : (B, N, C) float tensor - coordinates (e.g. ``pos`` in mm) or learned features.
+    k : number of neighbours.
+    mask : (B, N) bool, True = real point; None = all real.
+    block_size : number of query points per block; None picks one from ``max_elements`` (the
+        ``B * block * N`` distance-buffer budget). Results do not depend on it.
+    return_valid : also return ``valid (B, N, k)`` bool, True where the slot is a genuine, distinct real
+        neighbour (False for repeated-nearest fill, self-loops and padded queries).
+
+    See the module docstring for the fill rules when an event has fewer than ``k + 1`` real points.
+    """
+    mask = _check_inputs(features, k, mask)
+    B, N, _ = features.shape
+    device = features.device
+    with torch.autocast(device_type=device.type, enabled=False):
+        f = features.float().masked_fill(~mask.unsqueeze(-1), 0.0)
+        n_real = mask.sum(1, keepdim=True).clamp_min(1).unsqueeze(-1).float()  # (B,1,1)
+        f = f - f.sum(1, keepdim=True) / n_real  # centre on the real points' mean
+        f = f.masked_fill(~mask.unsqueeze(-1), 0.0)
+        if block_size is None:
+            block_size = auto_block_size(B, N, max_elements)
+        elif not isinstance(block_size, int) or block_size < 1:
+            raise ValueError(f"knn: `block_size` must be a positive int or None, found {block_size!r}")
+        k_eff = min(k, N)
+        pad_cols = ~mask.unsqueeze(1)  # (B,1,N)
+        idx = torch.empty(B, N, k, dtype=torch.long, device=device)
+        valid = torch.empty(B, N, k, dtype=torch.bool, device=device)
+        for start in range(0, N, block_size):
+            stop = min(N, start + block_size)
+            q = torch.arange(start, stop, device=device)
+            d = pairwise_sq_dist(f[:, start:stop], f)  # (B, b, N)
+            d.masked_fill_(pad_cols, float("inf"))
+            d[:, q - start, q] = float("inf")  # exclude self
+            dist, nb = torch.topk(d, k_eff, dim=-1, largest=False, sorted=True)  # (B, b, k_eff)
+            ok = torch.isfinite(dist)
+            if k_eff < k:
+                extra = k - k_eff
+                nb = torch.cat([nb, nb[..., :1].expand(-1, -1, extra)], dim=-1)
+                ok = torch.cat([ok, ok.new_zeros(ok.shape[:-1] + (extra,))], dim=-1)
+            ok &= mask[:, start:stop].unsqueeze(-1)
+            self_idx = q.view(1, -1, 1).expand_as(nb)
+            fill = torch.where(ok[..., :1], nb[..., :1], self_idx)  # nearest real neighbour, else self
+            idx[:, start:stop] = torch.where(ok, nb, fill)
+            valid[:, start:stop] = ok
+    return (idx, valid) if return_valid else idx
+
+
+@torch.no_grad()
+def knn_graph(pos: Tensor, k: int, batch: Tensor | None = None, *, loop: bool = False,
+              flow: str = "source_to_target", block_size: int | None = None) -> Tensor:
+    """PyG-style kNN graph on flat inputs, pure torch.
+
+    Parameters
+    ----------
+    pos : (P, C) float tensor of points (all events concatenated).
+    k : neighbours per point (points whose event has fewer than ``k + 1`` points get all of them: no
+        repeated or padded edges are emitted here, as in ``torch_geometric.nn.knn_graph``).
+    batch : (P,) int64 event index, sorted non-decreasing (PyG convention); None = one event.
+    loop : if True, each point is also connected to itself (in addition to its ``k`` neighbours).
+    flow : ``"source_to_target"`` -> ``edge_index = [neighbour j; centre i]`` (PyG default);
+        ``"target_to_source"`` -> ``[centre i; neighbour j]``.
+
+    Returns
+    -------
+    edge_index : (2, E) int64, grouped by event and by centre point (ascending), neighbours nearest first.
+    """
+    if not isinstance(pos, Tensor) or pos.dim() != 2:
+        raise ValueError(f"knn_graph: `pos` must be a (P, C) tensor, found "
+                         f"{tuple(pos.shape) if isinstance(pos, Tensor) else type(pos).__name__}")
+    if flow not in ("source_to_target", "target_to_source"):
+        raise ValueError(f"knn_graph: `flow` must be 'source_to_target' or 'target_to_source', found {flow!r}")
+    P = pos.shape[0]
+    device = pos.device
+    if batch is None:
+        batch = torch.zeros(P, dtype=torch.long, device=device)
+    if batch.shape != (P,):
+        raise ValueError(f"knn_graph: `batch` must have shape ({P},) to match `pos`, found {tuple(batch.shape)}")
+    batch = batch.long()
+    if P == 0:
+        return torch.empty(2, 0, dtype=torch.long, device=device)
+    if bool((batch[1:] < batch[:-1]).any()):
+        raise ValueError("knn_graph: `batch` must be sorted in non-decreasing order (PyG convention)")
+    if int(batch[0]) < 0:
+        raise ValueError(f"knn_graph: `batch` must be non-negative, found min {int(batch[0])}")
+    n_events = int(batch[-1]) + 1
+    counts = torch.bincount(batch, minlength=n_events)
+    ptr = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(P, device=device) - ptr[batch]
+    n_max = int(counts.max())
+    padded = pos.new_zeros(n_events, n_max, pos.shape[1])
+    padded[batch, slot] = pos
+    mask = torch.zeros(n_events, n_max, dtype=torch.bool, device=device)
+    mask[batch, slot] = True
+    idx, valid = knn(padded, k, mask, block_size, return_valid=True)  # (B, n_max, k)
+    nb_local = idx[batch, slot]  # (P, k)
+    ok = valid[batch, slot]
+    nb_flat = nb_local + ptr[batch].unsqueeze(-1)
+    centre = torch.arange(P, device=device).unsqueeze(-1).expand_as(nb_flat)
+    if loop:
+        nb_flat = torch.cat([torch.arange(P, device=device).unsqueeze(-1), nb_flat], dim=1)
+        centre = torch.cat([centre[:, :1], centre], dim=1)
+        ok = torch.cat([ok.new_ones(P, 1), ok], dim=1)
+    src, dst = nb_flat[ok], centre[ok]
+    return torch.stack([src, dst]) if flow == "source_to_target" else torch.stack([dst, src])

@@ -1,0 +1,109 @@
+"""Event displays of point clouds: a 3D view plus one 2D panel per calorimeter section.
+
+The 3D panel shows every point at its physical position (mm), marker area and colour by log10(energy / GeV).
+The 2D panels show, per section, the energy summed over the section's layers in its own cell grid
+(x-y in mm for Cartesian sections, eta-phi for projective ones, r-alpha drawn in x-y), so the cell granularity
+is visible. Track points (type 1/2) are drawn as crosses.
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+
+CELL = 0
+
+
+def _np(event, key, default=None):
+    try:
+        return np.asarray(event[key])
+    except (KeyError, ValueError, AttributeError):
+        if default is None:
+            raise
+        return default
+
+
+def plot_event(event, geometry, path, title: str | None = None, zoom_etaphi: float = 0.4) -> str:
+    """Draw one cloud event (an awkward record with per-point fields) and save a PNG at ``path``."""
+    energy = _np(event, "energy").astype(float)
+    ptype = _np(event, "type", np.zeros(energy.size, int))
+    x, y, z = (_np(event, k).astype(float) for k in ("x", "y", "z"))
+    cell_id = _np(event, "cell_id", np.full(energy.size, -1)).astype(np.int64)
+    is_cell = (ptype == CELL) & (cell_id >= 0)
+
+    n_sec = len(geometry.sections)
+    show_secs = [i for i in range(n_sec)]
+    if n_sec > 6:  # keep the figure readable: the six sections with most energy
+        sec_e = np.bincount(geometry.cells["section"][cell_id[is_cell]], weights=energy[is_cell], minlength=n_sec)
+        show_secs = sorted(np.argsort(sec_e)[::-1][:6].tolist())
+    ncol = 1 + len(show_secs)
+    ncols = min(ncol, 4)
+    nrows = math.ceil(ncol / ncols)
+    fig = plt.figure(figsize=(4.6 * ncols, 4.2 * nrows))
+
+    ax = fig.add_subplot(nrows, ncols, 1, projection="3d")
+    e_pos = np.clip(energy, 1e-6, None)
+    cm = is_cell & (energy > 0)
+    if cm.any():
+        sc = ax.scatter(z[cm], x[cm], y[cm], c=np.log10(e_pos[cm]), s=4 + 40 * (e_pos[cm] / e_pos[cm].max()),
+                        cmap="viridis", alpha=0.8, linewidths=0)
+        fig.colorbar(sc, ax=ax, shrink=0.6, pad=0.1, label="log10(E / GeV)")
+    tm = ptype != CELL
+    if tm.any():
+        ax.scatter(z[tm], x[tm], y[tm], marker="x", c="red", s=30, label="track points")
+        ax.legend(loc="upper left", fontsize=7)
+    ax.set_xlabel("z (mm)" if geometry.frame == "local" else "z (mm)")
+    ax.set_ylabel("x (mm)")
+    ax.set_zlabel("y (mm)")
+    ax.set_title(f"3D view: {int(is_cell.sum())} cells, {energy[is_cell].sum():.3g} GeV", fontsize=9)
+
+    cells = geometry.cells
+    for k, si in enumerate(show_secs):
+        s = geometry.sections[si]
+        a = fig.add_subplot(nrows, ncols, k + 2)
+        m = is_cell & (cells["section"][np.clip(cell_id, 0, None)] == si)
+        img = np.zeros((s.n_u, s.n_v))
+        np.add.at(img, (cells["iu"][cell_id[m]], cells["iv"][cell_id[m]]), energy[m])
+        pos = img[img > 0]
+        norm = LogNorm(vmin=max(pos.min(), pos.max() * 1e-4), vmax=pos.max()) if pos.size else None
+        if s.kind == "ralpha":
+            r, al = np.meshgrid(s.u_edges, s.v_edges, indexing="ij")
+            pc = a.pcolormesh(r * np.cos(al), r * np.sin(al), np.ma.masked_equal(img, 0), norm=norm, cmap="viridis")
+            a.set_xlabel("x (mm)")
+            a.set_ylabel("y (mm)")
+            a.set_aspect("equal")
+        else:
+            pc = a.pcolormesh(s.u_edges, s.v_edges, np.ma.masked_equal(img, 0).T, norm=norm, cmap="viridis")
+            if s.kind == "etaphi":
+                a.set_xlabel("eta")
+                a.set_ylabel("phi (rad)")
+                if pos.size:  # zoom on the deposit
+                    iu, iv = np.unravel_index(np.argmax(img), img.shape)
+                    uc = 0.5 * (s.u_edges[iu] + s.u_edges[iu + 1])
+                    vc = 0.5 * (s.v_edges[iv] + s.v_edges[iv + 1])
+                    a.set_xlim(uc - zoom_etaphi, uc + zoom_etaphi)
+                    a.set_ylim(vc - zoom_etaphi, vc + zoom_etaphi)
+            else:
+                a.set_xlabel("x (mm)")
+                a.set_ylabel("y (mm)")
+                a.set_aspect("equal")
+        if pos.size:
+            fig.colorbar(pc, ax=a, shrink=0.8, label="E (GeV)")
+        lay = f"{s.n_layers} layers summed" if s.n_layers > 1 else "1 layer"
+        a.set_title(f"{s.name} ({s.n_u}x{s.n_v}, {lay}): {img.sum():.3g} GeV", fontsize=9)
+        # track points projected on this section
+        tmk = tm & (_np(event, "layer", np.full(energy.size, -1)) >= geometry.layer_offsets[si]) & \
+            (_np(event, "layer", np.full(energy.size, -1)) < geometry.layer_offsets[si + 1])
+        if tmk.any() and s.kind == "etaphi":
+            a.scatter(_np(event, "eta")[tmk], _np(event, "phi")[tmk], marker="x", c="red", s=40)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)

@@ -1,0 +1,245 @@
+"""A small, model-agnostic training loop with checkpoints, resume and early stopping.
+
+Data are either a dict of tensors with the event axis first (sliced into mini-batches here, the fast path for
+datasets that fit in memory) or any re-iterable of batch dicts (e.g. a torch DataLoader over a streamed Parquet store).
+The model maps a batch dict to a dict of outputs; ``loss_fn(outputs, batch) -> (loss, {name: float})``.
+
+Checkpoints: ``run_dir/last.pt`` after every epoch (model, optimiser, epoch, best validation loss, history, RNG states)
+and ``run_dir/best.pt`` whenever the validation loss improves; ``resume=True`` continues from ``last.pt``.
+Device: ``"auto"`` picks CUDA when available, else CPU. On CUDA the forward pass runs under bfloat16 autocast when
+``amp`` is set; on CPU everything is float32.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+
+def select_device(name: str = "auto") -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False on this machine")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def n_events(data) -> int:
+    if isinstance(data, dict):
+        return int(next(iter(data.values())).shape[0])
+    return sum(int(next(iter(b.values())).shape[0]) for b in data)
+
+
+def iterate_batches(data, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> Iterable[dict]:
+    """Mini-batches of a dict of tensors (or pass-through for an iterable of batches)."""
+    if not isinstance(data, dict):
+        yield from data
+        return
+    n = n_events(data)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for i in range(0, n, batch_size):
+        idx = order[i:i + batch_size]
+        yield {k: v[idx] for k, v in data.items()}
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_loss: float = math.inf
+    epochs_run: int = 0
+    seconds: float = 0.0
+    stopped_early: bool = False
+    time_to_target_s: float | None = None   # wall time until the validation loss first reached ``target_val_loss``
+
+
+def _use_progress(setting) -> bool:
+    if setting == "auto":
+        return sys.stdout.isatty() and not os.environ.get("CI")
+    return bool(setting)
+
+
+class Trainer:
+    """Train ``model`` with Adam; see the module docstring."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn: Callable, run_dir: str | Path | None = None,
+                 epochs: int = 20, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 0.0,
+                 patience: int = 5, min_delta: float = 0.0, grad_clip: float | None = 5.0, amp: bool = True,
+                 device: str = "auto", seed: int = 1, progress="auto", max_minutes: float | None = None,
+                 target_val_loss: float | None = None, log: Callable[[str], None] | None = print, **_ignored):
+        self.device = select_device(device)
+        self.model = model.to(self.device)
+        self.loss_fn = loss_fn
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.epochs, self.batch_size, self.patience, self.min_delta = epochs, batch_size, patience, min_delta
+        self.grad_clip, self.seed, self.max_minutes = grad_clip, seed, max_minutes
+        self.amp = bool(amp) and self.device.type == "cuda"
+        self.progress = _use_progress(progress)
+        self.target_val_loss = target_val_loss
+        self.log = log or (lambda s: None)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.start_epoch = 0
+        self.result = TrainResult()
+
+    # -------------------------------------------------------------------------------------------- checkpoints
+    def _state(self, epoch: int) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": epoch,
+                "best_val_loss": self.result.best_val_loss, "best_epoch": self.result.best_epoch,
+                "history": self.result.history, "generator": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state()}
+
+    def save(self, name: str, epoch: int) -> Path | None:
+        if self.run_dir is None:
+            return None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / name
+        tmp = path.with_suffix(".tmp")
+        torch.save(self._state(epoch), tmp)
+        os.replace(tmp, path)
+        return path
+
+    def resume(self) -> bool:
+        """Load ``run_dir/last.pt`` if present; returns True when a checkpoint was loaded."""
+        if self.run_dir is None or not (self.run_dir / "last.pt").exists():
+            return False
+        st = torch.load(self.run_dir / "last.pt", map_location=self.device, weights_only=False)
+        self.model.load_state_dict(st["model"])
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.start_epoch = int(st["epoch"]) + 1
+        self.result.best_val_loss = float(st["best_val_loss"])
+        self.result.best_epoch = int(st["best_epoch"])
+        self.result.history = list(st["history"])
+        self.generator.set_state(st["generator"])
+        torch.set_rng_state(st["torch_rng"])
+        self.log(f"resumed from {self.run_dir / 'last.pt'} at epoch {self.start_epoch}")
+        return True
+
+    def load_best(self) -> None:
+        if self.run_dir is not None and (self.run_dir / "best.pt").exists():
+            st = torch.load(self.run_dir / "best.pt", map_location=self.device, weights_only=False)
+            self.model.load_state_dict(st["model"])
+        elif getattr(self, "_best_state", None) is not None:
+            self.model.load_state_dict(self._best_state)
+
+    # -------------------------------------------------------------------------------------------- loops
+    def _forward(self, batch: dict):
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.amp):
+            out = self.model(batch)
+        if self.amp:
+            out = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in out.items()}
+        return out
+
+    def evaluate_loss(self, data) -> tuple[float, dict]:
+        self.model.eval()
+        tot, n, logs = 0.0, 0, {}
+        with torch.no_grad():
+            for batch in iterate_batches(data, self.batch_size, shuffle=False):
+                batch = to_device(batch, self.device)
+                out = self._forward(batch)
+                loss, parts = self.loss_fn(out, batch)
+                b = int(next(iter(batch.values())).shape[0])
+                tot += float(loss) * b
+                n += b
+                for k, v in parts.items():
+                    logs[k] = logs.get(k, 0.0) + float(v) * b
+        if n == 0:
+            raise ValueError("evaluate_loss: validation data is empty")
+        return tot / n, {k: v / n for k, v in logs.items()}
+
+    def fit(self, train, val, resume: bool = False) -> TrainResult:
+        if n_events(train) == 0:
+            raise ValueError("Trainer.fit: training data is empty")
+        seed_everything(self.seed)
+        if resume:
+            self.resume()
+        t0 = time.perf_counter()
+        bad_epochs = 0
+        self._best_state = None
+        for epoch in range(self.start_epoch, self.epochs):
+            self.model.train()
+            batches = iterate_batches(train, self.batch_size, shuffle=True, generator=self.generator)
+            if self.progress:
+                from tqdm import tqdm
+
+                batches = tqdm(batches, desc=f"epoch {epoch}", leave=False,
+                               total=math.ceil(n_events(train) / self.batch_size) if isinstance(train, dict) else None)
+            tr_loss, tr_n = 0.0, 0
+            for batch in batches:
+                batch = to_device(batch, self.device)
+                out = self._forward(batch)
+                loss, _ = self.loss_fn(out, batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"epoch {epoch}: training loss is {float(loss)} (check inputs and lr)")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if self.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+                self.optimizer.step()
+                b = int(next(iter(batch.values())).shape[0])
+                tr_loss += float(loss.detach()) * b
+                tr_n += b
+            val_loss, parts = self.evaluate_loss(val)
+            elapsed = time.perf_counter() - t0
+            rec = {"epoch": epoch, "train_loss": tr_loss / max(tr_n, 1), "val_loss": val_loss, "seconds": elapsed,
+                   **{f"val_{k}": v for k, v in parts.items()}}
+            self.result.history.append(rec)
+            if self.target_val_loss is not None and self.result.time_to_target_s is None \
+                    and val_loss <= self.target_val_loss:
+                self.result.time_to_target_s = elapsed
+            improved = val_loss < self.result.best_val_loss - self.min_delta
+            if improved:
+                self.result.best_val_loss, self.result.best_epoch = val_loss, epoch
+                bad_epochs = 0
+                if self.run_dir is None:
+                    self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                else:
+                    self.save("best.pt", epoch)
+            else:
+                bad_epochs += 1
+            self.save("last.pt", epoch)
+            self.log(f"epoch {epoch}: train {rec['train_loss']:.4g}  val {val_loss:.4g}"
+                     f"{'  *' if improved else ''}  ({elapsed:.1f} s)")
+            self.result.epochs_run = epoch + 1
+            if bad_epochs >= self.patience:
+                self.result.stopped_early = True
+                self.log(f"early stop: no improvement for {self.patience} epochs (best epoch {self.result.best_epoch})")
+                break
+            if self.max_minutes is not None and elapsed > 60 * self.max_minutes:
+                self.log(f"stopping: time budget of {self.max_minutes} min reached")
+                break
+        self.result.seconds = time.perf_counter() - t0
+        self.load_best()
+        return self.result
+
+    def predict(self, data) -> dict[str, np.ndarray]:
+        """Concatenated model outputs (as numpy) over ``data`` in order."""
+        self.model.eval()
+        outs: dict[str, list] = {}
+        with torch.no_grad():
+            for batch in iterate_batches(data, self.batch_size, shuffle=False):
+                out = self._forward(to_device(batch, self.device))
+                for k, v in out.items():
+                    if torch.is_tensor(v):
+                        outs.setdefault(k, []).append(v.float().cpu().numpy())
+        return {k: np.concatenate(v) for k, v in outs.items()}

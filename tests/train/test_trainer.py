@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import torch
+
+from pcloud.train.config import apply_override, load_config
+from pcloud.train.trainer import Trainer
+
+
+class Lin(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l = torch.nn.Linear(3, 2)
+
+    def forward(self, batch):
+        return {"logits": self.l(batch["x"])}
+
+
+def ce(out, batch):
+    loss = torch.nn.functional.cross_entropy(out["logits"], batch["y"])
+    return loss, {"ce": float(loss.detach())}
+
+
+def data(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    return {"x": x, "y": y}
+
+
+def test_learns_and_keeps_best(tmp_path):
+    torch.manual_seed(0)
+    tr = Trainer(Lin(), ce, run_dir=tmp_path, epochs=15, batch_size=32, lr=0.05, log=None)
+    res = tr.fit(data(512, 1), data(256, 2))
+    assert res.history[-1]["val_loss"] < 0.5 * res.history[0]["val_loss"] or res.best_val_loss < 0.3
+    assert (tmp_path / "last.pt").exists() and (tmp_path / "best.pt").exists()
+    pred = tr.predict(data(256, 2))["logits"].argmax(1)
+    acc = (pred == data(256, 2)["y"].numpy()).mean()
+    assert acc > 0.9
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    torch.manual_seed(0)
+    a = Trainer(Lin(), ce, run_dir=tmp_path / "a", epochs=4, batch_size=16, lr=0.01, patience=100, log=None)
+    a.fit(data(128, 1), data(64, 2))
+    torch.manual_seed(0)
+    b = Trainer(Lin(), ce, run_dir=tmp_path / "b", epochs=2, batch_size=16, lr=0.01, patience=100, log=None)
+    b.fit(data(128, 1), data(64, 2))
+    torch.manual_seed(123)  # a different initialisation must be overwritten by the checkpoint
+    c = Trainer(Lin(), ce, run_dir=tmp_path / "b", epochs=4, batch_size=16, lr=0.01, patience=100, log=None)
+    c.fit(data(128, 1), data(64, 2), resume=True)
+    assert [h["epoch"] for h in c.result.history] == [0, 1, 2, 3]
+    np.testing.assert_allclose([h["val_loss"] for h in c.result.history],
+                               [h["val_loss"] for h in a.result.history], rtol=1e-6)
+
+
+def test_early_stopping_with_frozen_model():
+    tr = Trainer(Lin(), ce, epochs=50, batch_size=32, lr=0.0, patience=3, log=None)
+    res = tr.fit(data(64, 1), data(64, 2))
+    assert res.stopped_early and res.epochs_run == 4  # epoch 0 sets the best, 3 more without improvement
+
+
+def test_nonfinite_loss_is_reported():
+    d = data(32, 1)
+    d["x"][0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="training loss"):
+        Trainer(Lin(), ce, epochs=1, batch_size=64, log=None).fit(d, data(8, 2))
+
+
+def test_config_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  lr: 0.01\nmodel:\n  name: pointnet\n")
+    cfg = load_config(p, ["train.lr=3e-4", "model.k=16", "train.amp=false"])
+    assert cfg["train"]["lr"] == pytest.approx(3e-4) and cfg["model"]["k"] == 16 and cfg["train"]["amp"] is False
+    assert cfg["train"]["batch_size"] == 128  # default kept
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        apply_override(cfg, "train.lr")
+    with pytest.raises(ValueError, match="model.name"):
+        apply_override(cfg, "model.name.x=1")
+    with pytest.raises(FileNotFoundError):
+        load_config(tmp_path / "missing.yaml")
