@@ -1,48 +1,30 @@
-"""Common skeleton of the dense models: checked inputs -> transform -> encoder -> fully-connected top -> heads.
+"""Common skeleton of the dense models: checked inputs -> transform -> encoder -> event head.
 
-Every dense model is ``DenseModel`` + an ``encode`` method. ``forward(images, global_features=None)``:
+Every dense model is :class:`DenseModel` + an ``encode`` method. ``forward(images, global_features=None)``:
 
 1. checks ``images`` (``{section: (B, n_layers, n_u, n_v)}`` GeV, any array-like) against the geometry and moves
-   them to the model's device/dtype;
-2. sums the raw GeV per section (``section_gev``, (B, n_sections)) for the energy skip connection;
-3. applies the :class:`ImageTransform` chosen in the constructor and calls the subclass ``encode`` -> (B, F);
-4. appends optional global features (B, n_global) and, if ``append_section_energies``, the section energies as
-   ``sign(E)·ln(1 + |E| / 1 GeV)`` (seed 001 appends the total ECAL/HCAL energies to the dense layers);
-5. runs the fully-connected top and the :class:`OutputHeads`.
+   them to the model's device/dtype (:func:`~pcloud.nn.dense.preprocess.check_images`);
+2. sums the raw GeV per section, ``section_gev`` (B, n_sections);
+3. applies the :class:`~pcloud.nn.dense.preprocess.ImageTransform` chosen in the constructor and calls the
+   subclass ``encode`` -> (B, F) features (returned as ``"global"``, as the point models do);
+4. runs the shared event head of the point models, :class:`pcloud.nn.heads.GlobalHead`, with per-event
+   features ``g = [section_gev, global_features]``: ``g / g_scale`` enters the first and the last dense layer
+   (seed 001 §5.1 appends the total ECAL/HCAL energies and the angles to the dense layers), and the section
+   energies are the energy skip columns: ``energy = energy_scale_gev·c(z) + Σ_j w_j E_j`` with ``w = 1``,
+   ``c ≡ 0`` at initialisation (seed 001 §5.1, App. G), so an untrained model returns the summed deposit.
+
+Outputs: ``"logits"`` (B, n_classes), ``"energy"`` (B,) GeV if ``regress_energy``, ``"regression"``
+(B, n_targets) if ``n_targets`` (angles, entry point...), ``"global"`` (B, F) encoder features.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from .outputs import OutputHeads
+from ..heads import GlobalHead
 from .preprocess import ImageTransform, check_global, check_images, section_energies_gev, section_specs
-
-ENERGY_FEATURE_SCALE_GEV = 1.0
-
-
-def mlp_blocks(in_features: int, widths, dropout: float, style: str = "relu") -> tuple[nn.Sequential, int]:
-    """Fully-connected blocks; returns ``(module, out_features)``.
-
-    ``style="relu"``: Linear - ReLU - Dropout (seed 001 dense layers).
-    ``style="leaky_bn"``: Linear - LeakyReLU(0.2) - Dropout - BatchNorm1d (seed 004 §3.1.1/3.1.2 blocks).
-    """
-    if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-    layers, n = [], int(in_features)
-    for w in widths:
-        w = int(w)
-        if w < 1:
-            raise ValueError(f"hidden widths must be positive integers, got {list(widths)}")
-        layers.append(nn.Linear(n, w))
-        if style == "relu":
-            layers += [nn.ReLU(), nn.Dropout(dropout)]
-        elif style == "leaky_bn":
-            layers += [nn.LeakyReLU(0.2), nn.Dropout(dropout), nn.BatchNorm1d(w)]
-        else:
-            raise ValueError(f"unknown block style {style!r}; expected 'relu' or 'leaky_bn'")
-        n = w
-    return nn.Sequential(*layers), n
 
 
 class DenseModel(nn.Module):
@@ -50,42 +32,64 @@ class DenseModel(nn.Module):
 
     Common keyword arguments
     ------------------------
-    n_classes: number of classes of the ``"logits"`` output (>= 1).
+    n_classes: classes of the ``"logits"`` output (0 = no ID head).
     regress_energy: add the ``"energy"`` output (B,) in GeV.
-    energy_skip: use the seed 001 skip connection ``E = c(h) + Σ_j w_j E_section_j`` (w = 1, c = 0 at init).
-    n_targets: size of the optional ``"targets"`` regression output (angles, position...); 0 for none.
-    n_global: number of per-event global features expected in ``forward`` (0 for none).
-    transform, scale_gev: the :class:`ImageTransform` applied to the images (``"log1p"``, ``"fraction"``,
-        ``"linear"``, ``"none"``) and its energy scale in GeV.
-    append_section_energies: append ``sign(E)·ln(1+|E|/1 GeV)`` of each section's energy to the features.
-    hidden: widths of the fully-connected top; dropout: its dropout probability.
+    energy_skip: with ``regress_energy``, use the skip connection ``Σ_j w_j E_section_j`` (w = 1 at init);
+        with ``False`` the section weights are frozen at 0 and the energy is ``energy_scale_gev·c(z)`` alone.
+        (Calling ``head.reset_parameters()`` restores w = 1; rebuild the model instead.)
+    energy_scale_gev: scale of the learned energy correction (GeV), as in :class:`~pcloud.nn.heads.GlobalHead`.
+    section_energy_scale_gev: divisor of the section energies when they enter the dense layers (GeV).
+    n_targets: size of the optional ``"regression"`` output; 0 for none.
+    n_global: number of extra per-event features expected in ``forward`` (0 for none);
+        global_scale: their divisor(s) (default 1).
+    transform, scale_gev: the :class:`ImageTransform` (``"log1p"``, ``"fraction"``, ``"linear"``, ``"none"``) and
+        its energy scale in GeV.
+    hidden, norm, act, dropout: the head's dense layers (see :func:`pcloud.nn.heads.make_mlp_layers`).
     """
 
     def __init__(self, geometry, *, n_classes: int = 2, regress_energy: bool = True, energy_skip: bool = True,
-                 n_targets: int = 0, n_global: int = 0, transform: str = "log1p", scale_gev: float = 0.1,
-                 append_section_energies: bool = True, hidden=(128, 64), dropout: float = 0.1):
+                 energy_scale_gev: float = 100.0, section_energy_scale_gev: float = 100.0, n_targets: int = 0,
+                 n_global: int = 0, global_scale: Sequence[float] | float | None = None, transform: str = "log1p",
+                 scale_gev: float = 0.1, hidden: Sequence[int] = (128, 64), norm: str | None = None,
+                 act: str = "relu", dropout: float = 0.1):
         super().__init__()
+        who = type(self).__name__
         self.specs = section_specs(geometry)
         self.section_names = [n for n, _ in self.specs]
         self.geometry_name = getattr(geometry, "name", "?")
         self.transform = ImageTransform(transform, scale_gev)
-        if int(n_global) < 0:
-            raise ValueError(f"{type(self).__name__}: n_global must be >= 0, got {n_global}")
+        if int(n_global) < 0 or int(n_targets) < 0 or int(n_classes) < 0:
+            raise ValueError(f"{who}: n_global, n_targets and n_classes must be >= 0, "
+                             f"got {n_global}, {n_targets}, {n_classes}")
+        if not section_energy_scale_gev > 0:
+            raise ValueError(f"{who}: section_energy_scale_gev must be > 0 GeV, got {section_energy_scale_gev}")
         self.n_global = int(n_global)
-        self.append_section_energies = bool(append_section_energies)
-        self._head_kw = dict(n_classes=n_classes, regress_energy=regress_energy, energy_skip=energy_skip,
-                             n_targets=n_targets)
-        self._hidden = tuple(hidden)
-        self._dropout = float(dropout)
+        n_sec = len(self.specs)
+        if global_scale is None:
+            gs = [1.0] * self.n_global
+        elif isinstance(global_scale, (int, float)):
+            gs = [float(global_scale)] * self.n_global
+        else:
+            gs = [float(v) for v in global_scale]
+        if len(gs) != self.n_global:
+            raise ValueError(f"{who}: global_scale needs {self.n_global} values (n_global), got {len(gs)}")
+        self._head_args = dict(n_classes=int(n_classes), n_targets=int(n_targets), n_global=n_sec + self.n_global,
+                               g_scale=[float(section_energy_scale_gev)] * n_sec + gs,
+                               energy_columns=tuple(range(n_sec)) if regress_energy else (),
+                               energy_scale_gev=energy_scale_gev, hidden=tuple(hidden), norm=norm, act=act,
+                               dropout=float(dropout))
+        self.energy_skip = bool(energy_skip)
         # a parameter-free buffer gives the device/dtype even before subclasses add parameters
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
 
-    def _finish(self, n_encoded: int, style: str = "relu"):
-        """Build the fully-connected top on ``n_encoded`` encoder features plus extras, then the heads."""
-        n_in = int(n_encoded) + self.n_global + (len(self.specs) if self.append_section_energies else 0)
-        self.top, n_out = mlp_blocks(n_in, self._hidden, self._dropout, style)
-        self.heads = OutputHeads(n_out, len(self.specs), **self._head_kw)
-        self.n_features = n_out
+    def _finish(self, n_encoded: int):
+        """Build the event head on ``n_encoded`` encoder features (call at the end of the subclass ``__init__``)."""
+        self.n_encoded = int(n_encoded)
+        self.head = GlobalHead(self.n_encoded, **self._head_args)
+        if self.head.energy_correction is not None and not self.energy_skip:
+            with torch.no_grad():
+                self.head.energy_weight.zero_()
+            self.head.energy_weight.requires_grad_(False)
 
     # -- to implement -------------------------------------------------------------------------------------------
     def encode(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -103,18 +107,25 @@ class DenseModel(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def forward(self, images, global_features=None) -> dict[str, torch.Tensor]:
+        """``images`` {section: (B, L, U, V)} GeV and optional ``global_features`` (B, n_global).
+
+        A batch dict ``{"images": {...}, "g": (B, n_global), ...}`` (the one-argument call of
+        :class:`pcloud.train.trainer.Trainer`) is also accepted; its ``"g"`` is used only when ``n_global > 0``.
+        """
         who = type(self).__name__
+        if hasattr(images, "keys") and "images" in images and "images" not in self.section_names:
+            batch, images = images, images["images"]
+            if global_features is None and self.n_global > 0:
+                global_features = batch.get("g")
         imgs = check_images(images, self.specs, self._anchor, who)
         batch = imgs[self.section_names[0]].shape[0]
-        g = check_global(global_features, self.n_global, batch, self._anchor, who)
+        extra = check_global(global_features, self.n_global, batch, self._anchor, who)
         section_gev = section_energies_gev(imgs, self.section_names)
-        feats = [self.encode(self.prepare(imgs, section_gev))]
-        if g is not None:
-            feats.append(g)
-        if self.append_section_energies:
-            feats.append(torch.sign(section_gev) * torch.log1p(section_gev.abs() / ENERGY_FEATURE_SCALE_GEV))
-        h = self.top(torch.cat(feats, dim=1))
-        return self.heads(h, section_gev)
+        feats = self.encode(self.prepare(imgs, section_gev))
+        g = section_gev if extra is None else torch.cat([section_gev, extra], dim=1)
+        out = {"global": feats}
+        out.update(self.head(feats, g))
+        return out
 
 
 def encoded_size(module: nn.Module, shape: tuple[int, ...]) -> int:

@@ -12,7 +12,7 @@ The paper's HCAL layer has 3 filters of 2×2×6 (x, y, z); in this (layer, u, v)
 default here is 8 filters of 3×3×3 for every section.
 
 Parameter counts with the defaults (2 classes, energy regression with skip, hidden (128, 64)):
-calogan 1,098,863; clic 8,524,886; cms 921,102.
+calogan 93,183; clic 1,847,371; cms 239,191.
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ class CNN3D(DenseModel):
             self.streams[name] = stream
             self._is3d[name] = is3d
             n_enc += encoded_size(stream, (1, *dims))
-        self._finish(n_enc, style="relu")
+        self._finish(n_enc)
 
     def encode(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         out = []

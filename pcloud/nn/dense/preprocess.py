@@ -4,7 +4,7 @@ The models take ``images = {section: (B, n_layers, n_u, n_v)}`` in GeV, exactly 
 :class:`pcloud.showers.ShowerImages` (numpy arrays or tensors; converted with :func:`torch.as_tensor`).
 Raw cell energies span five decades (MeV noise to hundreds of GeV in the core cell), so each model compresses
 them with an :class:`ImageTransform` chosen in its constructor. The *raw* GeV section sums are kept aside for the
-energy skip connection (seed 001 §5.1) and, optionally, as extra features.
+energy skip connection (seed 001 §5.1) and as per-event features of the head.
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ class ImageTransform(nn.Module):
       (``E/s``) for ``|E| << s`` and logarithmic above; noise-negative cells stay finite.
     * ``"fraction"``: :math:`E / E_\mathrm{tot}` with :math:`E_\mathrm{tot}` the event's total energy over *all*
       sections (the per-event normalisation of the CaloGAN-style studies, seed 004); events with
-      :math:`|E_\mathrm{tot}| < 10^{-12}` GeV are left at zero. The energy scale is lost, so keep
-      ``append_section_energies=True`` in the model when it matters.
+      :math:`|E_\mathrm{tot}| < 10^{-12}` GeV are left at zero. The energy scale is lost from the images; the models
+      still receive the raw section energies as per-event features.
     * ``"linear"``: :math:`E / s`.
     * ``"none"``: identity (GeV).
     """
