@@ -1,0 +1,67 @@
+"""Compute-cost measurements for models: parameter count, inference throughput and peak memory.
+
+Peak memory on CPU is measured from PyTorch's own allocator events: the profiler (``profile_memory=True``) records
+every tensor allocation and free with a timestamp; the running sum of bytes in time order gives the peak number of
+bytes held by tensors during the call (weights, which exist before the call, are not included). On CUDA
+``torch.cuda.max_memory_allocated`` is used instead (also excluding memory held before the call).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def _allocation_records(prof) -> list[tuple[int, int]]:
+    recs: list[tuple[int, int]] = []
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        n = stack.pop()
+        ev = getattr(n, "extra_fields", None)
+        if type(ev).__name__.endswith("Allocation"):
+            recs.append((n.start_time_ns, int(ev.alloc_size)))
+        stack.extend(n.children)
+    return recs
+
+
+def peak_memory_mb(fn: Callable[[], object], device: torch.device | str = "cpu") -> float:
+    """Peak tensor memory (MB = 1e6 bytes) allocated while ``fn()`` runs, above what was held before."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 1e6
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    recs = sorted(_allocation_records(prof))
+    if not recs:
+        return 0.0
+    return float(max(0, np.cumsum([b for _, b in recs]).max())) / 1e6
+
+
+def throughput(fn: Callable[[], object], n_events: int, device: torch.device | str = "cpu",
+               min_seconds: float = 0.5, max_repeats: int = 50) -> float:
+    """Events per second of ``fn`` (which processes ``n_events``), after one warm-up call."""
+    device = torch.device(device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    fn()
+    sync()
+    reps, t0 = 0, time.perf_counter()
+    while reps < max_repeats:
+        fn()
+        sync()
+        reps += 1
+        if time.perf_counter() - t0 >= min_seconds:
+            break
+    return n_events * reps / (time.perf_counter() - t0)
