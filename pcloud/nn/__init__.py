@@ -1,0 +1,16 @@
+"""Neural networks for calorimeter point clouds: pure-torch kNN, EdgeConv, PointNet, DGCNN, shared heads
+(joint ID + energy regression with the energy skip connection, segmentation) and the model registry.
+
+Inputs are padded batches ``{"x": (B, N, F), "pos": (B, N, 3) mm, "mask": (B, N) bool, "g": (B, G)}``;
+models return dicts of outputs (``"logits"``, ``"energy"`` GeV, ``"regression"``, ``"seg_logits"``, ...).
+"""
+from .dgcnn import DGCNN
+from .edgeconv import EdgeConv
+from .heads import GlobalHead, MaskedMLP, MultiTaskLoss, PointCloudModel, SegHead, masked_pool
+from .knn import knn, knn_graph
+from .pointnet import PointNet, TNet
+from .registry import MODEL_REGISTRY, build_model, list_models, register_model
+
+__all__ = ["knn", "knn_graph", "EdgeConv", "PointNet", "TNet", "DGCNN", "GlobalHead", "SegHead", "MaskedMLP",
+           "MultiTaskLoss", "PointCloudModel", "masked_pool", "MODEL_REGISTRY", "build_model", "list_models",
+           "register_model"]

@@ -28,7 +28,7 @@ from torch import Tensor
 
 __all__ = ["knn", "knn_graph", "pairwise_sq_dist", "auto_block_size"]
 
-DEFAULT_MAX_ELEMENTS = 1 << 24  # float32 distance-buffer budget for block_size=None (64 MiB)
+DEFAULT_MAX_ELEMENTS = 1 << 22  # float32 distance-buffer budget for block_size=None (16 MiB; see bench_knn.py)
 
 
 def pairwise_sq_dist(a: Tensor, b: Tensor) -> Tensor:
@@ -36,7 +36,8 @@ def pairwise_sq_dist(a: Tensor, b: Tensor) -> Tensor:
 
     Uses the expanded form ``|a|^2 + |b|^2 - 2 a.b``, clamped at 0 against rounding.
     """
-    d = (a * a).sum(-1, keepdim=True) + (b * b).sum(-1).unsqueeze(-2) - 2.0 * torch.matmul(a, b.transpose(-1, -2))
+    d = torch.baddbmm((b * b).sum(-1).unsqueeze(-2), a, b.transpose(-1, -2), alpha=-2.0)  # one (B, M, N) buffer
+    d.add_((a * a).sum(-1, keepdim=True))
     return d.clamp_min_(0.0)
 
 
@@ -55,7 +56,8 @@ def _check_inputs(features: Tensor, k: int, mask: Tensor | None) -> Tensor:
     if mask is None:
         return torch.ones(B, N, dtype=torch.bool, device=features.device)
     if mask.shape != (B, N):
-        raise ValueError(f"knn: `mask` must have shape (B, N) = {(B, N)} to match `features`, found {tuple(mask.shape)}")
+        raise ValueError(f"knn: `mask` must have shape (B, N) = {(B, N)} to match `features`, "
+                         f"found {tuple(mask.shape)}")
     if mask.dtype != torch.bool:
         raise ValueError(f"knn: `mask` must be a bool tensor (True = real point), found dtype {mask.dtype}")
     return mask

@@ -1,0 +1,157 @@
+"""Particle-identification metrics: ROC, AUC, background rejection at fixed signal efficiency (seed 004 §3.2).
+
+Conventions: ``y_true`` is 1 for signal and 0 for background; a larger ``score`` means more signal-like; the cut is
+``score >= threshold``. Signal efficiency = true-positive rate (TPR), background efficiency = false-positive rate
+(FPR), background rejection = 1 / FPR (seed 004, Fig. 1 and Tables 3-4). Optional per-event weights are supported.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class ROC(NamedTuple):
+    """A ROC curve: ``tpr`` (signal efficiency), ``fpr`` (background efficiency) and the ``thresholds`` (cut
+    ``score >= threshold``), ordered by decreasing threshold; the first point is (0, 0) at threshold +inf."""
+
+    tpr: np.ndarray
+    fpr: np.ndarray
+    thresholds: np.ndarray
+
+
+def _binary_inputs(y_true, score, sample_weight, where: str):
+    y = np.asarray(y_true)
+    s = np.asarray(score, dtype=np.float64)
+    if y.ndim != 1 or s.ndim != 1 or y.shape != s.shape:
+        raise ValueError(f"{where}: y_true and score must be 1-D of the same length, found {y.shape} and {s.shape}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError(f"{where}: score holds NaN or inf")
+    labels = np.unique(y)
+    if not set(labels.tolist()) <= {0, 1, False, True}:
+        raise ValueError(f"{where}: y_true must hold 0 (background) and 1 (signal), found labels {labels[:10]}")
+    w = np.ones_like(s) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != s.shape:
+        raise ValueError(f"{where}: sample_weight must have shape {s.shape}, found {w.shape}")
+    y = y.astype(bool)
+    if not (w[y].sum() > 0 and w[~y].sum() > 0):
+        raise ValueError(f"{where}: need both signal (y=1) and background (y=0) events with positive weight; "
+                         f"found {int(y.sum())} signal and {int((~y).sum())} background")
+    return y, s, w
+
+
+def roc_curve(y_true, score, sample_weight=None) -> ROC:
+    """ROC curve with one point per distinct score value (ties are cut together), vectorised (sort + cumsum)."""
+    y, s, w = _binary_inputs(y_true, score, sample_weight, "roc_curve")
+    order = np.argsort(-s, kind="mergesort")
+    s, y, w = s[order], y[order], w[order]
+    tp = np.cumsum(w * y)
+    fp = np.cumsum(w * ~y)
+    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]     # last index of each distinct score
+    tpr = np.r_[0.0, tp[last] / tp[-1]]
+    fpr = np.r_[0.0, fp[last] / fp[-1]]
+    return ROC(tpr, fpr, np.r_[np.inf, s[last]])
+
+
+def auc(y_true, score, sample_weight=None) -> float:
+    """Area under the ROC curve (trapezoidal, ties count one half; equals the Mann-Whitney U / (n_s n_b))."""
+    r = roc_curve(y_true, score, sample_weight)
+    return float(np.sum(np.diff(r.fpr) * 0.5 * (r.tpr[1:] + r.tpr[:-1])))
+
+
+def fpr_at_tpr(roc: ROC, signal_efficiency) -> np.ndarray:
+    """Background efficiency at the given signal efficiencies, linearly interpolated between the two ROC points
+    that bracket each efficiency (the first point with tpr >= eff and the one before it)."""
+    eff = np.atleast_1d(np.asarray(signal_efficiency, dtype=np.float64))
+    if np.any((eff < 0) | (eff > 1)):
+        raise ValueError(f"signal efficiencies must lie in [0, 1], found {eff}")
+    tpr, fpr = roc.tpr, roc.fpr
+    hi = np.clip(np.searchsorted(tpr, eff, side="left"), 1, tpr.size - 1)
+    lo = hi - 1
+    dt = tpr[hi] - tpr[lo]
+    t = np.where(dt > 0, (eff - tpr[lo]) / np.where(dt > 0, dt, 1.0), 1.0)
+    return fpr[lo] + t * (fpr[hi] - fpr[lo])
+
+
+def background_rejection(y_true, score, signal_efficiency=(0.6, 0.7, 0.8, 0.9, 0.99),
+                         sample_weight=None) -> dict[str, np.ndarray]:
+    """Background rejection 1/FPR at fixed signal efficiencies (seed 004 working points by default).
+
+    Returns a dict of arrays, one entry per efficiency:
+
+    * ``signal_efficiency``, ``background_efficiency`` (interpolated FPR), ``rejection`` = 1/FPR. **When no
+      background passes (FPR = 0) the rejection is ``inf``**; then ``rejection_lower_limit_95`` gives the 95% CL
+      lower limit n_b/3 ("rule of three": 0 events seen out of n_b means FPR < 3/n_b at 95% CL).
+    * ``rejection_err``: binomial uncertainty. With FPR = k/n (n = effective number of background events
+      (sum w)^2 / sum w^2), sigma_FPR = sqrt(FPR (1 - FPR) / n) and, propagating R = 1/FPR,
+      sigma_R = sigma_FPR / FPR^2 = R sqrt((R - 1) / n) (``inf`` where R is inf).
+    * ``n_background_effective``: n above (scalar, repeated).
+    """
+    y, s, w = _binary_inputs(y_true, score, sample_weight, "background_rejection")
+    roc = roc_curve(y, s, w)
+    eff = np.atleast_1d(np.asarray(signal_efficiency, dtype=np.float64))
+    fpr = fpr_at_tpr(roc, eff)
+    wb = w[~y]
+    n_eff = wb.sum() ** 2 / np.sum(wb ** 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rej = np.where(fpr > 0, 1.0 / fpr, np.inf)
+        err = np.where(fpr > 0, rejection_uncertainty(rej, n_eff), np.inf)
+    return {"signal_efficiency": eff, "background_efficiency": fpr, "rejection": rej, "rejection_err": err,
+            "rejection_lower_limit_95": np.where(fpr > 0, np.nan, n_eff / 3.0),
+            "n_background_effective": np.full(eff.shape, n_eff)}
+
+
+def rejection_uncertainty(rejection, n_background) -> np.ndarray:
+    """Binomial uncertainty of a rejection R = 1/FPR measured on ``n_background`` events: R sqrt((R - 1) / n)."""
+    r = np.asarray(rejection, dtype=np.float64)
+    return r * np.sqrt(np.clip(r - 1.0, 0.0, None) / np.asarray(n_background, dtype=np.float64))
+
+
+def relative_rejection(rejection, reference_rejection) -> np.ndarray:
+    """Relative change of rejection with respect to a reference model, R / R_ref - 1 (seed 004 Tables 3-4 print it
+    in percent). Where both are inf the change is 0; where only the model's is inf it is +inf; where only the
+    reference's is inf it is -1."""
+    r = np.asarray(rejection, dtype=np.float64)
+    ref = np.asarray(reference_rejection, dtype=np.float64)
+    both = np.isinf(r) & np.isinf(ref)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = r / ref - 1.0
+    return np.where(both, 0.0, out)
+
+
+def relative_rejection_table(models: dict[str, tuple], reference: str,
+                             signal_efficiency=(0.6, 0.7, 0.8, 0.9, 0.99)) -> dict[str, np.ndarray]:
+    """Seed 004 Table 3/4 in one call: ``models`` maps a name to ``(y_true, score)``; returns, per model, the
+    relative rejection change in percent w.r.t. ``reference`` at each signal efficiency."""
+    if reference not in models:
+        raise KeyError(f"relative_rejection_table: reference {reference!r} not among models {sorted(models)}")
+    rej = {k: background_rejection(y, s, signal_efficiency)["rejection"] for k, (y, s) in models.items()}
+    return {k: 100.0 * relative_rejection(v, rej[reference]) for k, v in rej.items()}
+
+
+# ---------------------------------------------------------------------------------------------------- multi-class
+def accuracy(y_true, y_pred_or_proba) -> float:
+    """Fraction of correct predictions; a 2-D input is read as class probabilities and arg-maxed."""
+    y = np.asarray(y_true)
+    p = np.asarray(y_pred_or_proba)
+    if p.ndim == 2:
+        p = np.argmax(p, axis=1)
+    if p.shape != y.shape:
+        raise ValueError(f"accuracy: y_true {y.shape} and predictions {p.shape} differ in shape")
+    if y.size == 0:
+        raise ValueError("accuracy: no events")
+    return float(np.mean(p == y))
+
+
+def one_vs_rest_auc(y_true, proba, classes=None) -> dict:
+    """One-vs-rest AUC of each class (column k of ``proba`` as the score of class ``classes[k]``, default 0..K-1),
+    and their unweighted mean ``macro`` (as sklearn ``roc_auc_score(multi_class="ovr", average="macro")``)."""
+    y = np.asarray(y_true)
+    p = np.asarray(proba, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] != y.shape[0]:
+        raise ValueError(f"one_vs_rest_auc: proba must be (N, K) with N = {y.shape[0]}, found {p.shape}")
+    classes = np.arange(p.shape[1]) if classes is None else np.asarray(classes)
+    if classes.size != p.shape[1]:
+        raise ValueError(f"one_vs_rest_auc: {classes.size} classes for {p.shape[1]} probability columns")
+    per = {c.item(): auc(y == c, p[:, k]) for k, c in enumerate(classes)}
+    return {"per_class": per, "macro": float(np.mean(list(per.values())))}
