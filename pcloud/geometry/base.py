@@ -279,9 +279,13 @@ class Geometry:
 
     def locate(self, x, y, z) -> np.ndarray:
         """Flat cell index of each position (mm, geometry frame); -1 outside every cell. Vectorised."""
-        x = np.asarray(x, dtype=np.float64)
-        y = np.asarray(y, dtype=np.float64)
-        z = np.asarray(z, dtype=np.float64)
+        x, y, z = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64),
+                                      np.asarray(z, dtype=np.float64))
+        shape = x.shape
+        x, y, z = x.ravel(), y.ravel(), z.ravel()
+        return self._locate_flat(x, y, z).reshape(shape)
+
+    def _locate_flat(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         d = self.depth_of(x, y, z)
         gl = np.searchsorted(self.layer_fronts_mm, d, side="right") - 1
         inside = (gl >= 0) & (d < self.layer_backs_mm[np.clip(gl, 0, None)])

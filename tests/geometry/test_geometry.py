@@ -119,3 +119,12 @@ def test_describe_is_json_serialisable():
         assert '"depth_x0"' in s and '"n_cells"' in s
     with pytest.raises(ValueError, match="unknown geometry"):
         get_geometry("lhcb")
+
+
+def test_locate_scalar_and_2d_inputs():
+    g = get_geometry("calogan")
+    assert g.locate(10.0, -55.0, 500.0) == 288 + 6 * 12 + 4
+    xyz = np.array([[10.0, -55.0, 500.0], [0.0, 0.0, 1.0]])
+    got = g.locate(np.tile(xyz[:, 0], (3, 1)), np.tile(xyz[:, 1], (3, 1)), np.tile(xyz[:, 2], (3, 1)))
+    assert got.shape == (3, 2)
+    np.testing.assert_array_equal(got, [[360, -1]] * 3)

@@ -1,0 +1,380 @@
+"""Batched views of cloud arrays for models: padded tensors with a mask, PyG batches, a streaming dataset.
+
+Everything is vectorised over points (one ``np.lexsort`` and fancy-index scatters per batch).
+
+Point selection and truncation policy (``max_points``)
+------------------------------------------------------
+Points are ranked inside each event: track points (FOCAL_TRACK, OTHER_TRACK) first, then cells by decreasing
+``energy`` (ties: stored order). When an event has more than ``max_points`` points, only the first ``max_points`` of
+that ranking are kept, i.e. all tracks (up to the limit) and the highest-energy cells. The energy of the dropped
+points is reported per event in ``truncated_energy`` (GeV, float64) and their number in ``n_truncated`` so that
+losses are never silent. Stored PADDING points (type 3) are ignored. ``sort_by="energy"`` lays kept points out in
+ranking order; ``sort_by=None`` keeps their stored order.
+
+Padded layout (:func:`to_padded`)
+---------------------------------
+==================== ============= =====================================================================
+key                  shape, dtype  meaning
+==================== ============= =====================================================================
+``x``                (B,N,F) f32   features (names in :func:`pcloud.data.schema.feature_columns`); 0 in padding
+``pos``              (B,N,3) f32   x, y, z (mm, geometry frame); 0 in padding
+``mask``             (B,N) bool    True for real points
+``type``             (B,N) int64   point type; PADDING (3) in padding
+``energy``           (B,N) f32     point energy (GeV); 0 in padding
+``n_points``         (B,) int64    real points kept per event
+``n_truncated``      (B,) int64    points dropped by ``max_points``
+``truncated_energy`` (B,) f64      energy (GeV) of the dropped points
+``event_number``     (B,) int64    event numbers
+``y_hard``           (B,N) int64   requested targets (``targets=("hard", "binary", "soft")``), see the label
+``y_binary``         (B,N) int64   policy of :mod:`pcloud.data.schema`; padding: -1 for hard/binary, 0 for soft
+``y_soft``           (B,N) f32
+``<event field>``    (B,)          per-event fields requested with ``event_targets`` (e.g. ``energy_gev``)
+``g``                (B,G) f32     per-event fields requested with ``global_features``
+==================== ============= =====================================================================
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence
+
+import awkward as ak
+import numpy as np
+import torch
+
+from .schema import (NO_PARTICLE, PointType, binary_labels, hard_labels, resolve_features, target_fractions,
+                     validate_clouds, feature_matrix)
+
+TARGETS = ("hard", "binary", "soft")
+
+
+def _flat(clouds, field):
+    return ak.to_numpy(ak.flatten(clouds.points[field], axis=1))
+
+
+def _target_index(clouds, target_index):
+    if target_index is not None:
+        return target_index
+    if "focal_truth_index" in ak.fields(clouds):
+        return ak.to_numpy(clouds.focal_truth_index)
+    raise ValueError("binary/soft targets need the target truth particle: pass target_index= or store the per-event "
+                     "field 'focal_truth_index' (per-track clouds)")
+
+
+def _targets_flat(clouds, targets, target_index, threshold) -> dict[str, np.ndarray]:
+    out = {}
+    for t in targets:
+        if t not in TARGETS:
+            raise ValueError(f"unknown target {t!r}; known: {TARGETS}")
+        if t == "hard":
+            out[t] = ak.to_numpy(ak.flatten(hard_labels(clouds.points), axis=1))
+        elif t == "binary":
+            out[t] = ak.to_numpy(ak.flatten(binary_labels(clouds.points, _target_index(clouds, target_index),
+                                                          threshold), axis=1))
+        else:
+            out[t] = ak.to_numpy(ak.flatten(target_fractions(clouds.points, _target_index(clouds, target_index)),
+                                            axis=1))
+    return out
+
+
+def _select(clouds, max_points, sort_by):
+    """Rank and truncate points; returns kept flat indices in (event, slot) order with their slots."""
+    if sort_by not in ("energy", None):
+        raise ValueError(f"sort_by must be 'energy' or None, found {sort_by!r}")
+    if max_points is not None and int(max_points) <= 0:
+        raise ValueError(f"max_points must be positive or None, found {max_points}")
+    counts = ak.to_numpy(ak.num(clouds.points, axis=1)).astype(np.int64)
+    b = counts.size
+    ev = np.repeat(np.arange(b, dtype=np.int64), counts)
+    typ = _flat(clouds, "type").astype(np.int64)
+    energy = _flat(clouds, "energy").astype(np.float64)
+    if not np.all(np.isfinite(energy)):
+        raise ValueError(f"point energies contain {int((~np.isfinite(energy)).sum())} NaN/inf values")
+    real = typ != PointType.PADDING
+    # priority: tracks (+inf) before cells (by energy); padding last and never kept.
+    prio = np.where(typ == PointType.CELL, energy, np.inf)
+    prio = np.where(real, prio, -np.inf)
+    order = np.lexsort((-prio, ev))  # stable: ties keep stored order
+    starts = np.concatenate([[0], np.cumsum(counts)])[:-1]
+    rank = np.empty(ev.size, dtype=np.int64)
+    rank[order] = np.arange(ev.size) - starts[ev[order]]
+    n_real = np.bincount(ev[real], minlength=b)
+    limit = np.inf if max_points is None else int(max_points)
+    keep = real & (rank < limit)
+    if sort_by == "energy":
+        idx = order[keep[order]]
+        slot = rank[idx]
+    else:
+        idx = np.nonzero(keep)[0]
+        csum = np.cumsum(keep)
+        before = np.concatenate([[0], csum])[starts[ev[idx]]]
+        slot = csum[idx] - 1 - before
+    dropped = real & ~keep
+    return dict(counts=counts, ev=ev, idx=idx, slot=slot, kept=np.bincount(ev[idx], minlength=b),
+                n_truncated=n_real - np.bincount(ev[idx], minlength=b),
+                truncated_energy=np.bincount(ev[dropped], weights=energy[dropped], minlength=b), typ=typ)
+
+
+def _point_columns(clouds, feats) -> dict[str, np.ndarray]:
+    need = {"x", "y", "z", "energy", "type"}
+    for f in feats:
+        need |= set(f.needs)
+    pf = ak.fields(clouds.points)
+    missing = sorted(need - set(pf))
+    if missing:
+        raise KeyError(f"clouds lack point field(s) {missing} needed by the features; found {pf}")
+    return {k: _flat(clouds, k) for k in need}
+
+
+def _event_targets(clouds, event_targets, b) -> dict[str, torch.Tensor]:
+    out = {}
+    for f in event_targets:
+        if f not in ak.fields(clouds):
+            raise KeyError(f"event target {f!r} is not a per-event field; found {ak.fields(clouds)}")
+        out[f] = torch.from_numpy(np.ascontiguousarray(ak.to_numpy(clouds[f])))
+    return out
+
+
+def to_padded(clouds: ak.Array, features: Sequence[str], max_points: int | None = None,
+              pad_to_multiple: int | None = None, sort_by: str | None = "energy", targets: Sequence[str] = (),
+              target_index=None, binary_threshold: float = 0.5, event_targets: Sequence[str] = (),
+              global_features: Sequence[str] = (), normaliser=None) -> dict[str, torch.Tensor]:
+    """Padded tensors ``(B, N, ...)`` + mask of a cloud array (layout and truncation policy: module docstring).
+
+    N is the largest kept point count (at least 1), rounded up to ``pad_to_multiple``. ``targets`` picks per-point
+    targets from ``("hard", "binary", "soft")``; binary/soft need ``target_index`` (scalar or per event) or the
+    per-event field ``focal_truth_index``. ``global_features``: per-event fields stacked into ``g`` (B, G) float32
+    (the global input of :mod:`pcloud.nn` heads). ``normaliser`` (:class:`pcloud.data.normalise.Normaliser`) is applied
+    to ``x``, leaving padding at 0.
+    """
+    clouds = validate_clouds(clouds, "to_padded")
+    feats = resolve_features(features)
+    b = len(clouds)
+    if b == 0:
+        raise ValueError("to_padded: no events")
+    sel = _select(clouds, max_points, sort_by)
+    cols = _point_columns(clouds, feats)
+    idx, slot, ev = sel["idx"], sel["slot"], sel["ev"][sel["idx"]]
+    n = int(max(1, sel["kept"].max(initial=0)))
+    if pad_to_multiple:
+        m = int(pad_to_multiple)
+        if m <= 0:
+            raise ValueError(f"pad_to_multiple must be positive, found {pad_to_multiple}")
+        n = -(-n // m) * m
+    fm = feature_matrix({k: v[idx] for k, v in cols.items()}, feats)
+    x = np.zeros((b, n, fm.shape[1]), dtype=np.float32)
+    x[ev, slot] = fm
+    pos = np.zeros((b, n, 3), dtype=np.float32)
+    pos[ev, slot] = np.stack([cols["x"][idx], cols["y"][idx], cols["z"][idx]], axis=1)
+    mask = np.zeros((b, n), dtype=bool)
+    mask[ev, slot] = True
+    typ = np.full((b, n), int(PointType.PADDING), dtype=np.int64)
+    typ[ev, slot] = sel["typ"][idx]
+    energy = np.zeros((b, n), dtype=np.float32)
+    energy[ev, slot] = cols["energy"][idx]
+    out = {"x": torch.from_numpy(x), "pos": torch.from_numpy(pos), "mask": torch.from_numpy(mask),
+           "type": torch.from_numpy(typ), "energy": torch.from_numpy(energy),
+           "n_points": torch.from_numpy(sel["kept"].astype(np.int64)),
+           "n_truncated": torch.from_numpy(sel["n_truncated"].astype(np.int64)),
+           "truncated_energy": torch.from_numpy(sel["truncated_energy"]),
+           "event_number": torch.from_numpy(ak.to_numpy(clouds.event_number).astype(np.int64))}
+    for name, flat in _targets_flat(clouds, targets, target_index, binary_threshold).items():
+        fill = 0.0 if name == "soft" else NO_PARTICLE
+        dtype = np.float32 if name == "soft" else np.int64
+        y = np.full((b, n), fill, dtype=dtype)
+        y[ev, slot] = flat[idx]
+        out[f"y_{name}"] = torch.from_numpy(y)
+    out.update(_event_targets(clouds, event_targets, b))
+    if global_features:
+        g = _event_targets(clouds, global_features, b)
+        out["g"] = torch.stack([g[f].to(torch.float32) for f in global_features], dim=1)
+    if normaliser is not None:
+        out = normaliser.apply(out)
+    return out
+
+
+def to_pyg_batch(clouds: ak.Array, features: Sequence[str], y: str | None = None, max_points: int | None = None,
+                 target_index=None, binary_threshold: float = 0.5, normaliser=None):
+    """A :class:`torch_geometric.data.Batch` of the events: ``x`` (P, F), ``pos`` (P, 3), ``batch`` (P,), ``ptr``,
+    ``energy``, ``type``, ``event_number`` (B,) and ``y``.
+
+    ``y``: ``"hard"`` / ``"binary"`` / ``"soft"`` give per-point targets (P,); the name of a per-event field (e.g.
+    ``"energy_gev"``, ``"pdg"``) gives (B,); None leaves it out. Points of one event are contiguous, in the
+    ``sort_by="energy"`` order of :func:`to_padded` (truncation policy too). Built without a per-event loop; the
+    batch supports ``num_graphs``, ``get_example`` and ``to_data_list``.
+    """
+    from torch_geometric.data import Batch
+
+    clouds = validate_clouds(clouds, "to_pyg_batch")
+    feats = resolve_features(features)
+    b = len(clouds)
+    if b == 0:
+        raise ValueError("to_pyg_batch: no events")
+    sel = _select(clouds, max_points, "energy")
+    cols = _point_columns(clouds, feats)
+    idx = sel["idx"]
+    x = feature_matrix({k: v[idx] for k, v in cols.items()}, feats)
+    if normaliser is not None:
+        x = normaliser.transform_flat(x)
+    ptr = torch.from_numpy(np.concatenate([[0], np.cumsum(sel["kept"])]).astype(np.int64))
+    data = dict(x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                pos=torch.from_numpy(np.stack([cols["x"][idx], cols["y"][idx], cols["z"][idx]], 1).astype(np.float32)),
+                energy=torch.from_numpy(cols["energy"][idx].astype(np.float32)),
+                type=torch.from_numpy(sel["typ"][idx]),
+                batch=torch.from_numpy(sel["ev"][idx]), ptr=ptr,
+                event_number=torch.from_numpy(ak.to_numpy(clouds.event_number).astype(np.int64)))
+    per_event = ["event_number"]
+    if y is not None:
+        if y in TARGETS:
+            data["y"] = torch.from_numpy(_targets_flat(clouds, [y], target_index, binary_threshold)[y][idx])
+        else:
+            data["y"] = _event_targets(clouds, [y], b)[y]
+            per_event.append("y")
+    batch = Batch(**data)
+    # bookkeeping that Batch.from_data_list would have made, so get_example / to_data_list work
+    arange = torch.arange(b + 1)
+    batch._num_graphs = b
+    batch._slice_dict = {k: (arange if k in per_event else ptr) for k in data if k not in ("batch", "ptr")}
+    batch._inc_dict = {k: torch.zeros(b, dtype=torch.long) for k in batch._slice_dict}
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------------- collation
+def _as_array(items) -> ak.Array:
+    if isinstance(items, ak.Array):
+        return items
+    if isinstance(items, ak.Record):
+        items = [items]
+    parts = []
+    for it in items:
+        if isinstance(it, ak.Record):
+            lay = it.layout
+            parts.append(ak.Array(lay.array[lay.at:lay.at + 1]))
+        elif isinstance(it, ak.Array):
+            parts.append(it)
+        else:
+            raise TypeError(f"collate: expected awkward events (Array or Record), found {type(it).__name__}")
+    if not parts:
+        raise ValueError("collate: empty batch")
+    return parts[0] if len(parts) == 1 else ak.concatenate(parts)
+
+
+class PaddedCollate:
+    """Collate function: a list of events (ak.Record / 1-event arrays) or an ak.Array batch -> :func:`to_padded`."""
+
+    def __init__(self, features: Sequence[str], **to_padded_kwargs):
+        resolve_features(features)
+        self.features = list(features)
+        self.kwargs = to_padded_kwargs
+
+    def __call__(self, items):
+        return to_padded(_as_array(items), self.features, **self.kwargs)
+
+
+class PyGCollate:
+    """Collate function producing :func:`to_pyg_batch` batches."""
+
+    def __init__(self, features: Sequence[str], **to_pyg_kwargs):
+        resolve_features(features)
+        self.features = list(features)
+        self.kwargs = to_pyg_kwargs
+
+    def __call__(self, items):
+        return to_pyg_batch(_as_array(items), self.features, **self.kwargs)
+
+
+def collate_clouds(items, features: Sequence[str], **to_padded_kwargs) -> dict[str, torch.Tensor]:
+    """Functional form of :class:`PaddedCollate`."""
+    return to_padded(_as_array(items), features, **to_padded_kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------- dataset
+class CloudDataset(torch.utils.data.IterableDataset):
+    """Stream batches of events from a cloud array or a native-store path (read chunk by chunk).
+
+    Yields ``collate(batch)`` for each batch of ``batch_size`` events (an ak.Array when ``collate`` is None), so use
+    it as ``DataLoader(CloudDataset(...), batch_size=None)``. ``splits`` / ``split`` keep only the events of one
+    split (by event number, :class:`pcloud.data.splits.Splits`). ``shuffle`` permutes events inside each chunk
+    (``chunk_size`` events, default 16 batches) and the chunk order, seeded by ``seed`` and the epoch
+    (:meth:`set_epoch`). With several DataLoader workers each worker reads every ``num_workers``-th chunk.
+    """
+
+    def __init__(self, source, batch_size: int = 64, collate: Callable | None = None, shuffle: bool = False,
+                 seed: int = 0, splits=None, split: str | None = None, columns=None, chunk_size: int | None = None,
+                 drop_last: bool = False):
+        if batch_size <= 0:
+            raise ValueError(f"CloudDataset: batch_size must be positive, found {batch_size}")
+        if (splits is None) != (split is None):
+            raise ValueError("CloudDataset: give both splits= and split= (or neither)")
+        if splits is not None and split not in splits.names:
+            raise KeyError(f"CloudDataset: split {split!r} not in {splits.names}")
+        if isinstance(source, ak.Array):
+            validate_clouds(source, "CloudDataset")
+        self.source = source
+        self.batch_size = int(batch_size)
+        self.collate = collate
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.splits, self.split = splits, split
+        self.columns = columns
+        self.chunk_size = int(chunk_size) if chunk_size else 16 * self.batch_size
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = int(epoch)
+
+    def _chunks(self) -> Iterator[ak.Array]:
+        if isinstance(self.source, ak.Array):
+            n = len(self.source)
+            for s in range(0, n, self.chunk_size):
+                yield self.source[s:s + self.chunk_size]
+        else:
+            from ..io.native import iter_clouds
+
+            yield from iter_clouds(self.source, chunk_size=self.chunk_size, columns=self.columns)
+
+    def _filter(self, chunk):
+        if self.splits is None:
+            return chunk
+        return chunk[self.splits.mask(ak.to_numpy(chunk.event_number), self.split)]
+
+    def _n_selected(self) -> int:
+        if self.splits is None and isinstance(self.source, ak.Array):
+            return len(self.source)
+        if isinstance(self.source, ak.Array):
+            return int(self.splits.mask(ak.to_numpy(self.source.event_number), self.split).sum())
+        from ..io.native import iter_clouds, read_meta
+
+        if self.splits is None:
+            return int(read_meta(self.source)["n_events"])
+        return sum(int(self.splits.mask(ak.to_numpy(c.event_number), self.split).sum())
+                   for c in iter_clouds(self.source, columns=["event_number"]))
+
+    def __len__(self) -> int:
+        """Number of batches per epoch (single worker)."""
+        n = self._n_selected()
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
+        rng = np.random.default_rng([self.seed, self.epoch, wid])
+        chunks = (c for i, c in enumerate(self._chunks()) if i % nw == wid)
+        if self.shuffle and isinstance(self.source, ak.Array):
+            chunks = list(chunks)  # slices of an in-memory array are views: cheap to reorder
+            chunks = [chunks[i] for i in rng.permutation(len(chunks))]
+        rest = None
+        for chunk in chunks:
+            chunk = self._filter(chunk)
+            if self.shuffle and len(chunk):
+                chunk = chunk[rng.permutation(len(chunk))]
+            if rest is not None and len(rest):
+                chunk = ak.concatenate([rest, chunk])
+            n_full = len(chunk) // self.batch_size * self.batch_size
+            for s in range(0, n_full, self.batch_size):
+                yield self._out(chunk[s:s + self.batch_size])
+            rest = chunk[n_full:]
+        if rest is not None and len(rest) and not self.drop_last:
+            yield self._out(rest)
+
+    def _out(self, batch):
+        return batch if self.collate is None else self.collate(batch)

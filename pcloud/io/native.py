@@ -1,0 +1,291 @@
+"""The native store of pcloud: cloud arrays (:mod:`pcloud.data.schema`) in a chunked Parquet file.
+
+Layout: one Parquet file written through pyarrow from awkward arrays (``ak.to_arrow_table`` with plain Arrow types,
+so that pyarrow can prune nested columns on read). Every chunk handed to :func:`write_clouds` becomes one or more row
+groups of at most ``row_group_events`` events, so writing and reading stream chunk by chunk and never need the whole
+data set in memory. The file's key-value metadata holds, under the key ``pcloud``, a JSON object:
+
+================  ==========================================================================================
+key               meaning
+================  ==========================================================================================
+``format``        ``"pcloud-native"``
+``schema_version`` :data:`pcloud.data.schema.SCHEMA_VERSION` at write time; other versions are refused
+``geometry``      ``{"name": ..., "kwargs": {...}}`` (the arguments of :func:`pcloud.geometry.get_geometry`;
+                  extra keys such as ``xml`` for CaloChallenge geometries are kept)
+``units``         units of the point fields (:data:`pcloud.data.schema.UNITS`)
+``threshold_gev`` the cell threshold used by the conversion (``None``: all non-zero cells)
+``generator``     free-form generator / reader settings (dict)
+``seed``          random seed of the generation (or ``None``)
+``n_events``      number of events (written when the file is closed; also ``num_rows`` of the Parquet footer)
+================  ==========================================================================================
+
+Any other meta keys given by the writer are kept. Writes are atomic (:func:`pcloud.io.atomic.atomic_output`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import awkward as ak
+import numpy as np
+
+from ..data.schema import REQUIRED_EVENT_FIELDS, REQUIRED_POINT_FIELDS, SCHEMA_VERSION, UNITS, validate_clouds
+from .atomic import atomic_output
+from .errors import FormatError
+
+META_KEY = b"pcloud"
+FORMAT_NAME = "pcloud-native"
+PARQUET_MAGIC = b"PAR1"
+DEFAULT_ROW_GROUP_EVENTS = 4096
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"meta value of type {type(o).__name__} is not JSON serialisable")
+
+
+def _normalise_meta(meta: dict | None, first_chunk: ak.Array, path) -> dict:
+    meta = dict(meta or {})
+    params = ak.parameters(first_chunk)
+    g = meta.get("geometry", params.get("pcloud_geometry"))
+    if g is None:
+        raise ValueError("write_clouds: meta must name the geometry, e.g. {'geometry': 'calogan'} or "
+                         "{'geometry': {'name': 'calogan', 'kwargs': {...}}}")
+    if isinstance(g, str):
+        g = {"name": g, "kwargs": dict(params.get("pcloud_geometry_kwargs") or {})
+             if g == params.get("pcloud_geometry") else {}}
+    elif hasattr(g, "sections") and hasattr(g, "name"):  # a Geometry object
+        g = {"name": g.name, "kwargs": dict(g.info.get("builder_kwargs", {}))}
+    elif isinstance(g, dict) and "name" in g:
+        g = {**g, "name": g["name"], "kwargs": dict(g.get("kwargs") or {})}  # extra keys (e.g. "xml") kept
+    else:
+        raise ValueError(f"write_clouds: meta['geometry'] must be a name, a Geometry or a dict with 'name', "
+                         f"found {g!r}")
+    meta["geometry"] = g
+    tagged = params.get("pcloud_geometry")
+    if tagged is not None and tagged != g["name"]:
+        raise ValueError(f"write_clouds({path}): meta names geometry {g['name']!r} but the clouds were made on "
+                         f"{tagged!r}")
+    meta.setdefault("threshold_gev", params.get("pcloud_threshold_gev"))
+    meta.setdefault("generator", {})
+    meta.setdefault("seed", None)
+    meta["units"] = {**UNITS, **meta.get("units", {})}
+    meta["format"] = FORMAT_NAME
+    meta["schema_version"] = SCHEMA_VERSION
+    try:
+        json.dumps(meta, default=_json_default)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"write_clouds({path}): meta must be JSON serialisable: {err}") from None
+    return meta
+
+
+def _chunks_of(clouds_or_chunks) -> Iterator[ak.Array]:
+    if isinstance(clouds_or_chunks, ak.Array):
+        yield clouds_or_chunks
+    else:
+        yield from clouds_or_chunks
+
+
+def write_clouds(path, clouds_or_chunks: ak.Array | Iterable[ak.Array], meta: dict | None = None,
+                 row_group_events: int = DEFAULT_ROW_GROUP_EVENTS, compression: str = "zstd") -> dict:
+    """Write a cloud array, or an iterable of cloud-array chunks (streamed one at a time), to ``path``.
+
+    ``meta`` must name the geometry unless the clouds carry it (arrays made by :mod:`pcloud.data.convert` do; their
+    threshold is taken too); see the module docstring for the stored keys. All chunks must have the same
+    fields and dtypes. Returns the metadata written (with ``n_events``). The file appears only when complete.
+    """
+    import pyarrow.parquet as pq
+
+    if row_group_events <= 0:
+        raise ValueError(f"write_clouds: row_group_events must be positive, found {row_group_events}")
+    path = Path(path)
+    n_events = 0
+    with atomic_output(path, suffix=".parquet.tmp") as tmp:
+        writer, schema, final = None, None, None
+        try:
+            for ci, chunk in enumerate(_chunks_of(clouds_or_chunks)):
+                validate_clouds(chunk, f"write_clouds({path}): chunk {ci}")
+                if ci == 0:
+                    final = _normalise_meta(meta, chunk, path)
+                for start in range(0, len(chunk), row_group_events):
+                    part = chunk[start:start + row_group_events]
+                    table = ak.to_arrow_table(part, extensionarray=False)
+                    if writer is None:
+                        schema = table.schema
+                        writer = pq.ParquetWriter(tmp, schema, compression=compression)
+                    elif not table.schema.equals(schema, check_metadata=False):
+                        raise ValueError(f"write_clouds({path}): chunk {ci} has schema\n{table.schema}\nbut the "
+                                         f"first chunk had\n{schema}\n(all chunks need the same fields and dtypes)")
+                    writer.write_table(table, row_group_size=len(part))
+                    n_events += len(part)
+            if final is None or n_events == 0:
+                raise ValueError(f"write_clouds({path}): nothing to write (no chunks or only empty chunks)")
+            final["n_events"] = n_events
+            writer.add_key_value_metadata({META_KEY.decode(): json.dumps(final, default=_json_default)})
+        finally:
+            if writer is not None:
+                writer.close()
+    return final
+
+
+# ------------------------------------------------------------------------------------------------------ reading
+def _open(path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise FormatError(path, "file", "a Parquet file (pcloud native store)", "a directory")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != PARQUET_MAGIC:
+        raise FormatError(path, "file signature", f"Parquet magic {PARQUET_MAGIC!r} (pcloud native store)",
+                          f"{head!r}", hint="convert other formats with the pcloud.io readers first")
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise FormatError(path, "file", "a readable Parquet file", f"an unreadable or truncated file ({err})") from None
+
+
+def _meta_of(pf, path) -> dict:
+    kv = pf.metadata.metadata or {}
+    if META_KEY not in kv:
+        raise FormatError(path, "metadata key 'pcloud'", "a pcloud native store written by write_clouds",
+                          f"a Parquet file without pcloud metadata (keys {sorted(k.decode() for k in kv)})")
+    try:
+        meta = json.loads(kv[META_KEY])
+    except ValueError as err:
+        raise FormatError(path, "metadata key 'pcloud'", "a JSON object", f"unparsable text ({err})") from None
+    version = meta.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise FormatError(path, "schema_version", f"schema version {SCHEMA_VERSION}", f"version {version!r}",
+                          hint="re-create the file with this version of pcloud")
+    names = pf.schema_arrow.names
+    missing = [f for f in REQUIRED_EVENT_FIELDS if f not in names]
+    if not missing:
+        ptype = pf.schema_arrow.field("points").type
+        pfields = [ptype.value_type.field(i).name for i in range(ptype.value_type.num_fields)]
+        missing = [f"points.{f}" for f in REQUIRED_POINT_FIELDS if f not in pfields]
+    if missing:
+        raise FormatError(path, "schema fields", f"the pcloud point-cloud fields (missing {missing})",
+                          f"columns {names}")
+    meta["n_events"] = pf.metadata.num_rows
+    return meta
+
+
+def read_meta(path) -> dict:
+    """The store's metadata (see the module docstring); raises FormatError for non-pcloud files."""
+    return _meta_of(_open(path), path)
+
+
+def _leaf_columns(pf, columns, path) -> list[str] | None:
+    """Parquet leaf paths for user columns such as ``"event_number"`` or ``"points.energy"``."""
+    if columns is None:
+        return None
+    if isinstance(columns, str):
+        columns = [columns]
+    leaves = [pf.schema.column(i).path for i in range(len(pf.schema))]
+    stripped = [[p for p in leaf.split(".") if p not in ("list", "element", "item")] for leaf in leaves]
+    out = []
+    for c in columns:
+        want = c.split(".")
+        hit = [leaf for leaf, s in zip(leaves, stripped) if s[:len(want)] == want]
+        if not hit:
+            raise FormatError(path, f"column {c!r}", "a column of the store",
+                              f"columns {sorted({'.'.join(s) for s in stripped})}")
+        out += [h for h in hit if h not in out]
+    return out
+
+
+def _strip_options(layout):
+    """Remove option types that column pruning introduces (no value is actually missing)."""
+    from awkward.contents import ListOffsetArray, RecordArray
+
+    if layout.is_option:
+        return _strip_options(layout.project())
+    if layout.is_indexed:
+        return _strip_options(layout.project())
+    if layout.is_list:
+        lo = layout.to_ListOffsetArray64(False)
+        return ListOffsetArray(lo.offsets, _strip_options(lo.content), parameters=lo.parameters)
+    if layout.is_record:
+        return RecordArray([_strip_options(c) for c in layout.contents], layout.fields, length=layout.length,
+                           parameters=layout.parameters)
+    return layout
+
+
+def _to_clouds(table, meta) -> ak.Array:
+    arr = ak.from_arrow(table)
+    arr = ak.Array(_strip_options(arr.layout))
+    arr = ak.with_parameter(arr, "pcloud_geometry", meta["geometry"]["name"])
+    if meta["geometry"].get("kwargs"):
+        arr = ak.with_parameter(arr, "pcloud_geometry_kwargs", meta["geometry"]["kwargs"])
+    return ak.with_parameter(arr, "pcloud_threshold_gev", meta.get("threshold_gev"))
+
+
+def _read_groups(pf, groups, leaf, path):
+    import pyarrow as pa
+
+    try:
+        return pf.read_row_groups(groups, columns=leaf)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise FormatError(path, f"row groups {list(groups)[:3]}...", "readable Parquet data",
+                          f"a read error ({err})") from None
+
+
+def iter_clouds(path, chunk_size: int | None = None, columns=None) -> Iterator[ak.Array]:
+    """Yield the store's events as cloud-array chunks, reading one row group at a time.
+
+    ``chunk_size=None`` yields one chunk per row group; an integer re-buffers to chunks of exactly that many events
+    (the last may be shorter). ``columns`` selects fields (``"event_number"``, ``"points.energy"``...; nested
+    columns are pruned at the Parquet level).
+    """
+    pf = _open(path)
+    meta = _meta_of(pf, path)
+    leaf = _leaf_columns(pf, columns, path)
+    if chunk_size is not None and int(chunk_size) <= 0:
+        raise ValueError(f"iter_clouds: chunk_size must be positive or None, found {chunk_size}")
+    buffer, n_buf = [], 0
+    for rg in range(pf.metadata.num_row_groups):
+        arr = _to_clouds(_read_groups(pf, [rg], leaf, path), meta)
+        if chunk_size is None:
+            yield arr
+            continue
+        buffer.append(arr)
+        n_buf += len(arr)
+        while n_buf >= chunk_size:
+            whole = buffer[0] if len(buffer) == 1 else ak.concatenate(buffer)
+            yield whole[:chunk_size]
+            rest = whole[chunk_size:]
+            buffer, n_buf = ([rest], len(rest)) if len(rest) else ([], 0)
+    if n_buf:
+        yield buffer[0] if len(buffer) == 1 else ak.concatenate(buffer)
+
+
+def read_clouds(path, start: int | None = None, stop: int | None = None, columns=None) -> ak.Array:
+    """Events ``[start, stop)`` of the store (Python slice semantics for non-negative bounds), reading only the
+    row groups that overlap the range."""
+    pf = _open(path)
+    meta = _meta_of(pf, path)
+    n = pf.metadata.num_rows
+    start = 0 if start is None else int(start)
+    stop = n if stop is None else min(int(stop), n)
+    if start < 0 or stop < 0 or start > stop:
+        raise ValueError(f"{path}: event range [{start}, {stop}) is invalid; the store has {n} events")
+    leaf = _leaf_columns(pf, columns, path)
+    sizes = np.array([pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)], np.int64)
+    first = np.concatenate([[0], np.cumsum(sizes)])
+    groups = [i for i in range(sizes.size) if first[i] < stop and first[i + 1] > start]
+    if not groups:
+        groups = [0]
+    arr = _to_clouds(_read_groups(pf, groups, leaf, path), meta)
+    off = int(first[groups[0]])
+    return arr[start - off:stop - off]
