@@ -127,4 +127,4 @@ def test_locate_scalar_and_2d_inputs():
     xyz = np.array([[10.0, -55.0, 500.0], [0.0, 0.0, 1.0]])
     got = g.locate(np.tile(xyz[:, 0], (3, 1)), np.tile(xyz[:, 1], (3, 1)), np.tile(xyz[:, 2], (3, 1)))
     assert got.shape == (3, 2)
-    np.testing.assert_array_equal(got, [[360, -1]] * 3)
+    np.testing.assert_array_equal(got, [[364, -1]] * 3)

@@ -1,0 +1,117 @@
+"""Throughput of pcloud's parametrised fast simulation (showers per second, one core).
+
+Run with ``OMP_NUM_THREADS=1 python scripts/bench_sim.py [--n N] [--repeat R]``. Prints a table; the CaloGAN goal
+(DESIGN.md sec. 5) is >= 10k showers/s per core for 1..100 GeV e+ in total mode.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+from pcloud.geometry import get_geometry
+from pcloud.sim import deposit_particles, particle_gun, simulate_showers, simulate_sparse
+
+
+def _best(fn, repeat):
+    best = np.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def law_table(n=300):
+    """Measured laws on the CaloGAN stack (the numbers of datasets/SIMULATION.md)."""
+    from scipy.optimize import curve_fit
+
+    from pcloud.sim import em
+    from pcloud.sim.media import depth_media, em_sampling_fraction
+
+    g = get_geometry("calogan")
+    med = depth_media(g)
+    z, ec = float(med.z_eff[0]), float(med.ec_mev[0])
+    rng = np.random.default_rng(0)
+    print(f"CaloGAN Pb/LAr stack: Z_eff {z:.1f}, E_c {ec:.2f} MeV, X0 {med.x0_mm[0]:.2f} mm, R_M "
+          f"{med.moliere_mm[0]:.2f} mm, lambda_I {med.lambda_mm[0]:.1f} mm")
+    print(f"{'E GeV':>6s} {'ln y':>5s} {'tmax e':>7s} {'C e':>6s} {'tmax g':>7s} {'C g':>6s} {'L95 e':>6s} "
+          f"{'PDG L95':>7s} {'f(<1RM)':>7s}")
+    for e in (2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0):
+        ln_y = np.log(e * 1000 / ec)
+        out = []
+        for photon in (False, True):
+            sp = em.em_spots(np.full(n, e), z, ec, 100, rng, photon=photon)
+            t = sp["t_x0"].ravel()
+            w = np.broadcast_to(sp["weight"], sp["t_x0"].shape).ravel()
+            h, edges = np.histogram(t, bins=np.arange(0, 40, 0.25), weights=w)
+            c = 0.5 * (edges[1:] + edges[:-1])
+            hs = np.convolve(h, np.ones(5) / 5, mode="same")
+            i = int(np.argmax(hs))
+            sl = slice(max(i - 6, 0), i + 7)
+            p = np.polyfit(c[sl], hs[sl], 2)
+            order = np.argsort(t)
+            l95 = t[order][np.searchsorted(np.cumsum(w[order]) / w.sum(), 0.95)]
+            frac = float(np.sum((sp["r_rm"] < 1) * sp["weight"]) / (n * 1.0))
+            out.append((-p[1] / (2 * p[0]), l95, frac))
+        (te, le, fe), (tg, _, _) = out
+        print(f"{e:6.0f} {ln_y:5.2f} {te:7.2f} {te - ln_y:6.2f} {tg:7.2f} {tg - ln_y:6.2f} {le:6.1f} "
+              f"{te + 0.08 * z + 9.6:7.1f} {fe:7.3f}")
+    energies = np.array([2.0, 5.0, 10.0, 25.0, 50.0, 100.0])
+    res, pi_e = [], []
+    for e in energies:
+        v = simulate_showers(g, "e+", n, energy_gev=e, mode="visible", seed=int(e)).total_energy()
+        res.append(v.std() / v.mean())
+        p_ = simulate_showers(g, "pi+", n, energy_gev=e, mode="total", seed=int(e) + 1).total_energy().mean()
+        e_ = simulate_showers(g, "e+", n, energy_gev=e, mode="total", seed=int(e) + 2).total_energy().mean()
+        pi_e.append(p_ / e_)
+    (a, b), _ = curve_fit(lambda x, a, b: np.sqrt(a**2 / x + b**2), energies, np.array(res), p0=[0.1, 0.01])
+    print("visible e+ sigma/E:", " ".join(f"{e:.0f}:{r:.4f}" for e, r in zip(energies, res)))
+    print(f"fit a = {a:.4f} (stack sampling term {g.sections[0].stack.sampling_term:.4f}), b = {abs(b):.4f}; "
+          f"EM sampling fraction {em_sampling_fraction(g.sections[0].stack):.4f}")
+    print("pi+/e+ total response (calogan, 1.28 lambda_I deep):", " ".join(f"{e:.0f}:{r:.3f}" for e, r in
+                                                                       zip(energies, pi_e)))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=20000, help="showers per measurement")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--laws", action="store_true", help="also print the measured law table")
+    args = ap.parse_args(argv)
+    if args.laws:
+        law_table()
+    if os.environ.get("OMP_NUM_THREADS") != "1":
+        print("warning: set OMP_NUM_THREADS=1 for per-core numbers")
+    n = args.n
+    rows = []
+    cases = [("calogan", "e+", "total", n), ("calogan", "e+", "visible", n), ("calogan", "gamma", "total", n),
+             ("calogan", "pi+", "total", n), ("calogan", "pi0", "total", n), ("clic", "e-", "total", n // 4),
+             ("clic", "pi-", "total", n // 4), ("cms", "gamma", "total", n)]
+    for geo, part, mode, m in cases:
+        g = get_geometry(geo)
+        dt = _best(lambda: simulate_showers(g, part, m, energy_gev=(1.0, 100.0), mode=mode, seed=1), args.repeat)
+        rows.append((f"simulate_showers {geo}", part, mode, m, m / dt))
+    g = get_geometry("atlas")
+    m = n // 4
+    rng = np.random.default_rng(1)
+    gun = particle_gun(g, "pi+", m, rng)
+    dt = _best(lambda: deposit_particles(g, gun["pdg"], gun["energy_gev"], gun["origin_mm"], gun["direction"],
+                                         np.random.default_rng(2)), args.repeat)
+    rows.append(("deposit_particles atlas", "pi+", "total", m, m / dt))
+    gun = particle_gun(g, "e-", m, rng)
+    dt = _best(lambda: deposit_particles(g, gun["pdg"], gun["energy_gev"], gun["origin_mm"], gun["direction"],
+                                         np.random.default_rng(2)), args.repeat)
+    rows.append(("deposit_particles atlas", "e-", "total", m, m / dt))
+    dt = _best(lambda: simulate_sparse(g, "e-", m, seed=1, noise=False), args.repeat)
+    rows.append(("simulate_sparse atlas (no noise)", "e-", "total", m, m / dt))
+    print(f"{'what':34s} {'particle':8s} {'mode':8s} {'n':>7s} {'showers/s':>11s}")
+    for what, part, mode, m, rate in rows:
+        print(f"{what:34s} {part:8s} {mode:8s} {m:7d} {rate:11.0f}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
