@@ -29,6 +29,7 @@ def law_table(n=300):
     from scipy.optimize import curve_fit
 
     from pcloud.sim import em
+    from pcloud.sim.deposit import DEFAULT_SPOTS, LATERAL_MAX, LATERAL_MIN
     from pcloud.sim.media import depth_media, em_sampling_fraction
 
     g = get_geometry("calogan")
@@ -43,7 +44,8 @@ def law_table(n=300):
         ln_y = np.log(e * 1000 / ec)
         out = []
         for photon in (False, True):
-            sp = em.em_spots(np.full(n, e), z, ec, 100, rng, photon=photon)
+            k = int(em.lateral_counts(e, DEFAULT_SPOTS["em_lateral"], LATERAL_MIN, LATERAL_MAX))
+            sp = em.em_spots(np.full(n, e), z, ec, 100, rng, photon=photon, n_lateral=k)
             t = sp["t_x0"].ravel()
             w = np.broadcast_to(sp["weight"], sp["t_x0"].shape).ravel()
             h, edges = np.histogram(t, bins=np.arange(0, 40, 0.25), weights=w)
@@ -54,7 +56,7 @@ def law_table(n=300):
             p = np.polyfit(c[sl], hs[sl], 2)
             order = np.argsort(t)
             l95 = t[order][np.searchsorted(np.cumsum(w[order]) / w.sum(), 0.95)]
-            frac = float(np.sum((sp["r_rm"] < 1) * sp["weight"]) / (n * 1.0))
+            frac = float(np.sum((sp["r_rm"] < 1) * np.broadcast_to(sp["weight"], sp["r_rm"].shape)) / (n * 1.0))
             out.append((-p[1] / (2 * p[0]), l95, frac))
         (te, le, fe), (tg, _, _) = out
         print(f"{e:6.0f} {ln_y:5.2f} {te:7.2f} {te - ln_y:6.2f} {tg:7.2f} {tg - ln_y:6.2f} {le:6.1f} "
@@ -75,14 +77,43 @@ def law_table(n=300):
                                                                        zip(energies, pi_e)))
 
 
+def occupancy_table(n=1000, particles=("e+",), energies=((1.0, 100.0), 2.0, 10.0, 50.0, 100.0)):
+    """Mean number of calogan cells per shower with E > 0, > 0.1 MeV and > 1 MeV per layer (total mode), the
+    sparsity (fraction of non-zero cells, seed 004 Table 2) and the fraction of non-zero cells below 1 MeV."""
+    g = get_geometry("calogan")
+    layer = g.cells["layer"]
+    print(f"{'particle':8s} {'E GeV':>10s} " + " ".join(f"{'L' + str(k) + ' >0/>0.1/>1 MeV (sparsity)':>30s}"
+                                                         for k in range(3)) + f" {'total':>6s} {'<1MeV':>6s}")
+    rows = []
+    for part in particles:
+        for e in energies:
+            flat = simulate_showers(g, part, n, energy_gev=e, seed=5).flat()
+            cols = []
+            for k in range(3):
+                img = flat[:, layer == k]
+                cols.append(((img > 0).sum(1).mean(), (img > 1e-4).sum(1).mean(), (img > 1e-3).sum(1).mean(),
+                             (img > 0).mean()))
+            v = flat[flat > 0]
+            tot, low = (flat > 0).sum(1).mean(), float((v < 1e-3).mean())
+            label = f"{e[0]:g}-{e[1]:g}" if isinstance(e, tuple) else f"{e:g}"
+            print(f"{part:8s} {label:>10s} " + " ".join(f"{a:9.1f}/{b:5.1f}/{c:5.1f} ({d:4.2f})      "
+                                                      for a, b, c, d in cols) + f" {tot:6.1f} {low:6.2f}")
+            rows.append((part, e, cols, tot, low))
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=20000, help="showers per measurement")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--laws", action="store_true", help="also print the measured law table")
+    ap.add_argument("--occupancy", action="store_true", help="also print the calogan cell-occupancy table")
+    ap.add_argument("--only-calogan-eplus", action="store_true", help="time only the goal case (calogan e+ total)")
     args = ap.parse_args(argv)
     if args.laws:
         law_table()
+    if args.occupancy:
+        occupancy_table(particles=("e+", "gamma", "pi+"))
     if os.environ.get("OMP_NUM_THREADS") != "1":
         print("warning: set OMP_NUM_THREADS=1 for per-core numbers")
     n = args.n
@@ -90,10 +121,15 @@ def main(argv=None):
     cases = [("calogan", "e+", "total", n), ("calogan", "e+", "visible", n), ("calogan", "gamma", "total", n),
              ("calogan", "pi+", "total", n), ("calogan", "pi0", "total", n), ("clic", "e-", "total", n // 4),
              ("clic", "pi-", "total", n // 4), ("cms", "gamma", "total", n)]
+    if args.only_calogan_eplus:
+        cases = cases[:1]
     for geo, part, mode, m in cases:
         g = get_geometry(geo)
         dt = _best(lambda: simulate_showers(g, part, m, energy_gev=(1.0, 100.0), mode=mode, seed=1), args.repeat)
         rows.append((f"simulate_showers {geo}", part, mode, m, m / dt))
+    if args.only_calogan_eplus:
+        print(f"simulate_showers calogan e+ total: {rows[0][4]:.0f} showers/s (goal >= 10 000)")
+        return rows
     g = get_geometry("atlas")
     m = n // 4
     rng = np.random.default_rng(1)

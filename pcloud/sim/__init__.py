@@ -1,7 +1,8 @@
 """pcloud's embedded *parametrised fast simulation* (not Geant4; Geant4's data sets cannot be fetched here).
 
 - EM showers: GFlash (Grindhammer & Peters, hep-ex/0001020) longitudinal Gamma profiles with correlated parameter
-  fluctuations and core + tail radial profiles, deposited as spots (:mod:`pcloud.sim.em`); photons convert after an
+  fluctuations and core + tail radial profiles, deposited as importance-sampled spots (realistic cell occupancy,
+  exact energy conservation; :mod:`pcloud.sim.em`); photons convert after an
   exponential depth of mean 9/7 X0.
 - Hadronic showers: MIP track to an exponential first interaction (lambda_I), Groom EM fraction, Bock-style
   hadronic Gamma profile in lambda_I, invisible energy -> e/h > 1 (:mod:`pcloud.sim.hadronic`).

@@ -13,6 +13,11 @@ Pipeline for a batch of P particles (all arrays, no loop over particles, spots o
    radii or lambda_I, azimuth), mapped back to path lengths by inverting the cumulative tables, and placed at
    origin + s d + r (cos phi e1 + sin phi e2), with r scaled by the Moliere radius (or lambda_I) of the segment
    where the spot lies.
+   Importance-sampled lateral sub-spots: every depth spot of an EM or hadronic shower is split into sub-spots in
+   strata of the radial CDF refined towards large radii, with exact deterministic weights (energy conserved exactly,
+   expectation values unchanged; :mod:`pcloud.sim.em`). Their number grows like sqrt(E) (:func:`em.lateral_counts`);
+   showers are processed in groups of equal sub-spot count (a loop over <= ~8 groups, not over showers). Each MIP
+   track spot is split into an on-axis part and delta-ray sub-spots (:func:`_track_block`).
 3. Spots are located in cells with :meth:`Geometry.locate` (spots in dead material, beyond the back or outside the
    window are lost: leakage) and summed per (particle, cell).
 
@@ -39,8 +44,22 @@ from .media import DepthMedia, depth_media
 from .pi0 import decay_pi0, orthonormal_basis
 
 MODES = ("total", "visible")
-#: Default number of spots per shower component.
-DEFAULT_SPOTS = {"em": 96, "had": 64, "track": 12}
+#: Default spot counts per shower component: ``em``, ``had``, ``track`` = depth spots (longitudinal strata) per EM
+#: shower, hadronic (non-EM) component and MIP track; ``em_lateral``, ``had_lateral`` = tail sub-spots per depth spot
+#: at 10 GeV (scaled like sqrt(E), clipped to [LATERAL_MIN, LATERAL_MAX]; 0 = no sub-spots, the pre-2026 sampling);
+#: ``track_lateral`` = delta-ray sub-spots per track spot (0 = all on the axis). Measured occupancy and speed:
+#: datasets/SIMULATION.md.
+DEFAULT_SPOTS = {"em": 48, "had": 32, "track": 12, "em_lateral": 5, "had_lateral": 4, "track_lateral": 2}
+#: Clip range of the number of lateral sub-spots per depth spot (:func:`pcloud.sim.em.lateral_counts`).
+LATERAL_MIN, LATERAL_MAX = 2, 8
+#: Fraction of a MIP's mean energy loss carried by delta rays above T_cut = 1 MeV and their radial scale (Moliere
+#: radii). Bethe's delta-ray spectrum d2N/dTdx ~ 1/T^2 (PDG Review, "Passage of particles through matter", sec.
+#: 34.2.5) puts (1/2) ln(T_max/T_cut) of the mean loss's logarithmic bracket L ~ 13-15 (Pb, beta gamma ~ 10-100) above
+#: T_cut: with T_max ~ 1-3 GeV that is ~ 4/15 ~ 0.25. The energy-weighted spectrum is flat in ln T: 1-10 MeV deltas
+#: stop within ~1-10 mm of the Pb/LAr mixture (CSDA ranges 0.8-4.5 g/cm^2, PDG/ESTAR), harder ones shower within
+#: ~R_M; the law 2 r R^2/(r^2+R^2)^2 with R = 0.15 R_M (median ~5 mm) and its 1/r^3 tail spans both (approximate).
+DELTA_RAY_FRACTION = 0.25
+DELTA_RAY_RADIUS_RM = 0.15
 NEUTRINOS = frozenset({12, 14, 16})
 
 
@@ -62,18 +81,70 @@ class Deposits:
 
 
 # ---------------------------------------------------------------------------------------------------- media cache
-_MEDIA_CACHE: dict[int, tuple[Geometry, DepthMedia]] = {}
+_MEDIA_CACHE: dict[int, tuple] = {}
+
+
+class _XYLocator:
+    """Cell lookup for local-frame geometries whose sections are all ``xy`` grids with uniform u (x) and v (y) bins:
+    per global layer, flat = base + floor((x - u0)/du) n_v + floor((y - v0)/dv), with small per-layer tables instead
+    of :meth:`Geometry.locate`'s per-section masks (same result; tested against it in tests/sim)."""
+
+    def __init__(self, geometry: Geometry):
+        self.fronts = np.asarray(geometry.layer_fronts_mm, dtype=np.float64)
+        self.backs = np.asarray(geometry.layer_backs_mm, dtype=np.float64)
+        cols = {k: [] for k in ("u0", "idu", "nu", "v0", "idv", "nv", "base")}
+        for si, sec in enumerate(geometry.sections):
+            for lay in range(sec.n_layers):
+                cols["u0"].append(sec.u_edges[0]), cols["idu"].append(sec.n_u / (sec.u_edges[-1] - sec.u_edges[0]))
+                cols["v0"].append(sec.v_edges[0]), cols["idv"].append(sec.n_v / (sec.v_edges[-1] - sec.v_edges[0]))
+                cols["nu"].append(sec.n_u), cols["nv"].append(sec.n_v)
+                cols["base"].append(geometry.section_offsets[si] + lay * sec.n_u * sec.n_v)
+        self.t = {k: np.asarray(v, dtype=np.int64 if k in ("nu", "nv", "base") else np.float64)
+                  for k, v in cols.items()}
+
+    @staticmethod
+    def applies(geometry: Geometry) -> bool:
+        if geometry.frame != "local":
+            return False
+        for sec in geometry.sections:
+            if sec.kind != "xy" or sec.v_periodic:
+                return False
+            for e in (np.asarray(sec.u_edges), np.asarray(sec.v_edges)):
+                w = np.diff(e)
+                if not np.allclose(w, w[0], rtol=1e-9, atol=0):
+                    return False
+        return True
+
+    def __call__(self, x, y, z):
+        if self.fronts.size <= 6:   # a few comparisons beat searchsorted
+            gl = (z >= self.fronts[0]).astype(np.int64) - 1
+            for f in self.fronts[1:]:
+                gl += z >= f
+        else:
+            gl = np.searchsorted(self.fronts, z, side="right") - 1
+        g = np.maximum(gl, 0)
+        t = self.t
+        iu = np.floor((x - t["u0"][g]) * t["idu"][g]).astype(np.int64)
+        iv = np.floor((y - t["v0"][g]) * t["idv"][g]).astype(np.int64)
+        nv = t["nv"][g]
+        ok = (gl >= 0) & (z < self.backs[g]) & (iu >= 0) & (iu < t["nu"][g]) & (iv >= 0) & (iv < nv)
+        return np.where(ok, t["base"][g] + iu * nv + iv, -1)
+
+
+def _cached(geometry: Geometry):
+    hit = _MEDIA_CACHE.get(id(geometry))
+    if hit is not None and hit[0] is geometry:
+        return hit
+    med = depth_media(geometry)
+    loc = _XYLocator(geometry) if _XYLocator.applies(geometry) else geometry.locate
+    if len(_MEDIA_CACHE) > 32:
+        _MEDIA_CACHE.clear()
+    _MEDIA_CACHE[id(geometry)] = (geometry, med, loc)
+    return _MEDIA_CACHE[id(geometry)]
 
 
 def _media(geometry: Geometry) -> DepthMedia:
-    hit = _MEDIA_CACHE.get(id(geometry))
-    if hit is not None and hit[0] is geometry:
-        return hit[1]
-    med = depth_media(geometry)
-    if len(_MEDIA_CACHE) > 32:
-        _MEDIA_CACHE.clear()
-    _MEDIA_CACHE[id(geometry)] = (geometry, med)
-    return med
+    return _cached(geometry)[1]
 
 
 def _pad(a: np.ndarray) -> np.ndarray:
@@ -143,15 +214,20 @@ class _Lines:
         return np.where(seg < 0, self.cum[which][rows, -1], cum + (s - se) / self.unit[which][last])
 
     def positions(self, rows, s, r_mm, phi):
-        o = self.origin[rows]
-        d = self.direction[rows]
-        c, sn = np.cos(phi) * r_mm, np.sin(phi) * r_mm
-        e1, e2 = self.e1[rows], self.e2[rows]
-        x = o[:, 0:1] + s * d[:, 0:1] + c * e1[:, 0:1] + sn * e2[:, 0:1]
-        y = o[:, 1:2] + s * d[:, 1:2] + c * e1[:, 1:2] + sn * e2[:, 1:2]
-        z = o[:, 2:3] + s * d[:, 2:3] + c * e1[:, 2:3] + sn * e2[:, 2:3]
+        """Positions (mm) of spots at path length ``s`` and radius ``r_mm``/azimuth ``phi`` around lines ``rows``
+        (M,); the spot arrays broadcast against each other with M leading (e.g. s (M, n, 1), r (M, n, L))."""
+        nd = max(np.ndim(s), np.ndim(r_mm))
+        col = (slice(None),) + (None,) * (nd - 1)
+        o, d, e1, e2 = self.origin[rows], self.direction[rows], self.e1[rows], self.e2[rows]
+        ph = np.asarray(phi, dtype=np.float32)   # float32 trig: ~20x faster, 1e-7 relative error
+        c, sn = np.cos(ph) * r_mm, np.sin(ph) * r_mm
+        out = []
+        for k in range(3):
+            a = o[:, k][col] + s * d[:, k][col]
+            out.append(a + c * e1[:, k][col] + sn * e2[:, k][col])
+        x, y, z = out
         if self.shear:
-            y = y - z * self.sinh_eta[rows][:, None]
+            y = y - z * self.sinh_eta[rows][col]
         return x, y, z
 
 
@@ -165,25 +241,28 @@ def _fluctuate(e, a, rng):
 
 
 class _SpotSink:
-    """Collects (line, segment, position, energy) blocks of spots."""
+    """Locates blocks of spots in cells as they are produced and keeps (line, cell, energy) of those inside."""
 
-    def __init__(self, media: DepthMedia, visible: bool, rng):
+    def __init__(self, media: DepthMedia, visible: bool, rng, locate):
         self.media = media
         self.visible = visible
         self.rng = rng
+        self.locate = locate
         self.blocks = []
         self.pads = {k: _pad(getattr(media, k)) for k in ("f_em", "f_mip", "a_em", "a_had")}
 
     def add(self, lines: _Lines, rows, s, seg, r_mm, phi, e_total, kind: str):
-        """kind: 'em', 'had' or 'track'. All spot arrays (M, S); e_total broadcastable to them."""
-        e_total = np.broadcast_to(e_total, s.shape)
-        ok = (seg >= 0) & (e_total > 0)
-        x, y, z = lines.positions(rows, s, r_mm, phi)   # rectangular (M, S): cheap broadcasting
-        rows = np.broadcast_to(rows[:, None], s.shape)
-        if ok.all():
-            x, y, z, seg, e_total, rows = x.ravel(), y.ravel(), z.ravel(), seg.ravel(), e_total.ravel(), rows.ravel()
-        else:
-            x, y, z, seg, e_total, rows = x[ok], y[ok], z[ok], seg[ok], e_total[ok], rows[ok]
+        """kind: 'em', 'had' or 'track'. Spot arrays have M (lines) leading and broadcast against each other
+        (e.g. s, seg (M, n, 1) per depth spot and r_mm, phi, e_total (M, n, L) per sub-spot)."""
+        x, y, z = lines.positions(rows, s, r_mm, phi)
+        shape = x.shape
+        cell = self.locate(x.ravel(), y.ravel(), z.ravel())
+        ok = ((seg >= 0) & (e_total > 0)).ravel() if np.shape(seg) == shape and np.shape(e_total) == shape \
+            else np.broadcast_to((seg >= 0) & (e_total > 0), shape).ravel()
+        keep = np.nonzero(ok & (cell >= 0))[0]
+        rows = rows.reshape((-1,) + (1,) * (len(shape) - 1))
+        seg, e_total, rows = (np.broadcast_to(a, shape).ravel()[keep] if np.shape(a) != shape else a.ravel()[keep]
+                              for a in (seg, e_total, rows))
         if self.visible:
             p = self.pads
             if kind == "em":
@@ -194,23 +273,46 @@ class _SpotSink:
                 e_vis = p["f_mip"][seg] * e_total
         else:
             e_vis = None
-        self.blocks.append((rows, x, y, z, e_total, e_vis, kind == "em"))
+        self.blocks.append((rows, cell[keep], e_total, e_vis, kind == "em"))
 
 
-def _em_block(sink: _SpotSink, lines: _Lines, rows, energy, photon, start_q, n_spots: int, rng):
+def _groups(energy, k_ref: int):
+    """Yield (index array, lateral count) for groups of lines sharing the same sqrt(E)-scaled sub-spot count."""
+    k = _em.lateral_counts(energy, k_ref, LATERAL_MIN, LATERAL_MAX)
+    if k.size and np.all(k == k[0]):
+        yield np.arange(k.size), int(k[0])
+        return
+    for kv in np.unique(k):
+        yield np.nonzero(k == kv)[0], int(kv)
+
+
+def _em_block(sink: _SpotSink, lines: _Lines, rows, energy, photon, start_q, n_spots: int, rng, k_ref: int = 0):
     med = sink.media
-    seg0 = lines.invert(rows, start_q[:, None], "x0")[1][:, 0]
-    seg0 = np.where(seg0 < 0, med.n_segments - 1, seg0)
-    sp = _em.em_spots(energy, med.z_eff[seg0], med.ec_mev[seg0], n_spots, rng, photon=photon)
-    q = start_q[:, None] + sp["t_x0"]
-    s, seg = lines.invert(rows, q, "x0")
-    r_mm = sp["r_rm"] * _pad(med.moliere_mm)[seg]
-    sink.add(lines, rows, s, seg, r_mm, sp["phi"], energy[:, None] * sp["weight"][None, :], "em")
-    return sp
+    photon = np.broadcast_to(np.asarray(photon, dtype=bool), rows.shape)
+    for idx, k in _groups(energy, k_ref):
+        r_g, e_g = rows[idx], energy[idx]
+        seg0 = lines.invert(r_g, start_q[idx][:, None], "x0")[1][:, 0]
+        seg0 = np.where(seg0 < 0, med.n_segments - 1, seg0)
+        sp = _em.em_spots(e_g, med.z_eff[seg0], med.ec_mev[seg0], n_spots, rng, photon=photon[idx], n_lateral=k)
+        n_sub = sp["n_sub"]
+        m = e_g.size
+        # sub-spots of a depth spot share its depth: invert once per depth spot, broadcast over (M, n, n_sub)
+        s, seg = lines.invert(r_g, start_q[idx][:, None] + sp["t_x0"][:, ::n_sub], "x0")
+        s, seg = s[..., None], seg[..., None]
+        sub = (m, -1, n_sub)
+        r_mm = sp["r_rm"].reshape(sub) * _pad(med.moliere_mm)[seg]
+        w = sp["weight"]
+        e_spot = e_g[:, None, None] * (w.reshape(sub) if w.ndim == 2 else w.reshape(1, -1, n_sub))
+        sink.add(lines, r_g, s, seg, r_mm, sp["phi"].reshape(sub), e_spot, "em")
 
 
-def _track_block(sink: _SpotSink, lines: _Lines, rows, s_stop, charged, energy, n_track: int):
-    """MIP ionisation from the front entry to s_stop; returns the energy lost (GeV) per line."""
+def _track_block(sink: _SpotSink, lines: _Lines, rows, s_stop, charged, energy, n_track: int, rng=None,
+                 n_delta: int = 0):
+    """MIP ionisation from the front entry to s_stop; returns the energy lost (GeV) per line.
+
+    ``n_track`` equal steps along the line, each with mean dE/dx of its segment. With ``n_delta`` > 0 (needs ``rng``)
+    a fraction :data:`DELTA_RAY_FRACTION` of each step's loss goes to ``n_delta`` delta-ray sub-spots in lateral
+    strata of 2 r R^2/(r^2+R^2)^2, R = :data:`DELTA_RAY_RADIUS_RM` x the local Moliere radius (exact weights)."""
     s_front = lines.s_edges[rows, 0]
     length = np.maximum(s_stop - s_front, 0.0)
     frac = (np.arange(n_track) + 0.5) / n_track
@@ -220,8 +322,18 @@ def _track_block(sink: _SpotSink, lines: _Lines, rows, s_stop, charged, energy, 
     loss = e.sum(axis=1)  # includes dead material
     scale = np.where(loss > energy, energy / np.maximum(loss, 1e-300), 1.0)  # ranged out
     e = e * scale[:, None]
-    zeros = np.zeros_like(s)
-    sink.add(lines, rows, s, seg, zeros, zeros, e, "track")
+    if n_delta > 0 and rng is not None:
+        lb = _em.lateral_bounds(n_delta)
+        w = np.concatenate([[1.0 - DELTA_RAY_FRACTION], DELTA_RAY_FRACTION * np.diff(lb)])
+        r_delta = _em.stratified_lateral(np.full(s.shape, DELTA_RAY_RADIUS_RM), lb, rng, u_max=0.999)
+        r_rm = np.concatenate([np.zeros(s.shape + (1,)), r_delta], axis=2)
+        s, seg = s[..., None], seg[..., None]
+        r_mm = r_rm * _pad(sink.media.moliere_mm)[seg]
+        phi = rng.random(r_mm.shape, dtype=np.float32) * np.float32(2.0 * np.pi)
+        sink.add(lines, rows, s, seg, r_mm, phi, e[..., None] * w, "track")
+    else:
+        zeros = np.zeros_like(s)
+        sink.add(lines, rows, s, seg, zeros, zeros, e, "track")
     return loss * scale
 
 
@@ -231,7 +343,8 @@ def _hadron_block(sink: _SpotSink, lines: _Lines, rows, energy, charged, n_spots
     s_int, seg_int = lines.invert(rows, x_int[:, None], "lam")
     s_int, interacts = s_int[:, 0], seg_int[:, 0] >= 0
     s_stop = np.where(interacts, s_int, lines.s_edges[rows, -1])
-    loss = _track_block(sink, lines, rows, s_stop, charged, energy, n_spots["track"])
+    loss = _track_block(sink, lines, rows, s_stop, charged, energy, n_spots["track"], rng,
+                        n_spots["track_lateral"])
     e_int = np.where(interacts, np.maximum(energy - loss, 0.0), 0.0)
     f_em = _had.sample_em_fraction(e_int, rng)
     e_em = f_em * e_int
@@ -240,14 +353,18 @@ def _hadron_block(sink: _SpotSink, lines: _Lines, rows, energy, charged, n_spots
     sel = e_em > 0
     if sel.any():
         q0 = lines.depth_at(rows[sel], s_int[sel], "x0")
-        _em_block(sink, lines, rows[sel], e_em[sel], True, q0, n_spots["em"], rng)
-    sel = e_h > 0
-    if sel.any():
-        hs = _had.hadronic_spots(e_h[sel], n_spots["had"], rng)
-        s, seg = lines.invert(rows[sel], x_int[sel][:, None] + hs["x_lambda"], "lam")
-        r_mm = hs["r_lambda"] * _pad(sink.media.lambda_mm)[seg]
-        e_spot = (e_h[sel] * (1.0 - f_inv[sel]))[:, None] * hs["weight"][None, :]
-        sink.add(lines, rows[sel], s, seg, r_mm, hs["phi"], e_spot, "had")
+        _em_block(sink, lines, rows[sel], e_em[sel], True, q0, n_spots["em"], rng, n_spots["em_lateral"])
+    sel = np.nonzero(e_h > 0)[0]
+    for idx, k in (_groups(e_h[sel], n_spots["had_lateral"]) if sel.size else ()):
+        g = sel[idx]
+        hs = _had.hadronic_spots(e_h[g], n_spots["had"], rng, n_lateral=k)
+        n_sub = max(k, 1)
+        sub = (g.size, -1, n_sub)
+        s, seg = lines.invert(rows[g], x_int[g][:, None] + hs["x_lambda"][:, ::n_sub], "lam")
+        s, seg = s[..., None], seg[..., None]
+        r_mm = hs["r_lambda"].reshape(sub) * _pad(sink.media.lambda_mm)[seg]
+        e_spot = (e_h[g] * (1.0 - f_inv[g]))[:, None, None] * hs["weight"].reshape(1, -1, n_sub)
+        sink.add(lines, rows[g], s, seg, r_mm, hs["phi"].reshape(sub), e_spot, "had")
     return {"interacts": interacts, "f_em": f_em, "e_int": e_int, "f_inv": f_inv}
 
 
@@ -297,8 +414,10 @@ def _simulate_spots(geometry: Geometry, pdg, energy_gev, origin_mm, direction, r
         spots_n.update(n_spots)
     elif n_spots is not None:
         spots_n["em"] = int(n_spots)
-    if min(spots_n.values()) < 1:
-        raise ValueError(f"n_spots must be >= 1, got {spots_n}")
+    bad = {k: v for k, v in spots_n.items() if int(v) != v or v < (0 if k.endswith("_lateral") else 1)}
+    if bad:
+        raise ValueError(f"n_spots: counts must be integers >= 1 (em, had, track) or >= 0 (*_lateral), got {bad}")
+    spots_n = {k: int(v) for k, v in spots_n.items()}
     p = pdg.size
     window_eta = np.broadcast_to(np.asarray(window_eta, dtype=np.float64), (p,))
     media = _media(geometry)
@@ -322,13 +441,14 @@ def _simulate_spots(geometry: Geometry, pdg, energy_gev, origin_mm, direction, r
     l_dir = np.concatenate([direction[i_em], d1, d2, direction[i_had], direction[i_mu]])
     l_energy = np.concatenate([energy[i_em], e1, e2, energy[i_had], energy[i_mu]])
     lines = _Lines(geometry, media, origin[owner], l_dir, window_eta[owner])
-    sink = _SpotSink(media, mode == "visible", rng)
+    sink = _SpotSink(media, mode == "visible", rng, _cached(geometry)[2])
 
     n_e, n_p, n_h = i_em.size, i_pi0.size, i_had.size
     r_em = np.arange(n_e + 2 * n_p)
     if r_em.size:
         photon = np.concatenate([pdg[i_em] == 22, np.ones(2 * n_p, dtype=bool)])
-        _em_block(sink, lines, r_em, l_energy[r_em], photon, np.zeros(r_em.size), spots_n["em"], rng)
+        _em_block(sink, lines, r_em, l_energy[r_em], photon, np.zeros(r_em.size), spots_n["em"], rng,
+                  spots_n["em_lateral"])
     r_had = np.arange(n_e + 2 * n_p, n_e + 2 * n_p + n_h)
     if r_had.size:
         charged = np.isin(apdg[i_had], list(_had.CHARGED_HADRONS)).astype(np.float64)
@@ -336,20 +456,14 @@ def _simulate_spots(geometry: Geometry, pdg, energy_gev, origin_mm, direction, r
     r_mu = np.arange(n_e + 2 * n_p + n_h, owner.size)
     if r_mu.size:
         _track_block(sink, lines, r_mu, lines.s_edges[r_mu, -1], np.ones(r_mu.size), l_energy[r_mu],
-                     spots_n["track"])
+                     spots_n["track"], rng, spots_n["track_lateral"])
 
     if sink.blocks:
         rows = np.concatenate([b[0] for b in sink.blocks])
-        x = np.concatenate([b[1] for b in sink.blocks])
-        y = np.concatenate([b[2] for b in sink.blocks])
-        z = np.concatenate([b[3] for b in sink.blocks])
-        e_tot = np.concatenate([b[4] for b in sink.blocks])
-        e_mode = np.concatenate([b[5] for b in sink.blocks]) if mode == "visible" else e_tot
-        em = np.concatenate([np.full(b[0].size, b[6]) for b in sink.blocks])
-        cell = geometry.locate(x, y, z)
-        keep = cell >= 0
-        spots = {"particle": owner[rows[keep]], "cell": cell[keep], "energy_gev": e_mode[keep],
-                 "energy_total_gev": e_tot[keep], "em": em[keep]}
+        e_tot = np.concatenate([b[2] for b in sink.blocks])
+        spots = {"particle": owner[rows], "cell": np.concatenate([b[1] for b in sink.blocks]),
+                 "energy_gev": np.concatenate([b[3] for b in sink.blocks]) if mode == "visible" else e_tot,
+                 "energy_total_gev": e_tot, "em": np.concatenate([np.full(b[0].size, b[4]) for b in sink.blocks])}
     else:
         spots = {"particle": np.zeros(0, np.int64), "cell": np.zeros(0, np.int64), "energy_gev": np.zeros(0),
                  "energy_total_gev": np.zeros(0), "em": np.zeros(0, bool)}
@@ -369,7 +483,10 @@ def deposit_particles(geometry, pdg, energy_gev, origin_mm, direction, rng, mode
         frame (local geometries: the window-at-eta-0 frame, see ``window_eta``). A particle starting before the
         calorimeter flies straight to the front surface (z = first front, or r = first front in the collider frame).
     rng: ``numpy.random.Generator``. mode: ``"total"`` or ``"visible"`` (see the module docstring).
-    n_spots: int (EM spots per shower) or dict with keys ``em``, ``had``, ``track`` (default :data:`DEFAULT_SPOTS`).
+    n_spots: int (EM depth spots per shower) or dict with any of the keys of :data:`DEFAULT_SPOTS` (``em``, ``had``,
+        ``track``, ``em_lateral``, ``had_lateral``, ``track_lateral``; missing keys take the defaults). Lateral
+        sub-spots multiply the spot count; ``{"em_lateral": 0, "had_lateral": 0, "track_lateral": 0}`` restores one
+        spot per depth spot.
     window_eta: scalar or (P,): pseudorapidity of a local-frame window (cells are sheared as in
         :meth:`Geometry.to_collider`); ignored for collider-frame geometries.
 

@@ -24,13 +24,25 @@ Radial profile at depth tau = t / T (in units of the local Moliere radius R_M), 
 (coefficients as in the GFlash tuning shipped with Geant4). Each component has the closed-form cumulative
 r^2 / (r^2 + R^2), so a radius is drawn by inversion: r = R sqrt(u / (1 - u)).
 
-Energy is deposited as ``n_spots`` equal-energy spots per shower whose depths are drawn from the shower's own Gamma
+Energy is deposited as ``n_spots`` *depth spots* per shower whose depths are drawn from the shower's own Gamma
 profile by *stratified* inversion: spot j gets a quantile u_j drawn uniformly inside its probability stratum
 [b_j, b_j+1) of the Gamma(alpha) law (tabulated inverse CDF, :func:`gamma_quantile`) and carries the energy fraction
 b_j+1 - b_j (equal strata, refined towards the deep tail, :func:`strata`). The mean profile is exact and, unlike
 independent draws, the spot count adds almost no artificial fluctuation of layer fractions or rear leakage (a
 binomial sqrt(p(1-p)/n_spots) otherwise). GFlash's own spot count N = 93 ln(Z) E^0.876 models sampling fluctuations, which
 pcloud adds separately in "visible" mode.
+
+Lateral importance sampling (``n_lateral`` > 0, the default in :func:`pcloud.sim.deposit.deposit_particles`): each
+depth spot is split into 1 + n_lateral *sub-spots* at the same depth. Both radial components are always sampled
+instead of picking one at random: one core sub-spot (r from the core law, weight p) and n_lateral tail sub-spots,
+one in each stratum [c_k, c_k+1) of the tail law's CDF u = r^2/(r^2 + R_T^2) with weight (1 - p)(c_k+1 - c_k).
+The strata (:func:`lateral_bounds`) are refined geometrically towards u -> 1, i.e. the proposal density is
+widened: in stratum k it is 1/(n_lateral (c_k+1 - c_k)) times the target, so each sub-spot's weight is exactly the
+importance ratio target/proposal (times 1/n_lateral) and the weights of a shower sum to 1 *deterministically*
+(energy is conserved exactly, no normalisation noise, no negative weights). The expectation of every observable
+(longitudinal and radial profiles, containment, t_max) is unchanged; what changes is that the far tail (several
+R_T, up to the calorimeter edge) is populated by many low-energy sub-spots instead of by rare, full-weight ones, so
+the number of cells with small deposits becomes realistic. A shower with n depth spots has n (1 + n_lateral) spots.
 
 Photons first convert after an exponential depth of mean 9/7 X0 (PDG Review, sec. 34.4.5: pair-production mean
 free path); electrons and positrons start showering at the front face.
@@ -43,6 +55,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import gammaincinv, ndtr, ndtri
 
+#: Number of depth strata refined (halving widths) towards the deep end of the Gamma profile (:func:`strata`):
+#: importance sampling of the deep tail, so that rear layers and rear leakage are resolved to ~2^-n_tail / n.
+DEPTH_TAIL_STRATA = 12
+#: Same refinement towards the shower start (u -> 0): many small spots in the first X0 (front layers).
+DEPTH_FRONT_STRATA = 6
 #: Mean photon conversion depth in radiation lengths (PDG: lambda_pair = 9/7 X0).
 CONVERSION_X0 = 9.0 / 7.0
 
@@ -72,19 +89,26 @@ def gamma_quantile(alpha, u) -> np.ndarray:
             + wa * ((1 - wz) * t[ia + 1, iz] + wz * t[ia + 1, iz + 1]))
 
 
-def strata(n: int, n_tail: int = 8) -> np.ndarray:
-    """Boundaries (n+1,) of n probability strata: n - m equal strata of width w = 1/(n - m + 1), then m = ``n_tail``
-    strata of widths w/2, w/4, ..., w/2^(m-1), w/2^(m-1) towards u = 1, so that the deepest spots carry little
-    energy and rear leakage is resolved to ~w/2^(m-1) instead of 1/n (equal strata make leakage jump by whole
-    spots)."""
+def strata(n: int, n_tail: int = 8, n_front: int = 0) -> np.ndarray:
+    """Boundaries (n+1,) of n probability strata: n - m - f equal strata of width w = 1/(n - m - f + 1 + [f > 0]),
+    then m = ``n_tail`` strata of widths w/2, w/4, ..., w/2^(m-1), w/2^(m-1) towards u = 1, so that the deepest spots
+    carry little energy and rear leakage is resolved to ~w/2^(m-1) instead of 1/n (equal strata make leakage jump by
+    whole spots); with f = ``n_front`` > 0 the same refinement mirrored towards u = 0 (the shower start).
+    Unequal strata are importance sampling with a piecewise-constant proposal: one spot per stratum, weight = width."""
     m = min(n_tail, n // 4)
-    if m < 2:
+    f = min(n_front, n // 4) if n_front >= 2 else 0
+    if m < 2 and f == 0:
         return np.linspace(0.0, 1.0, n + 1)
-    w = 1.0 / (n - m + 1)
-    widths = w * 0.5 ** np.arange(1, m + 1)
-    widths[-1] *= 2.0                      # last stratum closes the interval
-    bulk = np.linspace(0.0, 1.0 - w, n - m + 1)
-    return np.concatenate([bulk, 1.0 - w + np.cumsum(widths)])
+    def halvings(k, w):
+        widths = w * 0.5 ** np.arange(1, k + 1)
+        widths[-1] *= 2.0                  # last stratum closes the interval
+        return widths
+    n_bulk = n - (m if m >= 2 else 0) - f
+    w = 1.0 / (n_bulk + (1 if m >= 2 else 0) + (1 if f else 0))
+    front = halvings(f, w)[::-1] if f else np.zeros(0)
+    tail = halvings(m, w) if m >= 2 else np.zeros(0)
+    widths = np.concatenate([front, np.full(n_bulk, w), tail])
+    return np.concatenate([[0.0], np.cumsum(widths)[:-1], [1.0]])
 
 
 def stratified_uniform(shape, rng, bounds=None) -> np.ndarray:
@@ -139,35 +163,118 @@ def radial_parameters(tau, energy_gev, z_eff):
     return np.maximum(r_core, 1e-3), r_tail, np.clip(p_core, 0.0, 1.0)
 
 
-def em_spots(energy_gev, z_eff, ec_mev, n_spots, rng, photon=False):
+#: Largest and smallest "tail probability" 1 - u of the inner lateral strata boundaries (:func:`lateral_bounds`).
+#: 1 - u = 0.5 is the tail law's median radius R; 1 - u = 0.004 is r = sqrt(249) R ~ 16 R: beyond it a tail sub-spot
+#: of a 25-35 mm tail radius (CaloGAN stack) is mostly outside a 480 mm window (rear/side leakage, kept as such).
+LATERAL_FIRST = 0.2
+LATERAL_LAST = 0.006
+
+
+def lateral_bounds(k: int) -> np.ndarray:
+    """Boundaries (k+1,) of k strata of a radial CDF u in [0, 1), refined towards u -> 1 (large radii):
+    1 - c_j for j = 1..k-1 falls geometrically from :data:`LATERAL_FIRST` to :data:`LATERAL_LAST`
+    (k = 2: one inner boundary at their geometric mean; k = 1: the whole interval)."""
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"lateral_bounds: need k >= 1 strata, got {k}")
+    if k == 1:
+        return np.array([0.0, 1.0])
+    if k == 2:
+        inner = np.array([np.sqrt(LATERAL_FIRST * LATERAL_LAST)])
+    else:
+        inner = np.geomspace(LATERAL_FIRST, LATERAL_LAST, k - 1)
+    return np.concatenate([[0.0], 1.0 - inner, [1.0]])
+
+
+def lateral_counts(energy_gev, k_ref: int, k_min: int = 2, k_max: int = 8, e_ref_gev: float = 10.0) -> np.ndarray:
+    """Number of tail sub-spots per depth spot, growing like sqrt(E): round(k_ref sqrt(E / e_ref_gev)) clipped to
+    [k_min, k_max] (k_ref = 0 switches lateral sub-spots off: 0 everywhere). The number of shower particles grows like
+    E/E_c (Rossi approximation B; PDG Review, "Passage of particles through matter", sec. 34.5); sqrt(E) is a
+    compromise between that growth and the speed budget (GFlash ties its spot count to E as E^0.876)."""
+    e = np.asarray(energy_gev, dtype=np.float64)
+    if int(k_ref) <= 0:
+        return np.zeros(e.shape, dtype=np.int64)
+    k = np.rint(int(k_ref) * np.sqrt(np.maximum(e, 0.0) / e_ref_gev)).astype(np.int64)
+    return np.clip(k, int(k_min), int(k_max))
+
+
+#: Radial laws are truncated at CDF u = RADIAL_U_MAX (r <= 100 R for 2 r R^2/(r^2+R^2)^2) and, for EM showers,
+#: at r <= EM_R_MAX_RM Moliere radii: GFlash's tail radius R_T grows like exp(k4 tau) beyond the fitted range
+#: tau <~ 3, which would send deep spots metres away. The law's small remainder beyond is folded back inside by
+#: sampling u in [0, u_max), so a large enough block contains every shower exactly (tested). Real showers keep
+#: 99% of their energy within ~3.5 R_M (PDG Review, sec. 34.5).
+RADIAL_U_MAX = 0.9999
+EM_R_MAX_RM = 30.0
+#: Core weights p below this are set to 0 (the tail takes the depth spot's energy): GFlash's p(tau) falls like
+#: exp(-exp(tau/p3)) and would otherwise create sub-eV core sub-spots deep in the shower (change of the law < 1e-3).
+P_CORE_MIN = 1e-3
+
+
+def radial_u_max(r_scale, r_max):
+    """CDF value of 2 r R^2/(r^2+R^2)^2 at ``r_max`` (capped at :data:`RADIAL_U_MAX`)."""
+    return np.minimum(RADIAL_U_MAX, 1.0 / (1.0 + (np.asarray(r_scale) / r_max) ** 2))
+
+
+def radial_draw(r_scale, u):
+    """Radius of the law 2 r R^2/(r^2 + R^2)^2 at CDF value u (inversion of u = r^2/(r^2 + R^2))."""
+    return r_scale * np.sqrt(u / (1.0 - u))
+
+
+def stratified_lateral(r_scale, bounds, rng, u_max: float = RADIAL_U_MAX):
+    """Radii (..., k) with one draw inside each stratum of ``bounds`` (k+1,) of the radial CDF truncated at
+    ``u_max`` (scalar or (...,); u = u_max (b_k + U (b_k+1 - b_k))), for scale ``r_scale`` (...,)."""
+    shape = np.shape(r_scale) + (bounds.size - 1,)
+    u_max = np.asarray(u_max)[..., None] if np.ndim(u_max) else u_max
+    u = u_max * (bounds[:-1] + rng.random(shape) * np.diff(bounds))
+    return radial_draw(np.asarray(r_scale)[..., None], u)
+
+
+def em_spots(energy_gev, z_eff, ec_mev, n_spots, rng, photon=False, n_lateral: int = 0):
     """Spots of ``len(energy_gev)`` EM showers in shower coordinates.
 
-    Returns a dict of ``(M, n_spots)`` arrays: ``t_x0`` depth of each spot from the particle's start (X0, including
-    the photon conversion depth), ``r_rm`` radius from the axis in Moliere radii, ``phi`` azimuth (rad), and per
-    shower ``tmax_x0``, ``alpha`` (the sampled Gamma parameters) and ``start_x0`` (conversion depth, 0 for e+-).
+    Returns a dict of ``(M, S)`` arrays, S = ``n_spots`` * (1 + ``n_lateral``) (sub-spots of one depth spot are
+    adjacent): ``t_x0`` depth of each spot from the particle's start (X0, including the photon conversion depth),
+    ``r_rm`` radius from the axis in Moliere radii, ``phi`` azimuth (rad), ``weight`` energy fractions ((S,) when
+    ``n_lateral`` = 0, else (M, S); each shower's weights sum to 1), and per shower ``tmax_x0``, ``alpha`` (the
+    sampled Gamma parameters) and ``start_x0`` (conversion depth, 0 for e+-); ``n_sub`` = 1 + ``n_lateral``.
     ``z_eff``/``ec_mev`` are per shower (the medium where the shower starts); ``photon`` (bool, scalar or per shower)
-    adds the exponential conversion depth.
+    adds the exponential conversion depth. ``n_lateral`` = 0 gives one spot per depth spot whose radial component
+    (core or tail) is drawn at random; ``n_lateral`` > 0 the importance-sampled sub-spots of the module docstring.
     """
     e = np.asarray(energy_gev, dtype=np.float64)
     m = e.size
+    n_lateral = int(n_lateral)
+    if n_lateral < 0:
+        raise ValueError(f"em_spots: n_lateral must be >= 0, got {n_lateral}")
     z_eff = np.broadcast_to(np.asarray(z_eff, dtype=np.float64), (m,))
     ec_mev = np.broadcast_to(np.asarray(ec_mev, dtype=np.float64), (m,))
     tmax, alpha = longitudinal_parameters(e, z_eff, ec_mev, rng)
     beta = (alpha - 1.0) / tmax
     a_med = median_alpha(e, z_eff, ec_mev)
     shape = (m, n_spots)
-    bounds = strata(n_spots)
+    bounds = strata(n_spots, DEPTH_TAIL_STRATA, DEPTH_FRONT_STRATA)
     t = gamma_quantile(alpha[:, None], stratified_uniform(shape, rng, bounds)) / beta[:, None]
     # reduced depth as in GFlash: t / <t> scaled to the median profile (paper sec. 3.2)
     tau_scale = ((alpha - 1.0) / alpha * a_med / (a_med - 1.0)) / tmax
     tau = t * tau_scale[:, None]
     r_core, r_tail, p_core = radial_parameters(tau, e[:, None], z_eff[:, None])
-    u = rng.random((2,) + shape)
-    radius = np.where(u[0] < p_core, r_core, r_tail)
-    u1 = np.minimum(u[1], 0.9999)
-    r = radius * np.sqrt(u1 / (1.0 - u1))
-    phi = rng.random(shape) * (2.0 * np.pi)
     photon = np.broadcast_to(np.asarray(photon, dtype=bool), (m,))
+    w_depth = np.diff(bounds)
+    if n_lateral == 0:
+        u = rng.random((2,) + shape)
+        radius = np.where(u[0] < p_core, r_core, r_tail)
+        r = radial_draw(radius, np.minimum(u[1], radial_u_max(radius, EM_R_MAX_RM)))
+        weight = w_depth
+    else:
+        lb = lateral_bounds(n_lateral)
+        p_core = np.where(p_core < P_CORE_MIN, 0.0, p_core)
+        r = np.concatenate([radial_draw(r_core, radial_u_max(r_core, EM_R_MAX_RM) * rng.random(shape))[..., None],
+                            stratified_lateral(r_tail, lb, rng, radial_u_max(r_tail, EM_R_MAX_RM))],
+                           axis=2).reshape(m, -1)
+        weight = np.concatenate([p_core[..., None], (1.0 - p_core)[..., None] * np.diff(lb)], axis=2)
+        weight = (weight * w_depth[None, :, None]).reshape(m, -1)
+        t = np.repeat(t, n_lateral + 1, axis=1)
+    phi = rng.random(r.shape, dtype=np.float32) * np.float32(2.0 * np.pi)   # float32: fast trig
     start = np.where(photon, rng.exponential(CONVERSION_X0, m), 0.0) if photon.any() else np.zeros(m)
-    return {"t_x0": t + start[:, None], "r_rm": r, "phi": phi, "weight": np.diff(bounds), "tmax_x0": tmax,
-            "alpha": alpha, "start_x0": start}
+    return {"t_x0": t + start[:, None], "r_rm": r, "phi": phi, "weight": weight, "tmax_x0": tmax,
+            "alpha": alpha, "start_x0": start, "n_sub": n_lateral + 1}

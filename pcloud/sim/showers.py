@@ -21,7 +21,7 @@ from .gun import particle_gun
 from .media import em_sampling_fraction
 
 #: Geometries with more cells than this are refused by :func:`simulate_showers` (dense images too large).
-MAX_DENSE_CELLS = 50_000
+MAX_DENSE_CELLS = 100_000
 #: Above this many (event, cell) entries per chunk, dense images are filled from unique keys instead of bincount.
 DENSE_BINCOUNT_LIMIT = 4_000_000
 SIMULATOR = ("pcloud.sim parametrised fast simulation (GFlash-style EM, Groom/Bock-style hadronic); "

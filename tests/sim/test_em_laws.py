@@ -8,6 +8,7 @@ import pytest
 
 from pcloud.geometry.calogan import PB_LAR
 from pcloud.sim import deposit_particles, em
+from pcloud.sim.deposit import DEFAULT_SPOTS, LATERAL_MAX, LATERAL_MIN
 from pcloud.sim.media import depth_media, stack_z_eff
 
 from simhelpers import beam, block_geometry
@@ -15,9 +16,10 @@ from simhelpers import beam, block_geometry
 ENERGIES = np.array([2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0])
 
 
-def _peak(t):
-    """Depth of the maximum of the mean profile: smoothed 0.25 X0 histogram, parabola through the top."""
-    h, edges = np.histogram(t, bins=np.arange(0.0, 40.0, 0.25))
+def _peak(t, w=None):
+    """Depth of the maximum of the mean profile: smoothed 0.25 X0 histogram (spot energy weights ``w``), parabola
+    through the top."""
+    h, edges = np.histogram(t, bins=np.arange(0.0, 40.0, 0.25), weights=w)
     c = 0.5 * (edges[1:] + edges[:-1])
     hs = np.convolve(h, np.ones(5) / 5, mode="same")
     i = int(np.argmax(hs))
@@ -32,13 +34,21 @@ def calogan_medium(calogan):
     return float(m.z_eff[0]), float(m.ec_mev[0])
 
 
+def _w(sp):
+    return np.broadcast_to(sp["weight"], sp["t_x0"].shape).ravel()
+
+
 @pytest.fixture(scope="module")
 def profiles(calogan_medium):
+    """Spots as the production sampling draws them: importance-sampled lateral sub-spots (count ~ sqrt(E))."""
     z, ec = calogan_medium
     rng = np.random.default_rng(11)
     out = {}
     for photon in (False, True):
-        out[photon] = [em.em_spots(np.full(300, e), z, ec, 100, rng, photon=photon) for e in ENERGIES]
+        out[photon] = [em.em_spots(np.full(300, e), z, ec, 100, rng, photon=photon,
+                                   n_lateral=int(em.lateral_counts(e, DEFAULT_SPOTS["em_lateral"], LATERAL_MIN,
+                                                                   LATERAL_MAX)))
+                       for e in ENERGIES]
     return out
 
 
@@ -46,7 +56,7 @@ def profiles(calogan_medium):
 def test_shower_max_follows_ln_e(profiles, calogan_medium, photon, c_law):
     _, ec = calogan_medium
     ln_y = np.log(ENERGIES * 1000.0 / ec)
-    tmax = np.array([_peak(sp["t_x0"].ravel()) for sp in profiles[photon]])
+    tmax = np.array([_peak(sp["t_x0"].ravel(), _w(sp)) for sp in profiles[photon]])
     slope, intercept = np.polyfit(ln_y, tmax, 1)
     assert abs(slope - 1.0) < 0.15, (slope, tmax)
     c = np.mean(tmax - ln_y)
@@ -55,7 +65,7 @@ def test_shower_max_follows_ln_e(profiles, calogan_medium, photon, c_law):
 
 def test_photons_deeper_than_electrons(profiles):
     for sp_e, sp_g in zip(profiles[False], profiles[True]):
-        d = _peak(sp_g["t_x0"].ravel()) - _peak(sp_e["t_x0"].ravel())
+        d = _peak(sp_g["t_x0"].ravel(), _w(sp_g)) - _peak(sp_e["t_x0"].ravel(), _w(sp_e))
         assert 0.4 < d < 2.0, d        # mean conversion depth 9/7 X0
     # the conversion depth itself is exponential with mean 9/7 X0
     start = np.concatenate([sp["start_x0"] for sp in profiles[True]])
@@ -81,7 +91,7 @@ def test_longitudinal_containment(profiles, calogan_medium):
         order = np.argsort(t.ravel())
         cum = np.cumsum(w[order]) / w.sum()
         l95 = t.ravel()[order][np.searchsorted(cum, 0.95)]
-        tmax = _peak(t.ravel())
+        tmax = _peak(t.ravel(), w)
         rule = tmax + 0.08 * z + 9.6
         assert abs(l95 - rule) < 6.5, (l95, rule)
         diffs.append(l95 - tmax)
