@@ -1,0 +1,461 @@
+"""Point clouds for particle-flow segmentation: one cloud per focal track (JetPointNet, seed 002) or per event.
+
+Per-track clouds (:func:`track_clouds`)
+=======================================
+Seed 002 ("Data processing pipeline"): events are "split into batched training samples using a Delta R cut on each
+track". For every focal track (rows ``tracks`` of ``events.tracks``; default: every track that reaches at least one
+calorimeter layer) the cloud holds
+
+* the **reference point** of the track: its extrapolation to the EM middle layer EMB2 (``layer_names`` entry
+  ``"EMB2"``) when it reaches that layer, else its first reached layer (per-event field ``focal_ref_layer``);
+* CELL points: every cell of the focal track's event whose centre lies within ``Delta R < dr_max`` of the reference
+  point (``Delta R = sqrt(d_eta^2 + d_phi^2)``, d_phi wrapped to [-pi, pi)). ``dr_max`` is an argument (chosen at
+  load time, never baked into files);
+* FOCAL_TRACK points: one per calorimeter layer the focal track reaches (its extrapolated eta, phi, x, y, z);
+* OTHER_TRACK points: the layer points of the other tracks of the event that lie within ``dr_max`` of the
+  reference point.
+
+Point order inside a cloud: focal-track points (by layer), other-track points (by track, then layer), cells (by cell
+row). Geometry: cells sit at their cell centre (``geometry.cells``), track points at their extrapolated position.
+
+Cell energies are ``cell_energy_gev[cell_row]`` (float64; default ``events.cells["energy_gev"]``) so that iterative
+inference (:mod:`pcloud.pflow.inference`) can re-cloud after subtraction. **Drop policy:** a cell whose current
+energy is <= 0 while its measured energy was > 0 (i.e. a cell emptied by subtraction) is dropped; cells whose
+*measured* energy is <= 0 (negative noise fluctuations) are kept, exactly as in an untouched event, so a subtracted
+event still "resembles an event" (seed 002 backup, "Iterative inference").
+
+Per-point fields: the schema fields of :mod:`pcloud.data.schema` plus
+
+=================  =======  ==================================================================================
+``cell_row``       int64    row of the cell in ``events.cells``; -1 for track points
+``track_row``      int64    row of the point's track in ``events.tracks``; -1 for cells
+``deta``           float32  eta(point) - eta(focal track at the point's layer)                              (--)
+``dphi``           float32  phi(point) - phi(focal track at the point's layer), wrapped to [-pi, pi)      (rad)
+``delta_r_ref``    float32  Delta R of the point to the reference point (the quantity cut at ``dr_max``)
+=================  =======  ==================================================================================
+
+``delta_r`` (schema) = ``sqrt(deta^2 + dphi^2)``: the distance to the focal track *at the point's layer* (the
+track bends in phi between layers in the 2 T field); when the focal track does not reach the point's layer the
+reference point is used instead. Focal-track points therefore have ``delta_r = 0``. ``track_pt`` is the measured
+pT (GeV), ``track_chi2_ndf = chi2 / ndf``, ``track_index`` the track's index within its event.
+
+Truth: per cell point, the per-particle deposits of ``events.hits`` (``truth_index`` = particle index within the
+event, ``truth_energy`` = its true deposit in the cell, GeV), so hard / binary / soft targets derive through the
+schema label policy (:func:`pcloud.data.schema.hard_labels`, ``target_fractions`` with ``focal_truth_index``; cells
+with no positive truth deposit, i.e. noise only, are "not focal": fraction 0, hard label -1). Track points have
+empty truth lists.
+
+Per cloud: ``event_number``, ``event`` (event index), ``focal_track_row`` (row in ``events.tracks``),
+``focal_track_index`` (index within the event), ``focal_truth_index`` (particle index within the event of the focal
+track's particle), ``focal_track_pt`` (measured, GeV), ``focal_track_p`` (GeV), ``focal_track_eta``,
+``focal_track_phi`` (reference point), ``focal_ref_layer``, ``n_tracks_event`` and the schema ``particles`` list of
+the event (``track_index`` = index within the event of the particle's track, -1 none).
+
+Whole-event clouds (:func:`event_clouds`)
+=========================================
+All cells of each event and the layer points of all its tracks (type OTHER_TRACK: there is no focal track).
+``delta_r = 0`` (schema: not a per-track cloud). Instead, relative to the **nearest track at the point's layer**
+(among tracks that reach that layer): ``deta``, ``dphi``, ``dr_nearest_track`` and ``nearest_track_row`` (events with
+no track reaching that layer: ``dr_nearest_track = 10``, ``deta = dphi = 0``, row -1; track points: 0 and their own
+row). ``charged_fraction``: fraction of the cell's clipped truth energy deposited by particles *that have a track*
+(what particle flow can subtract; charged particles below the track pT cut count as neutral); 0 when the cell has
+no positive truth deposit.
+
+Everything is vectorised over tracks, cells and events (track-cell pairs are built in chunks of at most
+``max_pairs`` rows; the loop runs over chunks only).
+"""
+from __future__ import annotations
+
+import awkward as ak
+import numpy as np
+
+from ..data.schema import Feature, FEATURES, PointType, build_clouds, register_feature
+
+__all__ = ["track_clouds", "event_clouds", "reference_layer", "delta_phi", "cloud_cell_rows", "cloud_track_rows", "cell_counts",
+           "NO_TRACK_DR"]
+
+#: ``dr_nearest_track`` of points in events where no track reaches the point's layer.
+NO_TRACK_DR = 10.0
+_MAX_PAIRS = 4_000_000
+
+
+def delta_phi(phi1, phi2) -> np.ndarray:
+    """phi1 - phi2 wrapped to [-pi, pi) (rad)."""
+    return np.mod(np.asarray(phi1, np.float64) - np.asarray(phi2, np.float64) + np.pi, 2 * np.pi) - np.pi
+
+
+# ---------------------------------------------------------------------------------------------------- features
+def _col32(name):
+    return lambda c: c[name].astype(np.float32)[:, None]
+
+
+def _log_track_pt(c):
+    # ln(pT / GeV) of track points; cells (pT = 0) get the floor ln(0.1) (tracks have pT > 0.5 GeV)
+    return np.log(np.maximum(c["track_pt"].astype(np.float64), 0.1)).astype(np.float32)[:, None]
+
+
+for _f in (Feature("deta", 1, _col32("deta"), ("deta",), "eta - eta of the focal/nearest track at the point's layer"),
+           Feature("dphi", 1, _col32("dphi"), ("dphi",), "phi - phi of the focal/nearest track at the layer (rad)"),
+           Feature("delta_r_ref", 1, _col32("delta_r_ref"), ("delta_r_ref",), "Delta R to the reference point"),
+           Feature("dr_nearest_track", 1, _col32("dr_nearest_track"), ("dr_nearest_track",),
+                   "Delta R to the nearest track at the point's layer (event clouds)"),
+           Feature("log_track_pt", 1, _log_track_pt, ("track_pt",), "ln(max(track pT, 0.1 GeV) / GeV)")):
+    if _f.name not in FEATURES:
+        register_feature(_f)
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _check_events(events, geometry, where: str):
+    for attr in ("tracks", "cells", "hits", "particles", "cell_offsets", "track_offsets", "particle_offsets"):
+        if not hasattr(events, attr):
+            raise TypeError(f"{where}: expected pcloud.sim.events.TrackCellEvents, found {type(events).__name__} "
+                            f"without {attr!r}")
+    n_layers = sum(s.n_layers for s in geometry.sections)
+    if events.tracks["layer_eta"].ndim != 2 or events.tracks["layer_eta"].shape[1] != n_layers:
+        raise ValueError(f"{where}: events.tracks['layer_eta'] must be (n_tracks, {n_layers}) for geometry "
+                         f"{geometry.name!r}, found {events.tracks['layer_eta'].shape}")
+    ids = events.cells["id"]
+    if ids.size and (ids.min() < 0 or ids.max() >= geometry.n_cells):
+        raise ValueError(f"{where}: events.cells['id'] must lie in [0, {geometry.n_cells}) of geometry "
+                         f"{geometry.name!r}, found [{ids.min()}, {ids.max()}]")
+    if getattr(events, "geometry_name", geometry.name) != geometry.name:
+        raise ValueError(f"{where}: events were simulated in geometry {events.geometry_name!r}, "
+                         f"given geometry {geometry.name!r}")
+
+
+def _cell_energy(events, cell_energy_gev, where):
+    e0 = np.asarray(events.cells["energy_gev"], np.float64)
+    if cell_energy_gev is None:
+        return e0, e0
+    e = np.asarray(cell_energy_gev, np.float64)
+    if e.shape != e0.shape:
+        raise ValueError(f"{where}: cell_energy_gev must have one value per row of events.cells {e0.shape}, "
+                         f"found shape {e.shape}")
+    if not np.all(np.isfinite(e)):
+        raise ValueError(f"{where}: cell_energy_gev contains {int((~np.isfinite(e)).sum())} NaN/inf values")
+    return e, e0
+
+
+def _event_numbers(events) -> np.ndarray:
+    en = getattr(events, "event_number", None)
+    if en is None:
+        en = events.meta.get("event_number") if isinstance(getattr(events, "meta", None), dict) else None
+    if en is None:
+        return np.arange(events.n_events, dtype=np.int64)
+    en = np.asarray(en, np.int64)
+    if en.shape != (events.n_events,):
+        raise ValueError(f"events.event_number: expected {events.n_events} values, found shape {en.shape}")
+    return en
+
+
+def _expand(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CSR expansion: (owner index, position) of ``sum(counts)`` rows ``starts[i] + 0..counts[i]-1``."""
+    counts = np.asarray(counts, np.int64)
+    owner = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
+    first = np.cumsum(counts) - counts
+    pos = np.asarray(starts, np.int64)[owner] + (np.arange(owner.size, dtype=np.int64) - first[owner])
+    return owner, pos
+
+
+def _chunks(counts: np.ndarray, max_pairs: int):
+    """Consecutive ranges [a, b) of owners with at most ``max_pairs`` expanded rows each (at least one owner)."""
+    c = np.cumsum(np.asarray(counts, np.int64))
+    a = 0
+    n = c.size
+    while a < n:
+        base = c[a - 1] if a else 0
+        b = int(np.searchsorted(c, base + max_pairs, side="right"))
+        b = max(b, a + 1)
+        yield a, min(b, n)
+        a = b
+
+
+def reference_layer(events, track_rows, layer: str = "EMB2") -> np.ndarray:
+    """Layer index of each track's reference point: ``layer`` (EMB2) when reached, else its first reached layer;
+    -1 when the track reaches no layer."""
+    reached = np.asarray(events.tracks["layer_reached"])[np.asarray(track_rows, np.int64)]
+    first = np.where(reached.any(1), np.argmax(reached, axis=1), -1)
+    if layer in list(events.layer_names):
+        li = list(events.layer_names).index(layer)
+        return np.where(reached[:, li], li, first).astype(np.int64)
+    return first.astype(np.int64)
+
+
+def _particles_of(events, ev_of_cloud: np.ndarray) -> dict:
+    """Schema ``particles`` columns (flat, with counts) of the events of each cloud."""
+    p, off = events.particles, events.particle_offsets
+    counts = off[ev_of_cloud + 1] - off[ev_of_cloud]
+    _, rows = _expand(off[ev_of_cloud], counts)
+    p2t = np.full(p["event"].size, -1, np.int64)
+    trows = np.arange(events.tracks["event"].size)
+    p2t[events.tracks["particle"]] = trows - events.track_offsets[events.tracks["event"]]
+    return {"counts": counts, "pdg": p["pdg"][rows], "energy_gev": p["energy_gev"][rows], "pt_gev": p["pt_gev"][rows],
+            "eta": p["eta"][rows], "phi": p["phi"][rows], "charge": p["charge"][rows], "track_index": p2t[rows]}
+
+
+def _truth_lists(events, cell_rows: np.ndarray):
+    """Per-point truth lists (counts, within-event particle index, energy) for point cell rows (-1: none)."""
+    hits = events.hits
+    order = np.lexsort((hits["particle"], hits["cell"]))
+    h_cell, h_part, h_e = hits["cell"][order], hits["particle"][order], hits["energy_gev"][order]
+    n_cells = events.cells["event"].size
+    hoff = np.searchsorted(h_cell, np.arange(n_cells + 1))
+    is_cell = cell_rows >= 0
+    r = np.where(is_cell, cell_rows, 0)
+    counts = np.where(is_cell, hoff[r + 1] - hoff[r], 0)
+    _, hrow = _expand(hoff[r], counts)
+    p_ev = events.particles["event"][h_part[hrow]]
+    t_idx = h_part[hrow] - events.particle_offsets[p_ev]
+    return counts, t_idx.astype(np.int32), h_e[hrow].astype(np.float64)
+
+
+def cloud_cell_rows(clouds) -> np.ndarray:
+    """``cell_row`` of every CELL point of ``clouds``, flattened in cloud order (the order of ``predict_fraction``)."""
+    typ = ak.to_numpy(ak.flatten(clouds.points["type"], axis=1))
+    return ak.to_numpy(ak.flatten(clouds.points["cell_row"], axis=1))[typ == PointType.CELL].astype(np.int64)
+
+
+def cloud_track_rows(clouds) -> np.ndarray:
+    """``focal_track_row`` repeated for every CELL point of ``clouds`` (flattened in cloud order)."""
+    return np.repeat(ak.to_numpy(clouds.focal_track_row).astype(np.int64), cell_counts(clouds))
+
+
+def cell_counts(clouds) -> np.ndarray:
+    """Number of CELL points per cloud (int64)."""
+    typ = ak.to_numpy(ak.flatten(clouds.points["type"], axis=1))
+    cnt = ak.to_numpy(ak.num(clouds.points, axis=1)).astype(np.int64)
+    cloud = np.repeat(np.arange(cnt.size), cnt)
+    return np.bincount(cloud[typ == PointType.CELL], minlength=cnt.size).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------- per track
+def track_clouds(events, geometry, dr_max: float = 0.2, cell_energy_gev=None, tracks=None,
+                 max_pairs: int = _MAX_PAIRS) -> ak.Array:
+    """One cloud per focal track (module docstring). ``tracks``: rows of ``events.tracks`` (default: all tracks
+    reaching the calorimeter); ``cell_energy_gev``: current energy per row of ``events.cells`` (default: measured)."""
+    where = "track_clouds"
+    _check_events(events, geometry, where)
+    if not (np.isfinite(dr_max) and dr_max > 0):
+        raise ValueError(f"{where}: dr_max must be a positive number, found {dr_max!r}")
+    e_cur, e0 = _cell_energy(events, cell_energy_gev, where)
+    T = events.tracks
+    reached = np.asarray(T["layer_reached"], bool)
+    n_trk = T["event"].size
+    if tracks is None:
+        rows = np.nonzero(reached.any(1))[0].astype(np.int64)
+    else:
+        rows = np.asarray(tracks, np.int64).ravel()
+        if rows.size and (rows.min() < 0 or rows.max() >= n_trk):
+            raise ValueError(f"{where}: tracks must be rows of events.tracks in [0, {n_trk}), found "
+                             f"[{rows.min()}, {rows.max()}]")
+        bad = rows[~reached[rows].any(1)]
+        if bad.size:
+            raise ValueError(f"{where}: tracks {bad[:5].tolist()} reach no calorimeter layer (no reference point)")
+    n_cl = rows.size
+    ev = T["event"][rows].astype(np.int64)
+    ref_l = reference_layer(events, rows)
+    ref_eta = T["layer_eta"][rows, ref_l]
+    ref_phi = T["layer_phi"][rows, ref_l]
+    lay_eta = np.asarray(T["layer_eta"], np.float64)
+    lay_phi = np.asarray(T["layer_phi"], np.float64)
+    gc = geometry.cells
+    C = events.cells
+
+    def rel(cl, layer, eta, phi):
+        """(deta, dphi) of points of clouds ``cl`` at global layers ``layer`` to the focal track at that layer."""
+        fr = rows[cl]
+        ok = (layer >= 0) & (layer < reached.shape[1])
+        lc = np.where(ok, layer, 0)
+        use = ok & reached[fr, lc]
+        t_eta = np.where(use, lay_eta[fr, lc], ref_eta[cl])
+        t_phi = np.where(use, lay_phi[fr, lc], ref_phi[cl])
+        return eta - t_eta, delta_phi(phi, t_phi)
+
+    # ---- cells: all (cloud, cell of its event) pairs, in chunks, cut at dr_max around the reference point
+    c_off = events.cell_offsets
+    n_ev_cells = c_off[ev + 1] - c_off[ev]
+    sel_cl, sel_row = [], []
+    for a, b in _chunks(n_ev_cells, max_pairs):
+        owner, crow = _expand(c_off[ev[a:b]], n_ev_cells[a:b])
+        owner += a
+        cid = C["id"][crow]
+        d_eta = gc["eta"][cid] - ref_eta[owner]
+        keep = np.abs(d_eta) < dr_max
+        owner, crow, cid, d_eta = owner[keep], crow[keep], cid[keep], d_eta[keep]
+        dr = np.hypot(d_eta, delta_phi(gc["phi"][cid], ref_phi[owner]))
+        keep = dr < dr_max
+        if cell_energy_gev is not None:
+            keep &= ~((e_cur[crow] <= 0) & (e0[crow] > 0))  # emptied by subtraction (drop policy)
+        sel_cl.append(owner[keep])
+        sel_row.append(crow[keep])
+    cell_cl = np.concatenate(sel_cl) if sel_cl else np.zeros(0, np.int64)
+    cell_row = np.concatenate(sel_row) if sel_row else np.zeros(0, np.int64)
+    cid = C["id"][cell_row]
+    c_eta, c_phi = gc["eta"][cid].astype(np.float64), gc["phi"][cid].astype(np.float64)
+    c_layer = gc["layer"][cid].astype(np.int64)
+
+    # ---- focal-track points: one per reached layer
+    f_cl, f_lay = np.nonzero(reached[rows])
+    f_row = rows[f_cl]
+    # ---- other-track points within dr_max of the reference point
+    t_off = events.track_offsets
+    n_ev_trk = t_off[ev + 1] - t_off[ev]
+    o_cl, o_row = _expand(t_off[ev], n_ev_trk)
+    other = o_row != rows[o_cl]
+    o_cl, o_row = o_cl[other], o_row[other]
+    L = reached.shape[1]
+    o_cl = np.repeat(o_cl, L)
+    o_row = np.repeat(o_row, L)
+    o_lay = np.tile(np.arange(L), other.sum())
+    ok = reached[o_row, o_lay]
+    o_cl, o_row, o_lay = o_cl[ok], o_row[ok], o_lay[ok]
+    o_dr_ref = np.hypot(lay_eta[o_row, o_lay] - ref_eta[o_cl], delta_phi(lay_phi[o_row, o_lay], ref_phi[o_cl]))
+    ok = o_dr_ref < dr_max
+    o_cl, o_row, o_lay = o_cl[ok], o_row[ok], o_lay[ok]
+
+    # ---- assemble: (cloud, group, order) with group 0 focal, 1 other tracks, 2 cells
+    t_cl = np.concatenate([f_cl, o_cl])
+    t_row = np.concatenate([f_row, o_row])
+    t_lay = np.concatenate([f_lay, o_lay])
+    t_grp = np.concatenate([np.zeros(f_cl.size, np.int64), np.ones(o_cl.size, np.int64)])
+    cl = np.concatenate([t_cl, cell_cl])
+    grp = np.concatenate([t_grp, np.full(cell_cl.size, 2, np.int64)])
+    key2 = np.concatenate([t_row * L + t_lay, cell_row])
+    order = np.lexsort((key2, grp, cl))
+    nt = t_cl.size
+
+    def cat(track_vals, cell_vals):
+        return np.concatenate([np.asarray(track_vals), np.asarray(cell_vals)])[order]
+
+    eta = cat(lay_eta[t_row, t_lay], c_eta)
+    phi = cat(lay_phi[t_row, t_lay], c_phi)
+    layer = cat(t_lay, c_layer)
+    cl = cl[order]
+    grp = grp[order]
+    deta, dphi = rel(cl, layer, eta, phi)
+    dr_ref = np.hypot(eta - ref_eta[cl], delta_phi(phi, ref_phi[cl]))
+    is_trk = grp < 2
+    trow_pt = np.where(is_trk, cat(t_row, np.zeros(cell_cl.size, np.int64)), -1)
+    safe = np.where(is_trk, trow_pt, 0)
+    ndf = np.maximum(np.asarray(T["ndf"], np.float64), 1.0)
+    prow = cat(np.full(nt, -1, np.int64), cell_row)
+    points = {
+        "type": np.where(grp == 0, PointType.FOCAL_TRACK, np.where(grp == 1, PointType.OTHER_TRACK, PointType.CELL)),
+        "x": cat(T["layer_x_mm"][t_row, t_lay], gc["x"][cid]),
+        "y": cat(T["layer_y_mm"][t_row, t_lay], gc["y"][cid]),
+        "z": cat(T["layer_z_mm"][t_row, t_lay], gc["z"][cid]),
+        "eta": eta, "phi": phi, "layer": layer,
+        "cell_id": cat(np.full(nt, -1, np.int64), cid),
+        "energy": np.where(is_trk, 0.0, e_cur[np.maximum(prow, 0)]).astype(np.float64),
+        "noise_sigma": np.where(is_trk, 0.0, C["noise_sigma_gev"][np.maximum(prow, 0)]),
+        "delta_r": np.hypot(deta, dphi),
+        "track_pt": np.where(is_trk, T["pt_gev"][safe], 0.0),
+        "track_chi2_ndf": np.where(is_trk, T["chi2"][safe] / ndf[safe], 0.0),
+        "track_index": np.where(is_trk, safe - t_off[T["event"][safe]], -1),
+        "cell_row": prow, "track_row": trow_pt,
+        "deta": deta, "dphi": dphi, "delta_r_ref": dr_ref,
+    }
+    counts = np.bincount(cl, minlength=n_cl)
+    tc, ti, te = _truth_lists(events, prow)
+    particle_first = events.particle_offsets[ev]
+    ev_fields = {
+        "event_number": _event_numbers(events)[ev], "event": ev, "focal_track_row": rows,
+        "focal_track_index": (rows - t_off[ev]).astype(np.int32),
+        "focal_truth_index": (T["particle"][rows] - particle_first).astype(np.int32),
+        "focal_track_pt": np.asarray(T["pt_gev"], np.float64)[rows],
+        "focal_track_p": np.asarray(T["p_gev"], np.float64)[rows],
+        "focal_track_eta": ref_eta, "focal_track_phi": ref_phi, "focal_ref_layer": ref_l.astype(np.int32),
+        "n_tracks_event": n_ev_trk.astype(np.int32),
+    }
+    return build_clouds(counts, points, ev_fields, truth_counts=tc, truth_index=ti, truth_energy=te,
+                        particles=_particles_of(events, ev))
+
+
+# ---------------------------------------------------------------------------------------------------- whole events
+def event_clouds(events, geometry, cell_energy_gev=None, max_pairs: int = _MAX_PAIRS) -> ak.Array:
+    """One cloud per event: all cells and all track layer points (module docstring, "Whole-event clouds")."""
+    where = "event_clouds"
+    _check_events(events, geometry, where)
+    e_cur, _ = _cell_energy(events, cell_energy_gev, where)
+    T, C, gc = events.tracks, events.cells, geometry.cells
+    reached = np.asarray(T["layer_reached"], bool)
+    L = reached.shape[1]
+    lay_eta = np.asarray(T["layer_eta"], np.float64)
+    lay_phi = np.asarray(T["layer_phi"], np.float64)
+    n_ev = events.n_events
+    n_cells = C["event"].size
+    cid = C["id"]
+    c_eta, c_phi = gc["eta"][cid].astype(np.float64), gc["phi"][cid].astype(np.float64)
+    c_lay = gc["layer"][cid].astype(np.int64)
+    # ---- nearest track at the cell's layer: (cell, track of its event) pairs in chunks
+    t_off = events.track_offsets
+    n_trk_of_cell = (t_off[C["event"] + 1] - t_off[C["event"]]).astype(np.int64)
+    best_dr = np.full(n_cells, np.inf)
+    best_row = np.full(n_cells, -1, np.int64)
+    for a, b in _chunks(n_trk_of_cell, max_pairs):
+        owner, trow = _expand(t_off[C["event"][a:b]], n_trk_of_cell[a:b])
+        owner += a
+        ok = reached[trow, c_lay[owner]]
+        owner, trow = owner[ok], trow[ok]
+        dr = np.hypot(c_eta[owner] - lay_eta[trow, c_lay[owner]], delta_phi(c_phi[owner], lay_phi[trow, c_lay[owner]]))
+        o = np.lexsort((dr, owner))
+        first = o[np.r_[True, np.diff(owner[o]) != 0]] if o.size else o
+        best_dr[owner[first]] = dr[first]
+        best_row[owner[first]] = trow[first]
+    has = best_row >= 0
+    sr = np.maximum(best_row, 0)
+    c_deta = np.where(has, c_eta - lay_eta[sr, c_lay], 0.0)
+    c_dphi = np.where(has, delta_phi(c_phi, lay_phi[sr, c_lay]), 0.0)
+    c_dr = np.where(has, best_dr, NO_TRACK_DR)
+    # ---- track points
+    t_row, t_lay = np.nonzero(reached)
+    t_ev = T["event"][t_row]
+    ev_all = np.concatenate([t_ev, C["event"]])
+    grp = np.concatenate([np.zeros(t_row.size, np.int64), np.ones(n_cells, np.int64)])
+    key2 = np.concatenate([t_row * L + t_lay, np.arange(n_cells)])
+    order = np.lexsort((key2, grp, ev_all))
+    nt = t_row.size
+
+    def cat(a, b):
+        return np.concatenate([np.asarray(a), np.asarray(b)])[order]
+
+    ndf = np.maximum(np.asarray(T["ndf"], np.float64), 1.0)
+    is_trk = cat(np.ones(nt, bool), np.zeros(n_cells, bool))
+    trow = cat(t_row, np.full(n_cells, -1, np.int64))
+    safe = np.maximum(trow, 0)
+    crow = cat(np.full(nt, -1, np.int64), np.arange(n_cells))
+    sc = np.maximum(crow, 0)
+    # charged fraction per cell: clipped truth of particles with a track / clipped truth
+    hits = events.hits
+    has_track = np.zeros(events.particles["event"].size, bool)
+    has_track[T["particle"]] = True
+    he = np.clip(hits["energy_gev"], 0, None)
+    tot = np.bincount(hits["cell"], he, minlength=n_cells)
+    chg = np.bincount(hits["cell"], he * has_track[hits["particle"]], minlength=n_cells)
+    cfrac = np.divide(chg, tot, out=np.zeros(n_cells), where=tot > 0)
+    points = {
+        "type": np.where(is_trk, PointType.OTHER_TRACK, PointType.CELL),
+        "x": cat(T["layer_x_mm"][t_row, t_lay], gc["x"][cid]),
+        "y": cat(T["layer_y_mm"][t_row, t_lay], gc["y"][cid]),
+        "z": cat(T["layer_z_mm"][t_row, t_lay], gc["z"][cid]),
+        "eta": cat(lay_eta[t_row, t_lay], c_eta), "phi": cat(lay_phi[t_row, t_lay], c_phi),
+        "layer": cat(t_lay, c_lay), "cell_id": cat(np.full(nt, -1, np.int64), cid),
+        "energy": np.where(is_trk, 0.0, e_cur[sc]).astype(np.float64),
+        "noise_sigma": np.where(is_trk, 0.0, C["noise_sigma_gev"][sc]),
+        "delta_r": np.zeros(nt + n_cells),
+        "track_pt": np.where(is_trk, T["pt_gev"][safe], 0.0),
+        "track_chi2_ndf": np.where(is_trk, T["chi2"][safe] / ndf[safe], 0.0),
+        "track_index": np.where(is_trk, safe - t_off[T["event"][safe]], -1),
+        "cell_row": crow, "track_row": trow,
+        "deta": np.where(is_trk, 0.0, c_deta[sc]), "dphi": np.where(is_trk, 0.0, c_dphi[sc]),
+        "dr_nearest_track": np.where(is_trk, 0.0, c_dr[sc]),
+        "nearest_track_row": np.where(is_trk, trow, best_row[sc]),
+        "charged_fraction": np.where(is_trk, 0.0, cfrac[sc]).astype(np.float32),
+    }
+    counts = np.bincount(ev_all, minlength=n_ev)
+    tc, ti, te = _truth_lists(events, crow)
+    ev_idx = np.arange(n_ev, dtype=np.int64)
+    ev_fields = {"event_number": _event_numbers(events), "event": ev_idx,
+                 "n_tracks_event": (t_off[1:] - t_off[:-1]).astype(np.int32)}
+    return build_clouds(counts, points, ev_fields, truth_counts=tc, truth_index=ti, truth_energy=te,
+                        particles=_particles_of(events, ev_idx))

@@ -1,0 +1,273 @@
+"""Event-level particle-flow metrics: an :class:`~pcloud.pflow.attribution.Attribution` against the truth.
+
+The truth is :func:`~pcloud.pflow.attribution.truth_attribution` (each cell's measured energy shared between tracks
+like the true deposits of their particles). All metrics are computed on the *evaluated cells*: cells with measured
+energy E > 0 and, if given, in ``cell_mask`` (the benchmark uses the topo-clustered cells, the cell population of
+the MLTree / JetPointNet data; the noise window around every particle otherwise dominates cell counts with pure
+noise). Attributions to cells outside the evaluated set are ignored by every metric except the conservation check.
+
+Cell level (hard labels = :meth:`Attribution.dominant_track`: the track with the largest share, or neutral (-1)
+when the neutral remainder is larger):
+
+* ``f1``, ``iou``, ``precision``, ``recall``: charged (label >= 0) vs neutral, F1 = 2TP / (2TP + FP + FN),
+  IoU = TP / (TP + FP + FN) for the charged class;
+* ``accuracy``: exact label agreement (the right track, or neutral); ``energy_weighted_accuracy``: the same weighted
+  by E_cell;
+* ``f1_track_macro`` / ``iou_track_macro``: per track, the binary F1 / IoU of "cell labelled this track" over the
+  cells of its event, averaged over tracks (tracks with no cell in truth and prediction are skipped);
+* ``soft_overlap``: sum_c [sum_t min(E_ct^true, E_ct^pred) + min(E_c,n^true, E_c,n^pred)] / sum_c E_c, the
+  energy-weighted overlap of the per-cell fractions (n: neutral remainder); 1 for a perfect attribution.
+
+Track level: attributed energy E_t = sum over evaluated cells of the energy given to track t. Response
+R = E_t^pred / E_t^true for tracks with E_t^true > ``min_true_gev``: ``track_energy_response`` (median) and
+``track_energy_resolution`` (robust width: half the central 68.27 % interval of R,
+:func:`pcloud.metrics.regression.robust_width`), ``track_energy_mae_gev``; per-track soft IoU
+sum_c min(E_ct^true, E_ct^pred) / sum_c max(E_ct^true, E_ct^pred).
+
+Event level: neutral energy N = sum_c (E_c - charged_c) over evaluated cells; ``neutral_energy_recovered`` = median
+over events with N^true > ``min_neutral_gev`` of N^pred / N^true (1 is ideal), ``neutral_energy_recovered_total``
+= sum N^pred / sum N^true.
+
+Environment: ``by_dr`` repeats the track-level metrics in bins of DeltaR from each track to the nearest *other*
+truth particle of its event (particles that showered). Positions are taken at the calorimeter: the track's
+extrapolated point in EMB2 for particles with a track (helix), the production direction (eta, phi) for the others
+(straight lines from the beam line). Default bins: < 0.05, 0.05-0.1, 0.1-0.2, > 0.2.
+
+:func:`energy_conservation` is the per-event check |charged + neutral - measured| (with the neutral energy of every
+cell, evaluated or not, computed independently of the attribution as E_c - charged_c) and also reports cells given
+more than their positive energy and attributions that cross events.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..metrics.regression import robust_width
+from .attribution import Attribution, truth_attribution
+
+DEFAULT_DR_EDGES = (0.0, 0.05, 0.1, 0.2, np.inf)
+
+
+def _wrap(dphi):
+    return np.mod(dphi + np.pi, 2 * np.pi) - np.pi
+
+
+def _ratio(a, b):
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1.0), np.nan)
+
+
+def _check(events, attribution: Attribution, what: str):
+    n_cells, n_tracks = events.cells["event"].size, events.tracks["event"].size
+    a = attribution
+    if a.cell_row.size and (a.cell_row.min() < 0 or a.cell_row.max() >= n_cells):
+        raise ValueError(f"{what}: Attribution({a.method}).cell_row must be in [0, {n_cells}), found "
+                         f"[{a.cell_row.min()}, {a.cell_row.max()}]")
+    if a.track_row.size and (a.track_row.min() < 0 or a.track_row.max() >= n_tracks):
+        raise ValueError(f"{what}: Attribution({a.method}).track_row must be in [0, {n_tracks}), found "
+                         f"[{a.track_row.min()}, {a.track_row.max()}]")
+
+
+def energy_conservation(events, attribution: Attribution) -> dict:
+    """Energy bookkeeping of an attribution (GeV): ``max_event_violation_gev`` = max over events of
+    |sum charged + sum neutral - sum measured|, ``max_cell_excess_gev`` = max over cells of (charged - max(E, 0)),
+    ``min_attributed_gev`` (>= 0 required), ``n_cross_event`` (attributions to a track of another event), and
+    ``max_violation_gev``, the largest of the three energy numbers (0 for a perfect bookkeeping)."""
+    _check(events, attribution, "energy_conservation")
+    e = np.asarray(events.cells["energy_gev"], np.float64)
+    ev = events.cells["event"]
+    n = events.n_events
+    a = attribution
+    charged_cell = np.bincount(a.cell_row, a.energy_gev, minlength=e.size)
+    neutral_cell = e - charged_cell
+    charged_ev = np.bincount(events.tracks["event"][a.track_row], a.energy_gev, minlength=n)  # via the tracks
+    neutral_ev = np.bincount(ev, neutral_cell, minlength=n)
+    measured_ev = np.bincount(ev, e, minlength=n)
+    ev_viol = np.abs(charged_ev + neutral_ev - measured_ev)
+    excess = charged_cell - np.maximum(e, 0.0)
+    cross = int(np.sum(events.tracks["event"][a.track_row] != ev[a.cell_row]))
+    out = {"max_event_violation_gev": float(ev_viol.max(initial=0.0)),
+           "max_cell_excess_gev": float(max(excess.max(initial=0.0), 0.0)),
+           "min_attributed_gev": float(a.energy_gev.min(initial=0.0)), "n_cross_event": cross}
+    out["max_violation_gev"] = max(out["max_event_violation_gev"], out["max_cell_excess_gev"],
+                                   -min(out["min_attributed_gev"], 0.0))
+    return out
+
+
+def track_isolation_dr(events) -> np.ndarray:
+    """DeltaR at the calorimeter from every track to the nearest other showering truth particle of its event
+    (``inf`` if there is none); see the module docstring for the positions used."""
+    P, T = events.particles, events.tracks
+    n_p = P["event"].size
+    eta = np.asarray(P["eta"], np.float64).copy()
+    phi = np.asarray(P["phi"], np.float64).copy()
+    if "EMB2" in events.layer_names:
+        li = list(events.layer_names).index("EMB2")
+        ok = np.asarray(T["layer_reached"][:, li], bool) & np.isfinite(T["layer_eta"][:, li])
+        eta[T["particle"][ok]] = T["layer_eta"][ok, li]
+        phi[T["particle"][ok]] = T["layer_phi"][ok, li]
+    showered = np.asarray(P.get("showered", np.ones(n_p, bool)), bool)
+    t_part = T["particle"]
+    ev = T["event"]
+    p0 = events.particle_offsets[ev]
+    npe = events.particle_offsets[ev + 1] - p0
+    pi = np.repeat(np.arange(t_part.size), npe)
+    pp = np.repeat(p0 - np.cumsum(npe) + npe, npe) + np.arange(int(npe.sum()))
+    keep = (pp != t_part[pi]) & showered[pp]
+    pi, pp = pi[keep], pp[keep]
+    d = np.hypot(eta[pp] - eta[t_part[pi]], _wrap(phi[pp] - phi[t_part[pi]]))
+    out = np.full(t_part.size, np.inf)
+    np.minimum.at(out, pi, d)
+    return out
+
+
+def _per_track_stats(events, truth: Attribution, pred: Attribution, lab_t, lab_p, sel, e):
+    """Per track: true/pred attributed energy, soft min/max sums, hard TP/FP/FN counts and energy-weighted
+    correct / relevant energies (over the evaluated cells ``sel``)."""
+    n_t = events.tracks["event"].size
+    ft = sel[truth.cell_row]
+    fp = sel[pred.cell_row]
+    et = np.bincount(truth.track_row[ft], truth.energy_gev[ft], minlength=n_t)
+    ep = np.bincount(pred.track_row[fp], pred.energy_gev[fp], minlength=n_t)
+    # soft per (cell, track): merge the two sparse tables
+    key_t = truth.cell_row[ft] * n_t + truth.track_row[ft]
+    key_p = pred.cell_row[fp] * n_t + pred.track_row[fp]
+    keys, inv = np.unique(np.concatenate([key_t, key_p]), return_inverse=True)
+    vt = np.bincount(inv[:key_t.size], truth.energy_gev[ft], minlength=keys.size)
+    vp = np.bincount(inv[key_t.size:], pred.energy_gev[fp], minlength=keys.size)
+    k_track = keys % n_t if keys.size else keys
+    k_cell = keys // n_t if keys.size else keys
+    s_min = np.bincount(k_track, np.minimum(vt, vp), minlength=n_t)
+    s_max = np.bincount(k_track, np.maximum(vt, vp), minlength=n_t)
+    # hard labels
+    cells = np.nonzero(sel)[0]
+    lt, lp = lab_t[cells], lab_p[cells]
+    w = e[cells]
+    same = lt == lp
+    tp = np.bincount(lt[same & (lt >= 0)], minlength=n_t).astype(np.float64)
+    n_true = np.bincount(lt[lt >= 0], minlength=n_t).astype(np.float64)
+    n_pred = np.bincount(lp[lp >= 0], minlength=n_t).astype(np.float64)
+    # energy-weighted accuracy of the cells that are this track's in truth or prediction
+    rel_t = np.bincount(lt[lt >= 0], w[lt >= 0], minlength=n_t)
+    rel_p = np.bincount(lp[(lp >= 0) & ~same], w[(lp >= 0) & ~same], minlength=n_t)
+    ok_e = np.bincount(lt[same & (lt >= 0)], w[same & (lt >= 0)], minlength=n_t)
+    soft_overlap_cells = (k_cell, np.minimum(vt, vp))
+    return {"e_true": et, "e_pred": ep, "soft_min": s_min, "soft_max": s_max, "tp": tp, "fp": n_pred - tp,
+            "fn": n_true - tp, "e_relevant": rel_t + rel_p, "e_correct": ok_e}, soft_overlap_cells
+
+
+def _track_summary(st: dict, m: np.ndarray, min_true_gev: float) -> dict:
+    """Track-level metrics over the tracks of mask ``m``."""
+    den = 2 * st["tp"] + st["fp"] + st["fn"]
+    has = m & (den > 0)
+    f1 = _ratio(2 * st["tp"], den)[has]
+    iou = _ratio(st["tp"], st["tp"] + st["fp"] + st["fn"])[has]
+    r_ok = m & (st["e_true"] > min_true_gev)
+    resp = st["e_pred"][r_ok] / st["e_true"][r_ok]
+    soft = _ratio(st["soft_min"], st["soft_max"])[m & (st["soft_max"] > 0)]
+    erel = st["e_relevant"][m]
+    out = {"n_tracks": int(m.sum()), "n_tracks_response": int(r_ok.sum()),
+           "f1": float(np.mean(f1)) if f1.size else float("nan"),
+           "iou": float(np.mean(iou)) if iou.size else float("nan"),
+           "soft_iou": float(np.mean(soft)) if soft.size else float("nan"),
+           "energy_weighted_accuracy": float(st["e_correct"][m].sum() / erel.sum()) if erel.sum() > 0 else
+           float("nan"),
+           "response_median": float(np.median(resp)) if resp.size else float("nan"),
+           "resolution": robust_width(resp) if resp.size else float("nan"),
+           "mae_gev": float(np.mean(np.abs(st["e_pred"][r_ok] - st["e_true"][r_ok]))) if resp.size else float("nan")}
+    return out
+
+
+def evaluate_attribution(events, pred: Attribution, truth: Attribution | None = None, cell_mask=None,
+                         dr_edges=DEFAULT_DR_EDGES, min_true_gev: float = 0.5, min_neutral_gev: float = 1.0,
+                         keep_arrays: bool = False) -> dict:
+    """All metrics of the module docstring for one method (a JSON-friendly dict; ``keep_arrays`` adds per-track
+    ``e_true_gev``, ``e_pred_gev``, ``isolation_dr`` and per-cell ``label_true``/``label_pred`` numpy arrays)."""
+    _check(events, pred, "evaluate_attribution")
+    truth = truth_attribution(events) if truth is None else truth
+    _check(events, truth, "evaluate_attribution (truth)")
+    e = np.asarray(events.cells["energy_gev"], np.float64)
+    sel = e > 0
+    if cell_mask is not None:
+        cm = np.asarray(cell_mask, bool)
+        if cm.shape != e.shape:
+            raise ValueError(f"evaluate_attribution: cell_mask must have shape {e.shape} (one per cell row), found "
+                             f"{cm.shape}")
+        sel &= cm
+    n_c = e.size
+    lab_t = truth.dominant_track(n_c, e)
+    lab_p = pred.dominant_track(n_c, e)
+    cells = np.nonzero(sel)[0]
+    lt, lp, w = lab_t[cells], lab_p[cells], e[cells]
+    ct, cp = lt >= 0, lp >= 0
+    tp = float(np.sum(ct & cp))
+    fp = float(np.sum(~ct & cp))
+    fn = float(np.sum(ct & ~cp))
+    same = lt == lp
+    st, (k_cell, mins) = _per_track_stats(events, truth, pred, lab_t, lab_p, sel, e)
+    # soft overlap incl. the neutral remainders
+    ch_t = np.bincount(truth.cell_row[sel[truth.cell_row]], truth.energy_gev[sel[truth.cell_row]], minlength=n_c)
+    ch_p = np.bincount(pred.cell_row[sel[pred.cell_row]], pred.energy_gev[sel[pred.cell_row]], minlength=n_c)
+    n_t_cell = np.where(sel, e - ch_t, 0.0)
+    n_p_cell = np.where(sel, e - ch_p, 0.0)
+    overlap = (mins.sum() + np.minimum(n_t_cell, n_p_cell)[sel].sum()) / w.sum() if w.sum() > 0 else float("nan")
+    # neutral energy per event
+    ev = events.cells["event"]
+    nt_ev = np.bincount(ev, n_t_cell, minlength=events.n_events)
+    np_ev = np.bincount(ev, n_p_cell, minlength=events.n_events)
+    evm = nt_ev > min_neutral_gev
+    rec = np_ev[evm] / nt_ev[evm]
+    iso = track_isolation_dr(events)
+    allm = np.ones(iso.size, bool)
+    trk = _track_summary(st, allm, min_true_gev)
+    out = {"n_events": int(events.n_events), "n_cells": int(cells.size), "n_tracks": int(iso.size),
+           "f1": float(_ratio(2 * tp, 2 * tp + fp + fn)), "iou": float(_ratio(tp, tp + fp + fn)),
+           "precision": float(_ratio(tp, tp + fp)), "recall": float(_ratio(tp, tp + fn)),
+           "accuracy": float(same.mean()) if cells.size else float("nan"),
+           "energy_weighted_accuracy": float(w[same].sum() / w.sum()) if w.sum() > 0 else float("nan"),
+           "f1_track_macro": trk["f1"], "iou_track_macro": trk["iou"], "soft_iou_track_macro": trk["soft_iou"],
+           "soft_overlap": float(overlap),
+           "track_energy_response": trk["response_median"], "track_energy_resolution": trk["resolution"],
+           "track_energy_mae_gev": trk["mae_gev"], "n_tracks_response": trk["n_tracks_response"],
+           "neutral_energy_recovered": float(np.median(rec)) if rec.size else float("nan"),
+           "neutral_energy_recovered_width": robust_width(rec) if rec.size else float("nan"),
+           "neutral_energy_recovered_total": float(np_ev[evm].sum() / nt_ev[evm].sum()) if evm.any() else
+           float("nan"),
+           "charged_fraction_true": float(ct.mean()) if cells.size else float("nan"),
+           "charged_fraction_pred": float(cp.mean()) if cells.size else float("nan"),
+           "energy_conservation": energy_conservation(events, pred)}
+    edges = np.asarray(dr_edges, np.float64)
+    by = {}
+    for lo, hi in zip(edges[:-1], edges[1:]):  # loop over the few DeltaR bins
+        name = f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">{lo:g}"
+        by[name] = {"dr_lo": float(lo), "dr_hi": float(hi), **_track_summary(st, (iso >= lo) & (iso < hi),
+                                                                             min_true_gev)}
+    out["by_dr"] = by
+    if keep_arrays:
+        out["arrays"] = {"e_true_gev": st["e_true"], "e_pred_gev": st["e_pred"], "isolation_dr": iso,
+                         "label_true": lab_t, "label_pred": lab_p, "evaluated": sel}
+    return out
+
+
+def clustered_cell_mask(events, geometry=None, clusters=None) -> np.ndarray:
+    """Boolean mask of the cell rows that belong to a 4/2/0 topo-cluster (the MLTree cell population)."""
+    from .topocluster import topo_cluster_events
+
+    if clusters is None:
+        if geometry is None:
+            from ..geometry import get_geometry
+            geometry = get_geometry(events.geometry_name)
+        clusters = topo_cluster_events(geometry, events)
+    return clusters.cell_cluster >= 0
+
+
+def format_table(results: dict, keys=("f1", "iou", "accuracy", "energy_weighted_accuracy", "f1_track_macro",
+                                      "soft_overlap", "track_energy_response", "track_energy_resolution",
+                                      "neutral_energy_recovered")) -> str:
+    """A markdown table: one row per method of ``results`` ({method: evaluate_attribution(...)})."""
+    head = "| method | " + " | ".join(keys) + " |"
+    lines = [head, "|" + "---|" * (len(keys) + 1)]
+    for name, r in results.items():
+        lines.append(f"| {name} | " + " | ".join(f"{r.get(k, float('nan')):.3f}" for k in keys) + " |")
+    return "\n".join(lines)

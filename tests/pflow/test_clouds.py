@@ -1,0 +1,209 @@
+"""Per-track and whole-event particle-flow clouds: contents, geometry cuts, truth lists and target derivations."""
+import awkward as ak
+import numpy as np
+import pytest
+
+from pcloud.data.batch import to_padded
+from pcloud.data.schema import PointType, hard_labels, target_fractions, validate_clouds
+from pcloud.pflow.clouds import NO_TRACK_DR, event_clouds, reference_layer, track_clouds
+from pcloud.pflow.learned import hard3_labels
+from pcloud.sim.events import TrackCellEvents, generate_events
+from pcloud.sim.tracks import layer_mid_radii_mm
+
+CELL, FOCAL, OTHER = int(PointType.CELL), int(PointType.FOCAL_TRACK), int(PointType.OTHER_TRACK)
+
+
+def _nearest_cell(g, layer, eta, phi):
+    c = g.cells
+    m = np.nonzero(c["layer"] == layer)[0]
+    d = (c["eta"][m] - eta) ** 2 + (np.mod(c["phi"][m] - phi + np.pi, 2 * np.pi) - np.pi) ** 2
+    return int(m[np.argmin(d)])
+
+
+def make_hand_event(g):
+    """One event: particle 0 = pi+ (track 0, pT 10 GeV) at (eta, phi) = (0.1, 0.2), particle 1 = pi0, particle 2 =
+    pi- (track 1, pT 5 GeV) at (0.15, 0.25); cells (named by the dict below) with hand-set truth deposits."""
+    names, radii = layer_mid_radii_mm(g)
+    L = len(names)
+    trk_eta, trk_phi = np.array([0.1, 0.15]), np.array([0.2, 0.25])
+    lay_eta = np.repeat(trk_eta[:, None], L, 1)
+    lay_phi = np.repeat(trk_phi[:, None], L, 1)
+    r = np.broadcast_to(radii, (2, L))
+    tracks = {"event": np.zeros(2, np.int64), "particle": np.array([0, 2]), "pt_gev": np.array([10.0, 5.0]),
+              "p_gev": np.array([10.05, 5.06]), "eta": trk_eta, "phi": trk_phi, "charge": np.array([1, -1]),
+              "true_pt_gev": np.array([10.0, 5.0]), "chi2": np.array([12.0, 30.0]), "ndf": np.array([12, 15]),
+              "layer_eta": lay_eta, "layer_phi": lay_phi, "layer_x_mm": r * np.cos(lay_phi),
+              "layer_y_mm": r * np.sin(lay_phi), "layer_z_mm": r * np.sinh(lay_eta),
+              "layer_reached": np.ones((2, L), bool)}
+    # name: (layer, eta, phi, measured E, {particle: true deposit})
+    spec = {"c0": (1, 0.1, 0.2, 4.0, {0: 3.0, 1: 1.0}),     # focal 0.75 -> hard: focal
+            "c1": (1, 0.15, 0.25, 4.1, {1: 2.0, 2: 2.0}),   # tie -> lowest index 1 (neutral); focal 0
+            "c2": (1, 0.1, 0.3, 1.2, {2: 1.0}),             # other charged only
+            "c3": (0, 0.12, 0.21, 0.05, {}),                # noise only
+            "c4": (3, 0.1, 0.2, 0.9, {0: 1.0, 1: -0.5}),    # negative truth clipped -> focal fraction 1
+            "c5": (1, 0.6, 0.2, 2.0, {1: 2.0})}             # outside DeltaR 0.2 of both tracks
+    ids = {k: _nearest_cell(g, v[0], v[1], v[2]) for k, v in spec.items()}
+    order = sorted(spec, key=lambda k: ids[k])
+    row = {k: i for i, k in enumerate(order)}
+    hits = sorted((row[k], p, e) for k in order for p, e in spec[k][4].items())
+    cells = {"event": np.zeros(len(order), np.int64), "id": np.array([ids[k] for k in order]),
+             "energy_gev": np.array([spec[k][3] for k in order]),
+             "true_energy_gev": np.array([sum(spec[k][4].values()) for k in order]),
+             "noise_sigma_gev": g.cells["noise_sigma_gev"][[ids[k] for k in order]]}
+    hits = {"cell": np.array([h[0] for h in hits], np.int64), "particle": np.array([h[1] for h in hits], np.int64),
+            "energy_gev": np.array([h[2] for h in hits], float), "energy_em_gev": np.zeros(len(hits))}
+    particles = {"event": np.zeros(3, np.int64), "pdg": np.array([211, 111, -211]), "charge": np.array([1, 0, -1]),
+                 "energy_gev": np.array([10.0, 8.0, 5.0]), "pt_gev": np.array([10.0, 8.0, 5.0]),
+                 "eta": np.array([0.1, 0.12, 0.15]), "phi": np.array([0.2, 0.22, 0.25])}
+    ev = TrackCellEvents(n_events=1, geometry_name=g.name, layer_names=list(names), particles=particles,
+                         parents={}, tracks=tracks, cells=cells, hits=hits)
+    return ev, row
+
+
+@pytest.fixture(scope="module")
+def hand(atlas):
+    return make_hand_event(atlas)
+
+
+@pytest.fixture(scope="module")
+def small_events(atlas):
+    return generate_events(atlas, 12, np.random.default_rng(7), parent="rho", n_parents=(1, 3),
+                           energy_gev=(10, 40))
+
+
+def _dr(eta1, phi1, eta2, phi2):
+    return np.hypot(eta1 - eta2, np.mod(phi1 - phi2 + np.pi, 2 * np.pi) - np.pi)
+
+
+def test_hand_event_cloud_contents(atlas, hand):
+    ev, row = hand
+    c = validate_clouds(track_clouds(ev, atlas, dr_max=0.2), "test")
+    assert len(c) == 2
+    assert ak.to_list(c.focal_truth_index) == [0, 2] and ak.to_list(c.focal_track_row) == [0, 1]
+    assert ak.to_list(c.focal_ref_layer) == [1, 1]  # EMB2
+    p0 = c[0].points
+    typ = np.asarray(p0["type"])
+    assert (typ == FOCAL).sum() == 6 and (typ == OTHER).sum() == 6  # track 1 within 0.07 in every layer
+    cell_rows = sorted(np.asarray(p0.cell_row)[typ == CELL].tolist())
+    assert cell_rows == sorted(row[k] for k in ("c0", "c1", "c2", "c3", "c4"))  # c5 is outside the cone
+    # focal-track points sit on the track: delta_r 0; pT and chi2/ndf carried
+    f = typ == FOCAL
+    np.testing.assert_allclose(np.asarray(p0.delta_r)[f], 0.0, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(p0.track_pt)[f], 10.0)
+    np.testing.assert_allclose(np.asarray(p0.track_chi2_ndf)[f], 1.0)
+    np.testing.assert_allclose(np.asarray(p0.track_chi2_ndf)[typ == OTHER], 2.0)
+    assert set(np.asarray(p0.track_index)[typ == OTHER].tolist()) == {1}
+
+
+def test_hand_event_targets(atlas, hand):
+    ev, row = hand
+    c = track_clouds(ev, atlas, dr_max=0.2)
+    pts = c.points
+    cr = ak.to_list(pts.cell_row)
+    frac = ak.to_list(target_fractions(pts, ak.to_numpy(c.focal_truth_index)))
+    hard = ak.to_list(hard_labels(pts))
+    want_frac0 = {"c0": 0.75, "c1": 0.0, "c2": 0.0, "c3": 0.0, "c4": 1.0}
+    want_hard = {"c0": 0, "c1": 1, "c2": 2, "c3": -1, "c4": 0}
+    want_frac1 = {"c0": 0.0, "c1": 0.5, "c2": 1.0, "c3": 0.0, "c4": 0.0}
+    for k in want_frac0:
+        i0, i1 = cr[0].index(row[k]), cr[1].index(row[k])
+        assert frac[0][i0] == pytest.approx(want_frac0[k]) and frac[1][i1] == pytest.approx(want_frac1[k])
+        assert hard[0][i0] == want_hard[k]
+    # 3-class labels: focal / other charged / neutral (noise-only -> neutral), per focal track
+    pad = to_padded(c, ["energy"], targets=("hard", "binary", "soft"), sort_by=None)
+    cell = (pad["type"] == CELL).numpy()
+    y3 = hard3_labels(c, pad["y_hard"].numpy(), cell)
+    want3 = [{"c0": 0, "c1": 2, "c2": 1, "c3": 2, "c4": 0}, {"c0": 1, "c1": 2, "c2": 0, "c3": 2, "c4": 1}]
+    for b in range(2):
+        for k, lab in want3[b].items():
+            assert y3[b, cr[b].index(row[k])] == lab, (b, k)
+        assert np.all(y3[b][~cell[b]] == -1)
+    yb = pad["y_binary"].numpy()
+    assert yb[0, cr[0].index(row["c0"])] == 1 and yb[1, cr[1].index(row["c1"])] == 0  # 0.5 is not > 0.5
+
+
+def test_cells_within_cone_and_delta_r(atlas, small_events):
+    ev = small_events
+    dr_max = 0.15
+    c = track_clouds(ev, atlas, dr_max=dr_max)
+    reaching = np.nonzero(ev.tracks["layer_reached"].any(1))[0]
+    assert ak.to_list(c.focal_track_row) == reaching.tolist()
+    gc = atlas.cells
+    for i in range(0, len(c), max(1, len(c) // 4)):
+        t = int(c.focal_track_row[i])
+        e = int(ev.tracks["event"][t])
+        L = int(reference_layer(ev, [t])[0])
+        r_eta, r_phi = ev.tracks["layer_eta"][t, L], ev.tracks["layer_phi"][t, L]
+        rows = np.arange(ev.cell_offsets[e], ev.cell_offsets[e + 1])
+        ids = ev.cells["id"][rows]
+        inside = rows[_dr(gc["eta"][ids], gc["phi"][ids], r_eta, r_phi) < dr_max]
+        p = c[i].points
+        typ = np.asarray(p["type"])
+        got = np.asarray(p.cell_row)[typ == CELL]
+        assert sorted(got.tolist()) == inside.tolist()
+        # cell energies in the cloud sum to the event's cells inside the cone (float64 kept)
+        assert np.asarray(p.energy)[typ == CELL].sum() == pytest.approx(ev.cells["energy_gev"][inside].sum(),
+                                                                          rel=1e-12, abs=1e-12)
+        # delta_r by hand: to the focal track at each cell's layer (the helix bends in phi between layers)
+        cids = np.asarray(p.cell_id)[typ == CELL]
+        lay = gc["layer"][cids]
+        want = _dr(gc["eta"][cids], gc["phi"][cids], ev.tracks["layer_eta"][t, lay], ev.tracks["layer_phi"][t, lay])
+        np.testing.assert_allclose(np.asarray(p.delta_r)[typ == CELL], want, atol=1e-6)
+        assert np.all(np.asarray(p.delta_r_ref)[typ == CELL] < dr_max)
+        np.testing.assert_allclose(np.asarray(p.delta_r)[typ == FOCAL], 0.0, atol=1e-6)
+        # one focal-track point per reached layer, at the extrapolated positions
+        f = typ == FOCAL
+        assert f.sum() == ev.tracks["layer_reached"][t].sum()
+        np.testing.assert_allclose(np.asarray(p.eta)[f], ev.tracks["layer_eta"][t][ev.tracks["layer_reached"][t]],
+                                   atol=1e-6)
+        assert ak.sum(ak.num(p.truth_index[typ != CELL])) == 0  # track points carry no truth
+
+
+def test_truth_lists_match_hits(atlas, small_events):
+    ev = small_events
+    c = track_clouds(ev, atlas)
+    typ = ak.to_numpy(ak.flatten(c.points["type"]))
+    cr = ak.to_numpy(ak.flatten(c.points.cell_row))[typ == CELL]
+    te = ak.to_numpy(ak.sum(ak.flatten(c.points.truth_energy, axis=1), axis=-1))[typ == CELL]
+    want = np.bincount(ev.hits["cell"], ev.hits["energy_gev"], minlength=ev.cells["event"].size)[cr]
+    np.testing.assert_allclose(te, want, rtol=1e-9, atol=1e-12)
+
+
+def test_cell_energy_override_changes_cloud(atlas, small_events):
+    ev = small_events
+    t = np.nonzero(ev.tracks["layer_reached"].any(1))[0][:1]
+    base = track_clouds(ev, atlas, tracks=t)
+    e = ev.cells["energy_gev"].copy()
+    p = base[0].points
+    typ = np.asarray(p["type"])
+    rows = np.asarray(p.cell_row)[typ == CELL]
+    top = rows[np.argsort(-np.asarray(p.energy)[typ == CELL])[:3]]
+    e[top[0]] = 0.0           # emptied by subtraction -> dropped
+    e[top[1]] *= 0.5          # partly subtracted -> kept with the new energy
+    c2 = track_clouds(ev, atlas, tracks=t, cell_energy_gev=e)
+    rows2 = np.asarray(c2[0].points.cell_row)
+    e2 = np.asarray(c2[0].points.energy)
+    assert top[0] not in rows2 and len(rows2) == len(np.asarray(p.cell_row)) - 1
+    assert e2[list(rows2).index(top[1])] == pytest.approx(0.5 * ev.cells["energy_gev"][top[1]])
+    with pytest.raises(ValueError, match="cell_energy_gev"):
+        track_clouds(ev, atlas, cell_energy_gev=e[:-1])
+    with pytest.raises(ValueError, match="dr_max"):
+        track_clouds(ev, atlas, dr_max=-1)
+
+
+def test_event_clouds_hand(atlas, hand):
+    ev, row = hand
+    c = validate_clouds(event_clouds(ev, atlas), "test")
+    p = c[0].points
+    typ = np.asarray(p["type"])
+    assert (typ == CELL).sum() == 6 and (typ == OTHER).sum() == 12
+    cr = np.asarray(p.cell_row)
+    cf = np.asarray(p.charged_fraction)
+    want = {"c0": 0.75, "c1": 0.5, "c2": 1.0, "c3": 0.0, "c4": 1.0, "c5": 0.0}
+    for k, v in want.items():
+        assert cf[list(cr).index(row[k])] == pytest.approx(v)
+    near = np.asarray(p.nearest_track_row)
+    assert near[list(cr).index(row["c0"])] == 0 and near[list(cr).index(row["c2"])] == 1
+    dr = np.asarray(p.dr_nearest_track)
+    assert np.all(dr[typ == CELL] < NO_TRACK_DR)
+    np.testing.assert_allclose(np.asarray(p.delta_r), 0.0)  # schema: no focal track

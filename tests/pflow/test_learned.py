@@ -1,0 +1,151 @@
+"""Learned segmenters: losses (cells only, energy weights, focal), tiny models overfitting, prediction, persistence."""
+import awkward as ak
+import numpy as np
+import pytest
+import torch
+
+from pcloud.data.schema import PointType
+from pcloud.pflow.clouds import track_clouds
+from pcloud.pflow.learned import (CellSegmentationLoss, ChargedFractionSegmenter, FocalTrackSegmenter,
+                                  OracleSegmenter, focal_loss)
+from pcloud.sim.events import generate_events
+
+from .test_clouds import make_hand_event
+
+TINY = dict(channels=(16, 32), seg_hidden=(32,))
+
+
+@pytest.fixture(scope="module")
+def events(atlas):
+    rng = np.random.default_rng(11)
+    return generate_events(atlas, 6, rng, parent="rho", energy_gev=(20, 40))
+
+
+def _batch(seed=0, B=3, N=10):
+    g = torch.Generator().manual_seed(seed)
+    typ = torch.full((B, N), int(PointType.CELL))
+    typ[:, :2] = int(PointType.FOCAL_TRACK)
+    typ[:, -3:] = int(PointType.PADDING)
+    mask = typ != int(PointType.PADDING)
+    energy = torch.rand(B, N, generator=g) * 5 - 1  # some negative (noise) cells
+    energy[~mask] = 0
+    return {"cell_mask": typ == int(PointType.CELL), "mask": mask, "energy": energy,
+            "y": torch.rand(B, N, generator=g)}, torch.randn(B, N, 2, generator=g)
+
+
+@pytest.mark.parametrize("kind", ["energy_weighted", "ce", "focal", "energy_weighted_focal"])
+@pytest.mark.parametrize("hard", [False, True])
+def test_loss_ignores_tracks_and_padding(kind, hard):
+    batch, logits = _batch()
+    if hard:
+        batch["y"] = (batch["y"] > 0.5).long()
+        batch["y"][~batch["cell_mask"]] = -1
+    lf = CellSegmentationLoss(kind)
+    ref, _ = lf({"seg_logits": logits}, batch)
+    other = ~batch["cell_mask"]
+    logits2 = logits.clone()
+    logits2[other] = torch.randn(int(other.sum()), 2) * 10
+    b2 = dict(batch)
+    if not hard:
+        b2["y"] = batch["y"].clone()
+        b2["y"][other] = 1.0
+    loss2, _ = lf({"seg_logits": logits2}, b2)
+    assert float(loss2) == pytest.approx(float(ref), rel=1e-6)
+    # ... but a change on a cell with positive energy changes it
+    cell_pos = batch["cell_mask"] & (batch["energy"] > 0)
+    i = tuple(torch.nonzero(cell_pos)[0])
+    logits3 = logits.clone()
+    logits3[i] += torch.tensor([5.0, -5.0])
+    assert float(lf({"seg_logits": logits3}, batch)[0]) != pytest.approx(float(ref), rel=1e-4)
+
+
+def test_energy_weighted_hand_value():
+    # two cells: E = 2 and E = -1 (noise, weight 0) and one track point; soft targets
+    logits = torch.tensor([[[0.0, 0.0], [1.0, -1.0], [3.0, 0.0]]])
+    batch = {"cell_mask": torch.tensor([[True, True, False]]), "energy": torch.tensor([[2.0, -1.0, 0.0]]),
+             "y": torch.tensor([[0.25, 1.0, 0.0]]), "mask": torch.ones(1, 3, dtype=torch.bool)}
+    loss, _ = CellSegmentationLoss("energy_weighted")({"seg_logits": logits}, batch)
+    assert float(loss) == pytest.approx(np.log(2.0), rel=1e-6)  # only cell 0: -(0.75 ln 0.5 + 0.25 ln 0.5)
+    loss_ce, _ = CellSegmentationLoss("ce")({"seg_logits": logits}, batch)
+    ce1 = -np.log(np.exp(-1) / (np.exp(1) + np.exp(-1)))
+    assert float(loss_ce) == pytest.approx((np.log(2.0) + ce1) / 2, rel=1e-6)
+
+
+def test_focal_loss_hand_values():
+    logits = torch.tensor([[np.log(0.8), np.log(0.2)]], dtype=torch.float32)
+    fl = focal_loss(logits, torch.tensor([0]), gamma=2.0)
+    assert float(fl[0]) == pytest.approx(-(0.2 ** 2) * np.log(0.8), rel=1e-5)
+    ce = focal_loss(logits, torch.tensor([1]), gamma=0.0)
+    assert float(ce[0]) == pytest.approx(-np.log(0.2), rel=1e-5)
+    soft = focal_loss(logits, torch.tensor([[0.5, 0.5]]), gamma=2.0)
+    assert float(soft[0]) == pytest.approx(-0.5 * (0.04 * np.log(0.8) + 0.64 * np.log(0.2)), rel=1e-5)
+    assert float(focal_loss(logits, torch.tensor([-1]))[0]) == 0.0
+
+
+@pytest.mark.parametrize("target,loss", [("soft", "energy_weighted"), ("hard", "focal"), ("binary", "ce")])
+def test_tiny_segmenter_overfits(atlas, events, target, loss):
+    seg = FocalTrackSegmenter(model="pointnet", target=target, loss=loss, max_points=48, device="cpu", seed=3, **TINY)
+    h = seg.fit(events, events, atlas, epochs=40, batch_size=8, lr=1e-2, patience=100, log=None)
+    first, last = h["history"][0]["train_loss"], min(r["train_loss"] for r in h["history"])
+    assert last < 0.4 * first, (first, last)
+    clouds = track_clouds(events, atlas)
+    f = seg.predict_fraction(clouds)
+    n_cells = int((ak.to_numpy(ak.flatten(clouds.points["type"])) == PointType.CELL).sum())
+    assert f.shape == (n_cells,) and np.all((f >= 0) & (f <= 1))
+    assert seg.n_params == h["n_params"] > 0
+
+
+def test_predict_fraction_dgcnn_and_save_load(atlas, events, tmp_path):
+    seg = FocalTrackSegmenter(model="dgcnn", max_points=32, device="cpu", k=4, edge_channels=(8, 8), emb_dim=16,
+                              seg_hidden=(16,))
+    seg.fit(events, events, atlas, epochs=1, batch_size=8, log=None)
+    clouds = track_clouds(events, atlas)
+    f = seg.predict_fraction(clouds)
+    typ = ak.to_numpy(ak.flatten(clouds.points["type"]))
+    assert f.shape == ((typ == PointType.CELL).sum(),) and np.all((f >= 0) & (f <= 1))
+    # cells beyond max_points (lowest energies) are predicted 0; the top cells get model outputs
+    assert np.count_nonzero(f) <= len(clouds) * 32
+    seg.save(tmp_path / "seg.pt")
+    back = FocalTrackSegmenter.load(tmp_path / "seg.pt")
+    np.testing.assert_allclose(back.predict_fraction(clouds), f, atol=1e-6)
+    with pytest.raises(ValueError, match="not a ChargedFractionSegmenter"):
+        ChargedFractionSegmenter.load(tmp_path / "seg.pt")
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="target"):
+        FocalTrackSegmenter(target="fuzzy")
+    with pytest.raises(ValueError, match="loss"):
+        FocalTrackSegmenter(loss="l2")
+    with pytest.raises(ValueError, match="model"):
+        FocalTrackSegmenter(model="resnet")
+    with pytest.raises(RuntimeError, match="not fitted"):
+        FocalTrackSegmenter().predict_fraction(None)
+
+
+def test_charged_fraction_segmenter(atlas, events):
+    seg = ChargedFractionSegmenter(max_points=64, device="cpu", channels=(8, 16), seg_hidden=(16,))
+    h = seg.fit(events, events, atlas, epochs=2, batch_size=4, log=None)
+    assert h["n_train_clouds"] == events.n_events
+    from pcloud.pflow.clouds import event_clouds
+    clouds = event_clouds(events, atlas)
+    f = seg.predict_fraction(clouds)
+    n_cells = events.cells["event"].size
+    assert f.shape == (n_cells,) and np.all((f >= 0) & (f <= 1))
+    a = seg.attribute(events, atlas, clouds)
+    a.check_conservation(events.cells["energy_gev"])
+    assert np.all(events.cells["event"][a.cell_row] == events.tracks["event"][a.track_row])
+
+
+def test_oracle_fractions_hand_event(atlas):
+    ev, row = make_hand_event(atlas)
+    clouds = track_clouds(ev, atlas)
+    f = OracleSegmenter(ev).predict_fraction(clouds)
+    typ = ak.to_numpy(ak.flatten(clouds.points["type"]))
+    cr = ak.to_numpy(ak.flatten(clouds.points.cell_row))[typ == PointType.CELL]
+    n0 = int((np.asarray(clouds[0].points["type"]) == PointType.CELL).sum())
+    got0 = dict(zip(cr[:n0].tolist(), f[:n0].tolist()))
+    assert got0[row["c0"]] == pytest.approx(0.75) and got0[row["c4"]] == pytest.approx(1.0)
+    assert got0[row["c3"]] == 0.0 and got0[row["c1"]] == 0.0
+    fb = OracleSegmenter(ev, binary=True).predict_fraction(clouds)
+    assert set(np.unique(fb).tolist()) <= {0.0, 1.0}

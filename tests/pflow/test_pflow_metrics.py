@@ -1,0 +1,115 @@
+"""Event-level particle-flow metrics on hand-computed cases."""
+import numpy as np
+import pytest
+
+from pcloud.pflow.attribution import Attribution, truth_attribution
+from pcloud.pflow.metrics import (clustered_cell_mask, energy_conservation, evaluate_attribution, format_table,
+                                  track_isolation_dr)
+
+from .test_baselines import centre, make_events
+
+IU, IV = 56, 128
+
+
+@pytest.fixture(scope="module")
+def hand(atlas):
+    """Event 0: pi+ (track 0) on EMB2 cell (56,128) and a photon 0.05 away in eta. Cells (rows by id):
+    row 0 (56,128) E 3: pi 2.5, gamma 0.5 -> truth track 0 gets 2.5 (label track 0);
+    row 1 (57,128) E 1: pi 0.4, gamma 0.6 -> track 0.4 < neutral 0.6 (label neutral);
+    row 2 (58,128) E 2: gamma only (neutral);   row 3 (60,128) E 0.1: noise only (neutral);
+    row 4 (60,129) E -0.05: negative, never evaluated.
+    Truth: track energy 2.9 GeV, neutral 3.2 GeV of the 6.1 GeV positive energy."""
+    eta, phi = centre(atlas, "EMB2", IU, IV)
+    eta_g, _ = centre(atlas, "EMB2", IU + 2, IV)
+    cells = [(0, "EMB2", IU, IV, 3.0), (0, "EMB2", IU + 1, IV, 1.0), (0, "EMB2", IU + 2, IV, 2.0),
+             (0, "EMB2", IU + 4, IV, 0.1), (0, "EMB2", IU + 4, IV + 1, -0.05)]
+    hits = [(0, 0, 2.5), (0, 1, 0.5), (1, 0, 0.4), (1, 1, 0.6), (2, 1, 2.0)]
+    return make_events(atlas, 1, cells, [(0, 0, eta, phi, 10.0)], [(0, 1, eta, phi), (0, 0, eta_g, phi)], hits)
+
+
+def test_truth_of_the_hand_case(hand):
+    t = truth_attribution(hand)
+    np.testing.assert_allclose(t.per_track(1), [2.9])
+    e = hand.cells["energy_gev"]
+    np.testing.assert_array_equal(t.dominant_track(e.size, e)[:4], [0, -1, -1, -1])
+
+
+def test_perfect_prediction(hand):
+    r = evaluate_attribution(hand, truth_attribution(hand))
+    for k in ("f1", "iou", "accuracy", "energy_weighted_accuracy", "f1_track_macro", "soft_overlap",
+              "track_energy_response", "neutral_energy_recovered", "neutral_energy_recovered_total"):
+        assert r[k] == pytest.approx(1.0), k
+    assert r["track_energy_resolution"] == pytest.approx(0.0)
+    assert r["n_cells"] == 4  # the negative cell is never evaluated
+
+
+def test_all_neutral_prediction(hand):
+    z = np.zeros(0, np.int64)
+    r = evaluate_attribution(hand, Attribution(z, z, np.zeros(0)))
+    assert r["f1"] == 0.0 and r["iou"] == 0.0 and r["recall"] == 0.0
+    assert r["accuracy"] == pytest.approx(3 / 4)
+    assert r["energy_weighted_accuracy"] == pytest.approx(3.1 / 6.1)
+    assert r["track_energy_response"] == 0.0
+    assert r["neutral_energy_recovered"] == pytest.approx(6.1 / 3.2)
+    # neutral remainders: min(true, pred) per cell = true neutral, plus nothing charged
+    assert r["soft_overlap"] == pytest.approx(3.2 / 6.1)
+
+
+def test_partial_prediction_by_hand(hand):
+    # rows 0 and 1 wholly to the track: labels [0, 0, -1, -1] vs truth [0, -1, -1, -1]
+    a = Attribution([0, 1], [0, 0], [3.0, 1.0])
+    r = evaluate_attribution(hand, a)
+    assert r["precision"] == pytest.approx(0.5) and r["recall"] == pytest.approx(1.0)
+    assert r["f1"] == pytest.approx(2 / 3) and r["iou"] == pytest.approx(0.5)
+    assert r["accuracy"] == pytest.approx(3 / 4)
+    assert r["energy_weighted_accuracy"] == pytest.approx(5.1 / 6.1)
+    assert r["track_energy_response"] == pytest.approx(4.0 / 2.9)
+    assert r["track_energy_mae_gev"] == pytest.approx(1.1)
+    # overlap: row 0 min(2.5, 3) + row 1 min(0.4, 1) + row 2 (2 neutral both) + row 3 (0.1) = 5.0 of 6.1
+    assert r["soft_overlap"] == pytest.approx(5.0 / 6.1)
+    # focal-track F1 of the single track equals the binary F1 here; per-track soft IoU 2.9 / 4.0
+    assert r["f1_track_macro"] == pytest.approx(2 / 3)
+    assert r["soft_iou_track_macro"] == pytest.approx(2.9 / 4.0)
+    assert r["neutral_energy_recovered"] == pytest.approx(2.1 / 3.2)
+    # the only track is 0.05 from the photon -> bin 0.05-0.1 holds it, the others are empty
+    by = r["by_dr"]
+    assert by["0.05-0.1"]["n_tracks"] == 1 and by["0-0.05"]["n_tracks"] == 0
+    assert by["0.05-0.1"]["response_median"] == pytest.approx(4.0 / 2.9)
+    assert np.isnan(by[">0.2"]["f1"])
+    # a cell mask restricts every metric: only rows 0 and 2 -> both right
+    m = np.array([True, False, True, False, False])
+    rm = evaluate_attribution(hand, a, cell_mask=m)
+    assert rm["n_cells"] == 2 and rm["f1"] == 1.0 and rm["track_energy_response"] == pytest.approx(3.0 / 2.5)
+    assert "|" in format_table({"x": r})
+
+
+def test_isolation_dr_hand(atlas):
+    eta, phi = centre(atlas, "EMB2", IU, IV)
+    parts = [(0, 1, eta, phi), (0, 0, eta + 0.3, phi), (0, 1, eta, phi + 0.12), (1, 1, eta, phi)]
+    tracks = [(0, 0, eta, phi, 10.0), (0, 2, eta, phi + 0.12, 5.0), (1, 3, eta, phi, 7.0)]
+    ev = make_events(atlas, 2, [(0, "EMB2", IU, IV, 1.0)], tracks, parts)
+    np.testing.assert_allclose(track_isolation_dr(ev), [0.12, 0.12, np.inf])
+    # phi wrap-around: particles at +-pi are close
+    parts = [(0, 1, 0.0, np.pi - 0.01), (0, 0, 0.0, -np.pi + 0.02)]
+    ev = make_events(atlas, 1, [(0, "EMB2", IU, IV, 1.0)], [(0, 0, 0.0, np.pi - 0.01, 5.0)], parts)
+    np.testing.assert_allclose(track_isolation_dr(ev), [0.03], atol=1e-12)
+
+
+def test_energy_conservation_flags_bad_attributions(atlas):
+    eta, phi = centre(atlas, "EMB2", IU, IV)
+    cells = [(0, "EMB2", IU, IV, 2.0), (1, "EMB2", IU, IV, 1.0)]
+    ev = make_events(atlas, 2, cells, [(0, 0, eta, phi, 5.0), (1, 1, eta, phi, 5.0)],
+                     [(0, 1, eta, phi), (1, 1, eta, phi)])
+    good = energy_conservation(ev, Attribution([0, 1], [0, 1], [1.5, 1.0]))
+    assert good["max_violation_gev"] < 1e-12 and good["n_cross_event"] == 0
+    over = energy_conservation(ev, Attribution([0], [0], [2.5]))
+    assert over["max_cell_excess_gev"] == pytest.approx(0.5) and over["max_violation_gev"] == pytest.approx(0.5)
+    cross = energy_conservation(ev, Attribution([0], [1], [1.0]))  # cell of event 0 given to the track of event 1
+    assert cross["n_cross_event"] == 1 and cross["max_event_violation_gev"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="track_row"):
+        energy_conservation(ev, Attribution([0], [5], [1.0]))
+
+
+def test_clustered_mask(atlas, hand):
+    m = clustered_cell_mask(hand, atlas)
+    assert m.shape == (5,) and m[0] and m[2]  # 3 GeV and 2 GeV EMB2 cells are far above 4 sigma (30 MeV)
