@@ -7,6 +7,9 @@ bytes held by tensors during the call (weights, which exist before the call, are
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
 from typing import Callable
 
@@ -30,6 +33,25 @@ def _allocation_records(prof) -> list[tuple[int, int]]:
     return recs
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence the profiler back-end's start/stop lines, which its C++ side writes straight to file descriptor 2."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
 def peak_memory_mb(fn: Callable[[], object], device: torch.device | str = "cpu") -> float:
     """Peak tensor memory (MB = 1e6 bytes) allocated while ``fn()`` runs, above what was held before."""
     device = torch.device(device)
@@ -42,7 +64,7 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device | str = "cpu")
         return (torch.cuda.max_memory_allocated(device) - base) / 1e6
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     recs = sorted(_allocation_records(prof))
     if not recs:

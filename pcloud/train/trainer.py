@@ -190,7 +190,7 @@ class Trainer:
                 out = self._forward(batch)
                 loss, _ = self.loss_fn(out, batch)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"epoch {epoch}: training loss is {float(loss)} (check inputs and lr)")
+                    raise FloatingPointError(f"epoch {epoch}: training loss is {float(loss.detach())} (check inputs and lr)")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if self.grad_clip:
