@@ -65,6 +65,10 @@ class SinglesTask:
     geometry_kwargs: dict = field(default_factory=dict)
     #: shower-shape set of the classical baselines (seed 004's 20 variables where they are defined as in the paper)
     shape_set: str = "all"
+    #: class whose *selected* energy spectrum the other classes are generated with (None: every class is drawn from
+    #: ``energy_gev`` independently). A selection that depends on energy (pi0 opening angle, pion HCAL/ECAL) would
+    #: otherwise let a classifier separate the classes by energy alone.
+    match_energy_to: int | None = None
 
     @property
     def n_classes(self) -> int:
@@ -84,10 +88,11 @@ TASKS: dict[str, SinglesTask] = {t.name: t for t in (
                 working_points=(0.96, 0.97, 0.98, 0.99, 0.9999), shape_set="calogan20"),
     SinglesTask("gamma_vs_pi0", "clic", [["gamma"], ["pi0"]], ["gamma", "pi0"], (10.0, 510.0), "id+energy",
                 "gamma vs pi0 with opening angle < 0.01 rad, CLIC-like ECAL+HCAL, joint ID + energy (seed 001)",
-                selection=_opening_angle_below(0.01), working_points=(0.5, 0.7, 0.8, 0.9, 0.95)),
+                selection=_opening_angle_below(0.01), working_points=(0.5, 0.7, 0.8, 0.9, 0.95), match_energy_to=1),
     SinglesTask("e_vs_pi_clic", "clic", [["e-"], ["pi+", "pi-"]], ["e-", "pi+-"], (10.0, 510.0), "id+energy",
                 "e vs pi+- with HCAL/ECAL < 0.1, CLIC-like, joint ID + energy (seed 001)",
-                selection=_hcal_over_ecal_below(0.1), working_points=(0.9, 0.95, 0.98, 0.99, 0.995)),
+                selection=_hcal_over_ecal_below(0.1), working_points=(0.9, 0.95, 0.98, 0.99, 0.995),
+                match_energy_to=1),
     SinglesTask("e_gamma_pi", "cms", [["e-"], ["gamma"], ["pi-"]], ["e-", "gamma", "pi-"], (50.0, 50.0), "id",
                 "e / gamma / pi- three-class ID with PbWO4 crystals at 50 GeV (seed 003)", working_points=()),
     SinglesTask("gamma_angles", "calogan", [["gamma"]], ["gamma"], (1.0, 100.0), "regression",
@@ -123,11 +128,16 @@ def build_dataset(task: SinglesTask, n_per_class: int, seed: int, mode: str = "t
     from ..sim.showers import simulate_showers
 
     g = get_geometry(task.geometry, **task.geometry_kwargs)
-    parts = []
     rng = np.random.default_rng(seed)
-    for label, particles in enumerate(task.classes):
-        got, have, rounds = [], 0, 0
-        per_particle = -(-n_per_class // len(particles))
+    order = list(range(task.n_classes))
+    if task.match_energy_to is not None:
+        order.remove(task.match_energy_to)
+        order.insert(0, task.match_energy_to)
+    parts: dict[int, ShowerImages] = {}
+    ref_energies = None
+    for label in order:
+        particles = task.classes[label]
+        got, have, rounds, acc = [], 0, 0, 1.0
         while have < n_per_class and rounds < max_rounds:
             need = n_per_class - have
             batch = []
@@ -135,8 +145,11 @@ def build_dataset(task: SinglesTask, n_per_class: int, seed: int, mode: str = "t
                 n_try = max(64, -(-need // len(particles)))
                 if rounds:  # grow the request by the observed acceptance (+30% margin)
                     n_try = int(min(max_per_round, max(n_try, 1.3 * n_try / acc)))
-                s = simulate_showers(g, p, n_try, energy_gev=task.energy_gev, spectrum=task.spectrum, mode=mode,
-                                     seed=int(rng.integers(2**31)))
+                if ref_energies is None:
+                    e_kw = dict(energy_gev=task.energy_gev, spectrum=task.spectrum)
+                else:
+                    e_kw = dict(energy_gev=rng.choice(ref_energies, n_try), spectrum="given")
+                s = simulate_showers(g, p, n_try, mode=mode, seed=int(rng.integers(2**31)), **e_kw)
                 if mode == "visible":
                     s = em_scale(s)
                 batch.append(s)
@@ -155,8 +168,10 @@ def build_dataset(task: SinglesTask, n_per_class: int, seed: int, mode: str = "t
         cls.truth["label"] = np.full(cls.n_events, label, dtype=np.int64)
         cls.truth["pdg"] = np.asarray(cls.truth.get("pdg", np.full(cls.n_events, particle_pdg(particles[0]))),
                                       dtype=np.int64)
-        parts.append(cls)
-        del per_particle
+        parts[label] = cls
+        if label == task.match_energy_to:
+            ref_energies = np.asarray(cls.truth["energy_gev"], dtype=np.float64)
+    parts = [parts[k] for k in range(task.n_classes)]
     data = ShowerImages.concatenate(parts)
     data.truth["event_number"] = np.arange(data.n_events, dtype=np.int64) + 1_000_000 * (seed % 1000)
     data.meta.update({"task": task.name, "selection": task.selection_text, "mode": mode})

@@ -24,10 +24,18 @@ import numpy as np
 from ..geometry.base import Geometry
 from ..showers import particle_pdg
 
-SPECTRA = ("uniform", "log", "log-uniform")
+SPECTRA = ("uniform", "log", "log-uniform", "given")
 
 
 def sample_energies(n: int, energy_gev, spectrum: str, rng) -> np.ndarray:
+    """Energies (GeV): fixed (scalar), uniform or log-uniform in (lo, hi), or ``spectrum="given"`` with one energy per
+    particle in ``energy_gev`` (used to give two classes the same spectrum)."""
+    if spectrum == "given":
+        e = np.asarray(energy_gev, dtype=np.float64)
+        if e.shape != (n,) or not np.all(e > 0):
+            raise ValueError(f"gun: spectrum='given' needs energy_gev as {n} positive values, got shape {e.shape}"
+                             f"{'' if e.shape != (n,) else ' with non-positive entries'}")
+        return e
     if np.ndim(energy_gev) == 0:
         e = float(energy_gev)
         if not e > 0:

@@ -46,11 +46,15 @@ def _chunks(geometry, particle, n, energy_gev, spectrum, mode, seed, chunk_size,
         raise ValueError(f"simulate: n must be >= 1, got {n}")
     if int(chunk_size) < 1:
         raise ValueError(f"simulate: chunk_size must be >= 1, got {chunk_size}")
+    if spectrum == "given" and np.shape(energy_gev) != (int(n),):
+        raise ValueError(f"simulate: spectrum='given' needs energy_gev with one value per shower ({int(n)}), "
+                         f"got shape {np.shape(energy_gev)}")
     n_spots = gun_options.pop("n_spots", None)
     rng = np.random.default_rng(seed)
     for start in range(0, int(n), int(chunk_size)):
         c = min(int(chunk_size), int(n) - start)
-        g = particle_gun(geometry, particle, c, rng, energy_gev, spectrum, **gun_options)
+        e_chunk = np.asarray(energy_gev)[start:start + c] if spectrum == "given" else energy_gev
+        g = particle_gun(geometry, particle, c, rng, e_chunk, spectrum, **gun_options)
         spots, extras = _simulate_spots(geometry, g["pdg"], g["energy_gev"], g["origin_mm"], g["direction"], rng,
                                         mode, n_spots, g["window_eta"])
         truth = dict(g["truth"])
@@ -62,7 +66,8 @@ def _chunks(geometry, particle, n, energy_gev, spectrum, mode, seed, chunk_size,
 
 def _meta(geometry, particle, n, energy_gev, spectrum, mode, noise_on, seed, gun_options):
     return {"simulator": SIMULATOR, "geometry": geometry.name, "particle": particle_pdg(particle), "n": int(n),
-            "energy_gev": energy_gev, "spectrum": spectrum, "mode": mode, "noise": noise_on, "seed": seed,
+            "energy_gev": ([float(np.min(energy_gev)), float(np.max(energy_gev))] if spectrum == "given"
+                           else energy_gev), "spectrum": spectrum, "mode": mode, "noise": noise_on, "seed": seed,
             "gun_options": dict(gun_options),
             "em_sampling_fraction": {s.name: (em_sampling_fraction(s.stack) if mode == "visible" else 1.0)
                                      for s in geometry.sections}}

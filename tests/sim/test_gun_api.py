@@ -155,3 +155,13 @@ def test_bad_inputs(calogan):
         simulate_showers(calogan, "e+", 2, mode="active")
     with pytest.raises(ValueError, match="unknown options"):
         simulate_showers(calogan, "e+", 2, max_angel_deg=3)
+
+
+def test_given_energies_are_used_in_order(calogan):
+    from pcloud.sim.showers import simulate_showers
+
+    e = np.array([5.0, 50.0, 20.0, 80.0, 1.5])
+    s = simulate_showers(calogan, "gamma", 5, energy_gev=e, spectrum="given", seed=3, chunk_size=2)
+    np.testing.assert_array_equal(s.truth["energy_gev"], e)
+    with pytest.raises(ValueError, match="given"):
+        simulate_showers(calogan, "gamma", 4, energy_gev=e, spectrum="given", seed=3)

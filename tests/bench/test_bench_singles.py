@@ -1,0 +1,60 @@
+"""End-to-end checks of ``pcloud bench singles`` on tiny configurations."""
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from pcloud.bench.singles import SinglesConfig, run_singles
+from pcloud.bench.tasks import TASKS, build_dataset, em_scale
+
+
+def test_gamma_pi0_selection_and_matched_spectra():
+    d = build_dataset(TASKS["gamma_vs_pi0"], 150, seed=3, mode="visible", log=lambda m: None)
+    lab = d.truth["label"]
+    assert np.bincount(lab).tolist() == [150, 150]
+    # pi0 passed the seed-001 opening-angle cut; photons carry no opening angle
+    from pcloud.sim.showers import simulate_showers
+    raw = simulate_showers("clic", "pi0", 300, energy_gev=(10, 510), seed=5)
+    assert (raw.truth["opening_angle_rad"] >= 0.01).any()  # the cut is not empty ...
+    sel = TASKS["gamma_vs_pi0"].selection(raw)
+    assert np.all(raw.truth["opening_angle_rad"][sel] < 0.01)  # ... and it is applied
+    # photons are generated with the selected pi0 spectrum, so energy alone does not separate the classes
+    e = d.truth["energy_gev"]
+    assert stats.ks_2samp(e[lab == 0], e[lab == 1]).pvalue > 0.01
+    assert len(np.unique(d.truth["event_number"])) == d.n_events
+
+
+def test_em_scale_calibrates_electrons():
+    from pcloud.sim.showers import simulate_showers
+    s = em_scale(simulate_showers("clic", "e-", 200, energy_gev=(20, 100), mode="visible", seed=2))
+    resp = s.total_energy() / s.truth["energy_gev"]
+    assert 0.93 < np.median(resp) < 1.03  # contained EM showers at the EM scale (small leakage)
+
+
+def test_run_singles_tiny(tmp_path):
+    cfg = SinglesConfig(out=str(tmp_path), quick=True, tasks=["e_vs_gamma", "e_gamma_pi"],
+                        models=["pointnet", "dense_fcn"], n_per_class=60, epochs=1, occupancy_study=False)
+    res = run_singles(cfg)
+    data = json.loads((tmp_path / "results.json").read_text())
+    t = data["tasks"]["e_vs_gamma"]["models"]
+    assert set(t) == {"pointnet", "dense_fcn", "ss_fcn", "ss_gbt"}
+    for m in t.values():
+        assert 0.0 <= m["auc"] <= 1.0
+        assert set(m["rejection"]) == {"0.6", "0.7", "0.8", "0.9", "0.99"}
+    assert t["pointnet"]["n_params"] > 0 and t["pointnet"]["events_per_s"] > 0 and t["pointnet"]["peak_memory_mb"] > 0
+    assert "relative_rejection_pct" in t["pointnet"]
+    three = data["tasks"]["e_gamma_pi"]["models"]["pointnet"]
+    assert set(three["auc_one_vs_rest"]) == {"e-", "gamma", "pi-"}
+    assert data["device"].startswith("cpu")
+    report = (tmp_path / "report.md").read_text()
+    assert "## e_vs_gamma" in report and "pointnet" in report and "Sparse vs dense" in report
+    assert (tmp_path / "splits_e_vs_gamma.json").exists()
+    assert all((tmp_path / p.split("/")[-1]).exists() for p in res["plots"])
+
+
+def test_unknown_task_or_model():
+    with pytest.raises(ValueError, match="unknown task"):
+        SinglesConfig(tasks=["e_vs_mu"]).resolved()
+    with pytest.raises(ValueError, match="unknown model"):
+        SinglesConfig(models=["resnet"]).resolved()
