@@ -80,6 +80,10 @@ def cmd_simulate(args) -> int:
         raise CLIError(f"--n: expected a positive number of showers, got {args.n}")
     particle_pdg(args.particle)  # validates
     g = get_geometry(args.geometry)
+    noisy = any(sec.noise_sigma_gev > 0 for sec in g.sections) and args.noise is not False
+    tsig = args.threshold_sigma if args.threshold_sigma is not None else (4.0 if noisy else None)
+    if tsig is not None and kind != "native":
+        raise CLIError("--threshold-sigma applies to point-cloud (.parquet) outputs only")
     t0 = time.perf_counter()
     common = dict(energy_gev=(lo, hi), spectrum=args.spectrum, mode=args.mode, noise=args.noise, seed=args.seed)
     gen_meta = {"generator": "pcloud fast simulation (parametrised, GFlash-style; not Geant4)",
@@ -91,9 +95,10 @@ def cmd_simulate(args) -> int:
         from pcloud.sim.showers import simulate_sparse
 
         truth, ev, cell, e = simulate_sparse(g, args.particle, args.n, **common)
-        clouds = sparse_to_clouds(g, truth, ev, cell, e, threshold_gev=args.threshold_mev / 1000.0, n_events=args.n)
+        clouds = sparse_to_clouds(g, truth, ev, cell, e, threshold_gev=args.threshold_mev / 1000.0, n_events=args.n,
+                                  threshold_sigma=tsig)
         write_clouds(out, clouds, meta={"geometry": _geometry_meta(g), "threshold_gev": args.threshold_mev / 1000.0,
-                                        "source": "simulation", **gen_meta})
+                                        "threshold_sigma": tsig, "source": "simulation", **gen_meta})
     else:
         from pcloud.sim.showers import simulate_showers
 
@@ -111,10 +116,10 @@ def cmd_simulate(args) -> int:
             from pcloud.data.convert import images_to_clouds
             from pcloud.io.native import write_clouds
 
-            clouds = images_to_clouds(showers, threshold_gev=args.threshold_mev / 1000.0)
+            clouds = images_to_clouds(showers, threshold_gev=args.threshold_mev / 1000.0, threshold_sigma=tsig)
             write_clouds(out, clouds, meta={"geometry": _geometry_meta(g),
-                                            "threshold_gev": args.threshold_mev / 1000.0, "source": "simulation",
-                                            **gen_meta})
+                                            "threshold_gev": args.threshold_mev / 1000.0, "threshold_sigma": tsig,
+                                            "source": "simulation", **gen_meta})
     dt = time.perf_counter() - t0
     print(f"wrote {args.n} {args.particle} showers ({args.geometry}, {lo:g}-{hi:g} GeV, {args.mode}) to {out} "
           f"[{kind}] in {dt:.1f} s ({args.n / max(dt, 1e-9):.0f} showers/s incl. I/O)")
@@ -147,7 +152,7 @@ def cmd_convert(args) -> int:
                 break
             state["geometry"] = showers.geometry
             state["n"] += showers.n_events
-            yield images_to_clouds(showers, threshold_gev=thr)
+            yield images_to_clouds(showers, threshold_gev=thr, threshold_sigma=args.threshold_sigma)
             if showers.n_events < args.chunk_size:
                 break
             start += args.chunk_size
@@ -162,7 +167,8 @@ def cmd_convert(args) -> int:
         yield first
         yield from gen
 
-    meta = {"geometry": _geometry_meta(g), "threshold_gev": thr, "source": str(src), "source_format": fmt}
+    meta = {"geometry": _geometry_meta(g), "threshold_gev": thr, "threshold_sigma": args.threshold_sigma,
+            "source": str(src), "source_format": fmt}
     if fmt == "calochallenge":
         meta["geometry"]["xml"] = str(args.xml)
     write_clouds(out, all_chunks(), meta=meta)
@@ -261,8 +267,15 @@ def cmd_show(args) -> int:
         title += f": pdg {int(ev['pdg'])}, E = {float(ev['energy_gev']):.2f} GeV"
     except (KeyError, ValueError, TypeError):
         pass
+    center = None
+    try:  # zoom eta-phi panels on the incident direction rather than on the hottest (possibly noise) cell
+        import numpy as np
+
+        center = (float(-np.log(np.tan(0.5 * float(ev["theta_rad"])))), float(ev["phi_rad"]))
+    except (KeyError, ValueError, TypeError):
+        pass
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    plot_event(ev, g, args.output, title=title)
+    plot_event(ev, g, args.output, title=title, center_etaphi=center)
     print(f"wrote {args.output}")
     return 0
 
@@ -311,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--noise", action=argparse.BooleanOptionalAction, default=None,
                    help="add cell noise (default: on where the geometry defines noise)")
     s.add_argument("--threshold-mev", type=float, default=0.0, help="cell threshold for native (cloud) outputs")
+    s.add_argument("--threshold-sigma", type=float, default=None,
+                   help="also keep only cells with E > T x noise sigma (native outputs; default 4 for noisy "
+                        "geometries, i.e. atlas and cms, none otherwise)")
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("-o", "--output", required=True)
     s.set_defaults(func=cmd_simulate)
@@ -319,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("input")
     s.add_argument("-o", "--output", required=True)
     s.add_argument("--threshold-mev", type=float, default=0.0, help="keep cells with E > threshold (MeV)")
+    s.add_argument("--threshold-sigma", type=float, default=None, help="also require E > T x cell noise sigma")
     s.add_argument("--xml", default=None, help="CaloChallenge binning XML")
     s.add_argument("--chunk-size", type=int, default=20000, help="events per chunk (bounds memory)")
     s.set_defaults(func=cmd_convert)

@@ -71,11 +71,22 @@ def _cell_points(geometry: Geometry, ev: np.ndarray, cell: np.ndarray, energy: n
     return pts
 
 
+def _noise_cut(geometry: Geometry, cell: np.ndarray, energy: np.ndarray, threshold_sigma) -> np.ndarray:
+    """Mask of cells whose energy exceeds ``threshold_sigma`` times their noise sigma (all True when None)."""
+    if threshold_sigma is None:
+        return np.ones(np.shape(energy), dtype=bool)
+    ts = float(threshold_sigma)
+    if not (np.isfinite(ts) and ts >= 0):
+        raise ValueError(f"threshold_sigma must be a finite number >= 0 or None, found {threshold_sigma!r}")
+    return energy > ts * geometry.cells["noise_sigma_gev"][cell]
+
+
 def images_to_clouds(showers: ShowerImages, threshold_gev: float | None = 0.0, cell_truth: str = "none",
-                     dtype=np.float32) -> ak.Array:
+                     dtype=np.float32, threshold_sigma: float | None = None) -> ak.Array:
     """Dense shower images to a cloud array: one CELL point per cell with ``energy > threshold_gev`` (GeV).
 
-    Points are ordered by flat cell index inside each event. Positions, layer and noise come from
+    ``threshold_sigma``: additionally require ``energy > threshold_sigma * noise_sigma`` of each cell (noisy
+    geometries; e.g. 4 is the topo-cluster seed significance). Points are ordered by flat cell index inside each event. Positions, layer and noise come from
     ``geometry.cells``; for local-frame geometries eta / phi are recomputed per event at the truth ``window_eta``
     (:meth:`Geometry.xyz_to_etaphi`). All truth keys of the showers become per-event fields. ``cell_truth``:
     ``"none"`` leaves the per-point truth lists empty (images carry no per-cell truth); ``"single"`` attributes each
@@ -96,6 +107,8 @@ def images_to_clouds(showers: ShowerImages, threshold_gev: float | None = 0.0, c
     for s, a, b in zip(g.sections, g.section_offsets[:-1], g.section_offsets[1:]):
         _check_finite(flat[:, a:b], f"images_to_clouds: section {s.name!r} of geometry {g.name!r}")
     mask = (flat != 0) if thr is None else (flat > thr)
+    if threshold_sigma is not None:  # noise-relative cut, cell by cell (E > t * sigma_noise of the cell)
+        mask &= _noise_cut(g, np.arange(g.n_cells), flat, threshold_sigma)
     ev, cell = np.nonzero(mask)
     counts = np.count_nonzero(mask, axis=1)
     energy = flat[mask]
@@ -119,7 +132,7 @@ def _tag(clouds: ak.Array, geometry: Geometry, threshold) -> ak.Array:
 
 def sparse_to_clouds(geometry: Geometry, truth: dict, event_index, cell, energy_gev, threshold_gev: float | None = 0.0,
                      n_events: int | None = None, particle_index=None, truth_energy_gev=None, particles=None,
-                     dtype=np.float32) -> ak.Array:
+                     dtype=np.float32, threshold_sigma: float | None = None) -> ak.Array:
     """Sparse deposits ``(event_index, cell, energy_gev)`` to a cloud array.
 
     Deposits of the same (event, cell) are summed first (float64), then the threshold is applied to the cell sum.
@@ -128,7 +141,8 @@ def sparse_to_clouds(geometry: Geometry, truth: dict, event_index, cell, energy_
     Per-cell truth: give ``particle_index`` per deposit (the truth particle that made it; -1 for noise deposits,
     which add to the cell energy but to no particle) and optionally ``truth_energy_gev`` per deposit (default: the
     deposit energy); the truth lists then hold the per-particle sums of each cell. ``particles``: optional
-    per-event particle list (see :func:`pcloud.data.schema.make_particles`).
+    per-event particle list (see :func:`pcloud.data.schema.make_particles`). ``threshold_sigma``: as in
+    :func:`images_to_clouds`, applied to the summed cell energies.
     """
     thr = _check_threshold(threshold_gev)
     ev = np.asarray(event_index)
@@ -168,6 +182,8 @@ def sparse_to_clouds(geometry: Geometry, truth: dict, event_index, cell, energy_
     ukey, inv = np.unique(key, return_inverse=True)
     cell_e = np.bincount(inv, weights=e, minlength=ukey.size)
     keep = (cell_e != 0) if thr is None else (cell_e > thr)
+    if threshold_sigma is not None:
+        keep &= _noise_cut(geometry, ukey % geometry.n_cells, cell_e, threshold_sigma)
     kept_key, kept_e = ukey[keep], cell_e[keep]
     p_ev, p_cell = kept_key // geometry.n_cells, kept_key % geometry.n_cells
     counts = np.bincount(p_ev, minlength=n_events)

@@ -215,8 +215,14 @@ def build_clouds(counts, points: dict, events: dict, truth_counts=None, truth_in
         if name in ("event_number", "points", "particles"):
             continue
         v = np.asarray(v)
+        if v.ndim == 2 and v.shape[0] == n_events:  # fixed-size per-event vectors (e.g. CaloGAN overflow per layer)
+            if not np.issubdtype(v.dtype, np.number):
+                raise SchemaError(f"build_clouds: per-event field {name!r} must be numeric, found {v.dtype}")
+            ev_names.append(name)
+            ev_cols.append(NumpyArray(np.ascontiguousarray(v)))
+            continue
         if v.ndim != 1:
-            raise SchemaError(f"build_clouds: per-event field {name!r} must be 1-d, found shape {v.shape}")
+            raise SchemaError(f"build_clouds: per-event field {name!r} must be 1-d or (N, k), found shape {v.shape}")
         ev_names.append(name)
         ev_cols.append(NumpyArray(_flat(v, n_events, EVENT_FIELDS.get(name, v.dtype), name)))
     ev_names.append("points")

@@ -28,8 +28,12 @@ def _np(event, key, default=None):
         return default
 
 
-def plot_event(event, geometry, path, title: str | None = None, zoom_etaphi: float = 0.4) -> str:
-    """Draw one cloud event (an awkward record with per-point fields) and save a PNG at ``path``."""
+def plot_event(event, geometry, path, title: str | None = None, zoom_etaphi: float = 0.4,
+               center_etaphi: tuple[float, float] | None = None) -> str:
+    """Draw one cloud event (a record of the pcloud schema, per-point fields under ``points``) and save a PNG."""
+    fields = getattr(event, "fields", [])
+    if "points" in fields:
+        event = event["points"]
     energy = _np(event, "energy").astype(float)
     ptype = _np(event, "type", np.zeros(energy.size, int))
     x, y, z = (_np(event, k).astype(float) for k in ("x", "y", "z"))
@@ -82,10 +86,13 @@ def plot_event(event, geometry, path, title: str | None = None, zoom_etaphi: flo
             if s.kind == "etaphi":
                 a.set_xlabel("eta")
                 a.set_ylabel("phi (rad)")
-                if pos.size:  # zoom on the deposit
+                if center_etaphi is not None:  # zoom on the incident direction
+                    uc, vc = center_etaphi
+                elif pos.size:  # zoom on the hottest cell
                     iu, iv = np.unravel_index(np.argmax(img), img.shape)
                     uc = 0.5 * (s.u_edges[iu] + s.u_edges[iu + 1])
                     vc = 0.5 * (s.v_edges[iv] + s.v_edges[iv + 1])
+                if center_etaphi is not None or pos.size:
                     a.set_xlim(uc - zoom_etaphi, uc + zoom_etaphi)
                     a.set_ylim(vc - zoom_etaphi, vc + zoom_etaphi)
             else:

@@ -186,6 +186,8 @@ class Trainer:
                                total=math.ceil(n_events(train) / self.batch_size) if isinstance(train, dict) else None)
             tr_loss, tr_n = 0.0, 0
             for batch in batches:
+                if int(next(iter(batch.values())).shape[0]) < 2:
+                    continue  # a 1-event remainder batch: batch norm cannot train on it (dropped, as drop_last)
                 batch = to_device(batch, self.device)
                 out = self._forward(batch)
                 loss, _ = self.loss_fn(out, batch)

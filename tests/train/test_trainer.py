@@ -78,3 +78,17 @@ def test_config_overrides(tmp_path):
         apply_override(cfg, "model.name.x=1")
     with pytest.raises(FileNotFoundError):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_single_event_remainder_batch_is_skipped_for_batchnorm():
+    class BN(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
+
+        def forward(self, batch):
+            return {"logits": self.l(batch["x"])}
+
+    tr = Trainer(BN(), ce, epochs=2, batch_size=16, log=None)
+    res = tr.fit(data(33, 1), data(16, 2))  # 33 = 2 x 16 + 1
+    assert res.epochs_run == 2
