@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,9 +20,21 @@ def _parse_range(text: str, what: str) -> tuple[float, float]:
         lo, hi = (float(t) for t in text.split(":"))
     except ValueError:
         raise CLIError(f"{what}: expected LO:HI (e.g. 1:100), got {text!r}") from None
-    if not (0 < lo <= hi):
-        raise CLIError(f"{what}: expected 0 < LO <= HI, got {text!r}")
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+        raise CLIError(f"{what}: expected finite 0 < LO <= HI, got {text!r}")
     return lo, hi
+
+
+def _threshold_gev(mev: float, what: str = "--threshold-mev") -> float:
+    if not (math.isfinite(mev) and mev >= 0):
+        raise CLIError(f"{what}: expected a finite value >= 0 (MeV), got {mev}")
+    return mev / 1000.0
+
+
+def _threshold_sigma(value, what: str = "--threshold-sigma"):
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise CLIError(f"{what}: expected a finite value >= 0, got {value}")
+    return value
 
 
 def _output_kind(geometry_name: str, out: Path) -> str:
@@ -76,6 +90,10 @@ def cmd_simulate(args) -> int:
     out = Path(args.output)
     kind = _output_kind(args.geometry, out)
     lo, hi = _parse_range(args.energy, "--energy")
+    _threshold_gev(args.threshold_mev)
+    _threshold_sigma(args.threshold_sigma)
+    if kind != "native" and args.threshold_mev:
+        raise CLIError("--threshold-mev applies to point-cloud (.parquet) outputs; HDF5 files store every cell")
     if args.n <= 0:
         raise CLIError(f"--n: expected a positive number of showers, got {args.n}")
     particle_pdg(args.particle)  # validates
@@ -129,7 +147,7 @@ def cmd_simulate(args) -> int:
 
 def cmd_convert(args) -> int:
     from pcloud.data.convert import images_to_clouds
-    from pcloud.io.detect import detect_format, read_images
+    from pcloud.io.detect import detect_format, iter_images
     from pcloud.io.native import write_clouds
 
     src, out = Path(args.input), Path(args.output)
@@ -137,45 +155,84 @@ def cmd_convert(args) -> int:
         raise CLIError(f"{src}: no such file")
     if out.suffix.lower() not in (".parquet", ".pq"):
         raise CLIError(f"output {out}: convert writes the native Parquet store; use a .parquet file name")
+    if args.chunk_size <= 0:
+        raise CLIError(f"--chunk-size: expected a positive number of events, got {args.chunk_size}")
+    thr = _threshold_gev(args.threshold_mev)
+    tsig = _threshold_sigma(args.threshold_sigma)
     fmt = detect_format(src)
     if fmt in ("native", "mltree"):
         raise CLIError(f"{src}: already a {fmt} file; convert reads image formats (calogan, calochallenge, triforce)")
-    thr = args.threshold_mev / 1000.0
     t0 = time.perf_counter()
-    state = {"n": 0, "geometry": None}
-
-    def chunks():
-        start = 0
-        while True:
-            showers = read_images(src, xml=args.xml, start=start, stop=start + args.chunk_size)
-            if showers.n_events == 0:
-                break
-            state["geometry"] = showers.geometry
-            state["n"] += showers.n_events
-            yield images_to_clouds(showers, threshold_gev=thr, threshold_sigma=args.threshold_sigma)
-            if showers.n_events < args.chunk_size:
-                break
-            start += args.chunk_size
-
-    gen = chunks()
-    first = next(gen, None)
-    if first is None:
+    state = {"n": 0}
+    chunks = iter_images(src, xml=args.xml, chunk_size=args.chunk_size)
+    first = next(chunks, None)
+    if first is None or first.n_events == 0:
         raise CLIError(f"{src}: contains no events")
-    g = state["geometry"]
+    g = first.geometry
 
-    def all_chunks():
-        yield first
-        yield from gen
+    def clouds():
+        for showers in _chain(first, chunks):
+            state["n"] += showers.n_events
+            yield images_to_clouds(showers, threshold_gev=thr, threshold_sigma=tsig)
 
-    meta = {"geometry": _geometry_meta(g), "threshold_gev": thr, "threshold_sigma": args.threshold_sigma,
-            "source": str(src), "source_format": fmt}
-    if fmt == "calochallenge":
-        meta["geometry"]["xml"] = str(args.xml)
-    write_clouds(out, all_chunks(), meta=meta)
+    meta = {"geometry": _geometry_meta(g), "threshold_gev": thr, "threshold_sigma": tsig, "source": str(src),
+            "source_format": fmt}
+    if "binning_xml" in first.meta:  # CaloChallenge: the geometry is defined by the binning, keep it in the store
+        meta["geometry"]["binning_xml"] = first.meta["binning_xml"]
+    write_clouds(out, clouds(), meta=meta)
     dt = time.perf_counter() - t0
     print(f"converted {state['n']} events from {src} [{fmt}] to {out} (threshold {args.threshold_mev:g} MeV) in "
           f"{dt:.1f} s ({state['n'] / max(dt, 1e-9):.0f} events/s)")
     return 0
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _info_images(src: Path, fmt: str, xml, thr: float) -> dict:
+    """Stream an image file chunk by chunk: events, points above threshold per event, total energy (GeV)."""
+    import numpy as np
+
+    from pcloud.io.detect import iter_images
+
+    n, npts, pmin, pmax, tot, geometry = 0, 0, None, None, 0.0, None
+    e_true = []
+    for showers in iter_images(src, xml=xml, chunk_size=10_000):
+        geometry = showers.geometry.name
+        flat = showers.flat()
+        above = flat > thr
+        cnt = above.sum(axis=1)
+        n += cnt.size
+        npts += int(cnt.sum())
+        pmin = int(cnt.min()) if pmin is None else min(pmin, int(cnt.min()))
+        pmax = int(cnt.max()) if pmax is None else max(pmax, int(cnt.max()))
+        tot += float(np.sum(flat, where=above, dtype=np.float64))
+        if "energy_gev" in showers.truth:
+            e_true.append(np.asarray(showers.truth["energy_gev"], dtype=np.float64))
+    info = {"file": str(src), "format": fmt, "geometry": geometry, "n_events": n, "n_points": npts,
+            "points_per_event": {"mean": npts / n if n else 0.0, "min": pmin or 0, "max": pmax or 0},
+            "threshold_gev": thr, "total_energy_gev": tot}
+    if e_true:
+        e = np.concatenate(e_true)
+        info["true_energy_gev"] = {"mean": float(e.mean()), "min": float(e.min()), "max": float(e.max())}
+    return info
+
+
+def _info_mltree(src: Path) -> dict:
+    import numpy as np
+
+    from pcloud.io.mltree import read_mltree
+
+    d = read_mltree(src)
+    ev = d.events
+    return {"file": str(src), "format": "mltree", "geometry": getattr(ev, "geometry_name", None),
+            "n_events": int(ev.n_events), "n_tracks": int(ev.tracks["event"].size),
+            "n_clusters": int(np.asarray(d.clusters.cluster_event).size) if hasattr(d.clusters, "cluster_event")
+            else None, "n_cells": int(ev.cells["event"].size),
+            "total_cell_energy_gev": float(np.sum(ev.cells["energy_gev"], dtype=np.float64)),
+            "n_truth_particles": int(ev.particles["event"].size), "notes": d.meta}
 
 
 def cmd_info(args) -> int:
@@ -184,38 +241,20 @@ def cmd_info(args) -> int:
     src = Path(args.file)
     if not src.exists():
         raise CLIError(f"{src}: no such file")
+    thr = _threshold_gev(args.threshold_mev)
     fmt = detect_format(src)
     if fmt == "native":
         from pcloud.data.summary import summarise
 
         info = summarise(src)
     elif fmt == "mltree":
-        from pcloud.io.mltree import summarise_mltree
-
-        info = summarise_mltree(src)
+        info = _info_mltree(src)
     else:
-        import numpy as np
-
-        from pcloud.io.detect import read_images
-
-        showers = read_images(src, xml=args.xml)
-        flat = showers.flat().astype(np.float64)
-        thr = args.threshold_mev / 1000.0
-        above = flat > thr
-        npts = above.sum(axis=1)
-        info = {"file": str(src), "format": fmt, "geometry": showers.geometry.name, "events": int(showers.n_events),
-                "points_per_event": {"mean": float(npts.mean()) if npts.size else 0.0,
-                                     "min": int(npts.min()) if npts.size else 0,
-                                     "max": int(npts.max()) if npts.size else 0},
-                "threshold_gev": thr, "total_energy_gev": float(np.where(above, flat, 0.0).sum())}
-        if "energy_gev" in showers.truth:
-            info["true_energy_gev"] = {"mean": float(np.mean(showers.truth["energy_gev"])),
-                                       "min": float(np.min(showers.truth["energy_gev"])),
-                                       "max": float(np.max(showers.truth["energy_gev"]))}
+        info = _info_images(src, fmt, args.xml, thr)
     info.setdefault("file", str(src))
     info.setdefault("format", fmt)
     if args.json:
-        print(json.dumps(info, indent=2, default=float))
+        print(json.dumps(info, indent=2, default=str))
     else:
         for k, v in info.items():
             print(f"{k:>24}: {v}")
@@ -237,10 +276,10 @@ def _load_event(src: Path, index: int, xml=None):
             raise CLIError(f"{src}: --event {index} out of range (file has {n} events)")
         clouds = read_clouds(src, start=index, stop=index + 1)
         gm = meta.get("geometry", {})
-        if isinstance(gm, dict) and gm.get("xml"):
-            from pcloud.io.calochallenge import geometry_from_xml
+        if isinstance(gm, dict) and gm.get("binning_xml"):
+            from pcloud.io.calochallenge import parse_binning
 
-            g = geometry_from_xml(gm["xml"])
+            g = parse_binning(gm["binning_xml"]).geometry
         else:
             g = get_geometry(gm["name"] if isinstance(gm, dict) else gm, **(gm.get("kwargs", {}) if isinstance(gm, dict) else {}))
         return clouds[0], g
@@ -263,16 +302,17 @@ def cmd_show(args) -> int:
         raise CLIError(f"--event must be >= 0, got {args.event}")
     ev, g = _load_event(src, args.event, xml=args.xml)
     title = f"{src.name} event {args.event}"
-    try:
+    if {"pdg", "energy_gev"} <= set(getattr(ev, "fields", [])):
         title += f": pdg {int(ev['pdg'])}, E = {float(ev['energy_gev']):.2f} GeV"
-    except (KeyError, ValueError, TypeError):
-        pass
+    elif "energy_gev" in getattr(ev, "fields", []):
+        title += f": E = {float(ev['energy_gev']):.2f} GeV"
     center = None
     try:  # zoom eta-phi panels on the incident direction rather than on the hottest (possibly noise) cell
         import numpy as np
 
-        center = (float(-np.log(np.tan(0.5 * float(ev["theta_rad"])))), float(ev["phi_rad"]))
-    except (KeyError, ValueError, TypeError):
+        if {"theta_rad", "phi_rad"} <= set(ev.fields):
+            center = (float(-np.log(np.tan(0.5 * float(ev["theta_rad"])))), float(ev["phi_rad"]))
+    except (KeyError, ValueError, TypeError, AttributeError):
         pass
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     plot_event(ev, g, args.output, title=title, center_etaphi=center)
@@ -375,8 +415,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (ValueError, KeyError, FileNotFoundError, OSError) as e:
         # library errors (FormatError is a ValueError) already name the file/field; show them without a traceback
+        if os.environ.get("PCLOUD_DEBUG"):
+            raise
         print(f"pcloud {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - last resort: one line instead of a traceback
+        if os.environ.get("PCLOUD_DEBUG"):
+            raise
+        print(f"pcloud {args.command}: internal error: {type(e).__name__}: {e} (set PCLOUD_DEBUG=1 for the "
+              f"traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

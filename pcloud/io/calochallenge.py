@@ -379,7 +379,7 @@ def read_calochallenge(path, xml=None, start: int | None = None, stop: int | Non
     meta = {"source_format": "calochallenge", "source_path": str(path), "binning_source": binning.source,
             "n_events_in_file": n, "event_range": [start, stop], "n_negative_cells": n_neg,
             "negative_cells_clipped": bool(clip_negative), "energy_units_in_file": "MeV",
-            "depth_model": binning.depth_model}
+            "depth_model": binning.depth_model, "binning_xml": binning.to_xml()}
     if binning.notes:
         meta["notes"] = list(binning.notes)
     if file_meta is not None:

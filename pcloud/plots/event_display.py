@@ -76,8 +76,13 @@ def plot_event(event, geometry, path, title: str | None = None, zoom_etaphi: flo
         pos = img[img > 0]
         norm = LogNorm(vmin=max(pos.min(), pos.max() * 1e-4), vmax=pos.max()) if pos.size else None
         if s.kind == "ralpha":
-            r, al = np.meshgrid(s.u_edges, s.v_edges, indexing="ij")
-            pc = a.pcolormesh(r * np.cos(al), r * np.sin(al), np.ma.masked_equal(img, 0), norm=norm, cmap="viridis")
+            # subdivide each angular bin so that rings with few (or one) alpha bins are drawn as round sectors
+            sub = max(1, int(np.ceil(64 / s.n_v)))
+            a_edges = np.concatenate([np.linspace(s.v_edges[i], s.v_edges[i + 1], sub + 1)[:-1] for i in range(s.n_v)]
+                                     + [s.v_edges[-1:]])
+            r, al = np.meshgrid(s.u_edges, a_edges, indexing="ij")
+            pc = a.pcolormesh(r * np.cos(al), r * np.sin(al), np.ma.masked_equal(np.repeat(img, sub, axis=1), 0),
+                              norm=norm, cmap="viridis")
             a.set_xlabel("x (mm)")
             a.set_ylabel("y (mm)")
             a.set_aspect("equal")

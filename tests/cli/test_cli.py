@@ -31,7 +31,7 @@ def test_simulate_convert_info_show(tmp_path, capsys):
     capsys.readouterr()
     a = run_json(capsys, ["info", str(pq), "--json"])
     b = run_json(capsys, ["info", str(h5), "--json"])
-    assert a["n_events"] == b["events"] == 300
+    assert a["n_events"] == b["n_events"] == 300
     assert abs(a["total_energy_gev"] - b["total_energy_gev"]) <= 1e-6 * b["total_energy_gev"]
     assert a["total_energy_gev"] == pytest.approx(layers_mev.sum() / 1000, rel=1e-6)
     assert a["points_per_event"]["mean"] == pytest.approx(b["points_per_event"]["mean"])
@@ -90,3 +90,38 @@ def test_convert_bad_shape_leaves_no_output(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "layer_1" in err and "(N, 12, 12)" in err and "(10, 12, 11)" in err
     assert not out.exists()
+
+
+def test_calochallenge_convert_show_roundtrip(tmp_path, capsys):
+    from pcloud.io import example_binning, parse_binning, write_calochallenge
+    from pcloud.showers import ShowerImages
+
+    b = parse_binning(example_binning("photon5"))
+    g = b.geometry
+    rng = np.random.default_rng(0)
+    imgs = {s.name: rng.exponential(0.01, (12, *s.shape)).astype(np.float32) for s in g.sections}
+    src = tmp_path / "cc.h5"
+    write_calochallenge(src, ShowerImages(g, imgs, {"energy_gev": np.full(12, 10.0)}), xml=b)
+    out = tmp_path / "cc.parquet"
+    assert main(["convert", str(src), "-o", str(out), "--chunk-size", "5"]) == 0  # 3 chunks
+    capsys.readouterr()
+    info = run_json(capsys, ["info", str(out), "--json"])
+    assert info["n_events"] == 12
+    expected = sum(float(v.astype(np.float64).sum()) for v in imgs.values())
+    assert info["total_energy_gev"] == pytest.approx(expected, rel=1e-6)
+    # the store remembers the binning, so the event display can rebuild the polar geometry without the XML
+    assert main(["show", str(out), "--event", "11", "-o", str(tmp_path / "cc.png")]) == 0
+
+
+def test_info_on_mltree(tmp_path, capsys):
+    from pcloud.geometry import get_geometry
+    from pcloud.io.mltree import write_mltree
+    from pcloud.pflow.topocluster import topo_cluster_events
+    from pcloud.sim.events import generate_events
+
+    g = get_geometry("atlas")
+    ev = generate_events(g, 3, np.random.default_rng(1), parent="rho")
+    path = tmp_path / "t.root"
+    write_mltree(path, ev, topo_cluster_events(g, ev), g)
+    info = run_json(capsys, ["info", str(path), "--json"])
+    assert info["format"] == "mltree" and info["n_events"] == 3 and info["n_cells"] > 0
