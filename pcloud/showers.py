@@ -38,7 +38,9 @@ def particle_pdg(name_or_pdg) -> int:
     if isinstance(name_or_pdg, (int, np.integer)):
         return int(name_or_pdg)
     s = str(name_or_pdg).strip().lower().replace("π", "pi").replace("γ", "gamma")
-    s = {"photon": "gamma", "g": "gamma", "electron": "e-", "positron": "e+", "pion": "pi+"}.get(s, s)
+    if s.lstrip("+-").isdigit():
+        return int(s)
+    s = {"photon": "gamma", "g": "gamma", "electron": "e-", "positron": "e+"}.get(s, s)
     if s not in PARTICLES:
         raise ValueError(f"unknown particle {name_or_pdg!r}; known: {sorted(PARTICLES)}")
     return PARTICLES[s]
@@ -96,6 +98,8 @@ class ShowerImages:
 
     @staticmethod
     def concatenate(parts: list["ShowerImages"]) -> "ShowerImages":
+        """Join samples of one geometry (truth keys common to all parts are kept). If event numbers collide, every
+        part is shifted past the previous ones (order kept) and ``meta["event_numbers_renumbered"]`` is set."""
         if not parts:
             raise ValueError("ShowerImages.concatenate: nothing to concatenate")
         g = parts[0].geometry
@@ -104,6 +108,17 @@ class ShowerImages:
             if p.geometry.name != g.name:
                 raise ValueError(f"cannot concatenate geometries {g.name!r} and {p.geometry.name!r}")
             keys &= set(p.truth)
+        truth = {k: np.concatenate([p.truth[k] for p in parts]) for k in sorted(keys)}
+        meta = dict(parts[0].meta)
+        ev = truth["event_number"]
+        if np.unique(ev).size != ev.size:
+            # event numbers must stay unique (splits hash them): shift each part past the previous ones
+            shifted, offset = [], 0
+            for p in parts:
+                e = np.asarray(p.truth["event_number"], dtype=np.int64)
+                shifted.append(e - e.min() + offset if e.size else e)
+                offset = (shifted[-1].max() + 1) if e.size else offset
+            truth["event_number"] = np.concatenate(shifted)
+            meta["event_numbers_renumbered"] = True
         return ShowerImages(g, {s.name: np.concatenate([p.images[s.name] for p in parts]) for s in g.sections},
-                            {k: np.concatenate([p.truth[k] for p in parts]) for k in sorted(keys)},
-                            dict(parts[0].meta))
+                            truth, meta)

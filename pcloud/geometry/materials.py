@@ -41,11 +41,11 @@ class Material:
 LEAD = Material("Pb", 11.35, 5.612, 16.02, 175.9, 7.43, 1.122 * 11.35 / 10.0)
 LAR = Material("LAr", 1.396, 140.0, 90.43, 857.7, 32.84, 1.519 * 1.396 / 10.0)
 TUNGSTEN = Material("W", 19.3, 3.504, 9.327, 99.46, 7.97, 1.145 * 19.3 / 10.0)
-SILICON = Material("Si", 2.329, 93.70, 48.75, 465.2, 40.19, 1.664 * 2.329 / 10.0)
+SILICON = Material("Si", 2.329, 93.70, 49.44, 465.2, 40.19, 1.664 * 2.329 / 10.0)
 IRON = Material("Fe", 7.874, 17.57, 17.19, 167.7, 21.68, 1.451 * 7.874 / 10.0)
 POLYSTYRENE = Material("polystyrene", 1.060, 413.1, 94.1, 770.7, 93.11, 2.052 * 1.060 / 10.0)
 PBWO4 = Material("PbWO4", 8.300, 8.903, 19.59, 207.7, 9.64, 1.229 * 8.300 / 10.0)
-ALUMINIUM = Material("Al", 2.699, 88.97, 44.01, 397.0, 42.70, 1.615 * 2.699 / 10.0)
+ALUMINIUM = Material("Al", 2.699, 88.97, 44.19, 397.0, 42.70, 1.615 * 2.699 / 10.0)
 
 MATERIALS = {m.name: m for m in (LEAD, LAR, TUNGSTEN, SILICON, IRON, POLYSTYRENE, PBWO4, ALUMINIUM)}
 

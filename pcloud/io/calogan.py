@@ -94,10 +94,30 @@ def calogan_n_events(path) -> int:
         return _n_events(f, path)
 
 
+def _check_energy_units(path, images: dict, e_gev: np.ndarray) -> None:
+    if e_gev.size < 20:
+        return
+    dep = sum(a.reshape(a.shape[0], -1).sum(axis=1, dtype=np.float64) for a in images.values())
+    ok = dep > 0
+    if ok.sum() < 20:
+        return
+    ratio = float(np.median(dep[ok] / e_gev[ok]))
+    if not 0.01 <= ratio <= 10.0:
+        raise FormatError(path, "datasets 'layer_*' vs 'energy'",
+                          "cell sums (MeV in the file) comparable to the incident energy (GeV), median ratio in "
+                          "[0.01, 10]", f"median ratio {ratio:.3g}",
+                          hint="is 'energy' stored in MeV or are the layers in GeV? (read with check_units=False "
+                               "to skip this check)")
+
+
 def read_calogan(path, start: int | None = None, stop: int | None = None, pdg=None,
                  negative_tolerance_gev: float = NEGATIVE_TOLERANCE_GEV, clip_negative: bool = False,
-                 allow_empty: bool = False) -> ShowerImages:
+                 allow_empty: bool = False, check_units: bool = True) -> ShowerImages:
     """Read events ``[start, stop)`` of a CaloGAN HDF5 file into :class:`ShowerImages` (GeV).
+
+    ``check_units``: with at least 20 showers that deposit energy, the median of (sum of cells) / (incident energy)
+    must lie in [0.01, 10]; outside, the layers (MeV) and ``energy`` (GeV) are almost surely in swapped or wrong
+    units and a :class:`FormatError` says so (pass ``check_units=False`` for unusual samples).
 
     ``pdg``: particle (PDG id or name) of all events; default from the file (``pcloud_truth/pdg`` or a root
     attribute ``pdg`` / ``particle``), else no ``pdg`` truth. Only the requested events are read from disk.
@@ -118,6 +138,8 @@ def read_calogan(path, start: int | None = None, stop: int | None = None, pdg=No
         e = read_range(f["energy"], start, stop, path).astype(np.float64).reshape(-1)
         check_positive(e, path, "dataset 'energy'", start)
         truth = {"energy_gev": e}
+        if check_units:
+            _check_energy_units(path, images, e)
         if "overflow" in f:
             ov = read_range(f["overflow"], start, stop, path).astype(np.float64) / MEV_PER_GEV
             check_finite(ov, path, "dataset 'overflow'", start)

@@ -128,3 +128,12 @@ def test_locate_scalar_and_2d_inputs():
     got = g.locate(np.tile(xyz[:, 0], (3, 1)), np.tile(xyz[:, 1], (3, 1)), np.tile(xyz[:, 2], (3, 1)))
     assert got.shape == (3, 2)
     np.testing.assert_array_equal(got, [[364, -1]] * 3)
+
+
+def test_material_constants_are_self_consistent():
+    """R_M = E_s X0 / E_c (PDG eq. 34.37) must hold for every tabulated material to 0.5%."""
+    from pcloud.geometry.materials import ES_MEV, MATERIALS
+
+    for m in MATERIALS.values():
+        assert m.moliere_mm == pytest.approx(ES_MEV * m.x0_mm / m.ec_mev, rel=5e-3), m.name
+        assert m.lambda_i_mm > m.x0_mm, m.name

@@ -245,3 +245,27 @@ def test_failed_write_keeps_existing_file(tmp_path, calogan_showers):
         write_calogan(p, bad)
     assert p.read_bytes() == before
     assert sorted(x.name for x in tmp_path.iterdir()) == ["keep.h5"]
+
+
+def test_energy_in_mev_is_caught(tmp_path):
+    import h5py
+
+    from pcloud.io.calogan import read_calogan
+    from pcloud.io.errors import FormatError
+
+    rng = np.random.default_rng(0)
+    n = 50
+    e_gev = rng.uniform(1, 100, n)
+    path = tmp_path / "mev.h5"
+    with h5py.File(path, "w") as f:
+        # cells in MeV carrying ~the incident energy, as in the public files ...
+        f["layer_0"] = np.zeros((n, 3, 96), np.float32)
+        l1 = np.zeros((n, 12, 12), np.float32)
+        l1[:, 6, 6] = 1000 * e_gev
+        f["layer_1"] = l1
+        f["layer_2"] = np.zeros((n, 12, 6), np.float32)
+        f["overflow"] = np.zeros((n, 3), np.float32)
+        f["energy"] = (1000 * e_gev)[:, None]  # ... but the incident energy wrongly in MeV
+    with pytest.raises(FormatError, match="median ratio 0.001"):
+        read_calogan(path)
+    assert read_calogan(path, check_units=False).n_events == n
