@@ -2,21 +2,30 @@
 
 Recipe (seed 002: JetPointNet on rho and Delta events; ATLAS rule-based particle flow as the reference):
 
-1. Events: the built-in gun (:func:`pcloud.sim.events.generate_events`) in the ``atlas`` geometry, a mixture of
-   rho+- -> pi+- pi0 and Delta++/+ -> N pi parents with 1-3 parents per event, the 2nd and 3rd placed at small
-   DeltaR from the first (dense environments). Event number = generation index.
+1. Events: the built-in gun in the ``atlas`` geometry (:func:`pcloud.pflow.samples.mixture_truth` +
+   :func:`pcloud.sim.events.simulate_events`), rho+- -> pi+- pi0 and Delta++/+ -> N pi parents: a standard
+   component (1-3 parents, the 2nd and 3rd at DeltaR 0.02-0.3 from the first) and a dense component (share
+   ``dense_fraction``, default 30 %: 2-3 parents at DeltaR 0.02-0.15) that populates DeltaR < 0.1.
+   Event number = generation index.
 2. Splits by event number (:class:`pcloud.data.splits.Splits`, seeded, saved as ``splits.json``): train/val/test.
 3. Learned models: :class:`pcloud.pflow.learned.FocalTrackSegmenter` (``pointnet`` and ``dgcnn``; soft target with
    the energy-weighted loss by default), trained on train, early-stopped on val; each used with iterative and common
-   inference (:mod:`pcloud.pflow.inference`). The oracle segmenter (true focal fractions) with iterative inference
-   is the upper bound.
+   inference (:mod:`pcloud.pflow.inference`). The whole-event :class:`~pcloud.pflow.learned.ChargedFractionSegmenter`
+   (``event_pointnet``: charged fraction per cell, given to the nearest track at the cell's layer). In non-quick
+   modes a PointNet ablation of targets and losses (binary target + cross-entropy, hard 3-class target + focal
+   loss) with iterative inference. The oracle segmenter (true focal fractions) is the upper bound.
 4. Baselines on the same test events: :func:`~pcloud.pflow.baselines.rule_based` (topo-clusters + ATLAS E/p cell
    subtraction), :func:`~pcloud.pflow.baselines.dr_nearest`, :func:`~pcloud.pflow.baselines.random_baseline` (charged
    prior from the training split) and :func:`~pcloud.pflow.baselines.trivial` (training-split majority class).
 5. Every method's Attribution must conserve energy to 1e-6 GeV (:func:`pcloud.pflow.metrics.energy_conservation`);
-   metrics (:func:`pcloud.pflow.metrics.evaluate_attribution`) on the topo-clustered cells of the test events.
+   metrics (:func:`pcloud.pflow.metrics.evaluate_attribution`) on the topo-clustered cells of the test events,
+   overall, in bins of DeltaR to the nearest other particle, and in the dedicated dense summary (DeltaR < 0.1).
 6. MLTree round trip: the test events and their topo-clusters are written with :func:`pcloud.io.mltree.write_mltree`,
    read back, and events/tracks/clustered cells/energies/truth compared.
+
+Modes (:data:`MODES`): ``quick`` (600 events, 2 epochs, < 5 min on 2 CPU cores), ``medium`` (3000 events, 8 epochs,
+per-model time budgets checked after each epoch, ablation; <= 20 min on 2 CPU cores) and full (4000 events,
+15 epochs, 256 points per cloud, no budgets).
 
 Outputs in ``--out``: ``results.json`` (``{"methods": {METHOD: {...}}, "config": {...}, ...}``), ``report.md``,
 ``splits.json``, ``test_events.root`` and PNG plots (metrics vs DeltaR, response, event displays).
@@ -35,52 +44,89 @@ import numpy as np
 CONSERVATION_TOL_GEV = 1e-6
 LEARNED_MODELS = ("pointnet", "dgcnn")
 BASELINES = ("rule_based", "dr_nearest", "random", "trivial")
+#: (target, loss) variants of the PointNet ablation (non-quick modes); the default is ("soft", "energy_weighted").
+ABLATION_VARIANTS = (("binary", "ce"), ("hard", "focal"))
+#: a lighter DGCNN (k = 8, narrower EdgeConvs) for the CPU-bounded quick and medium modes
+DGCNN_LIGHT = {"k": 8, "edge_channels": (32, 32, 64), "emb_dim": 64}
+#: per-mode defaults (``PflowConfig`` fields left at None take these)
+MODES = {
+    "quick": dict(n_events=600, epochs=2, max_points=128, batch_size=64, max_minutes=1.0, ablation=False,
+                  model_minutes={"pointnet": 1.0, "dgcnn": 1.0, "event_pointnet": 0.5},
+                  model_cfgs={"dgcnn": DGCNN_LIGHT}),
+    "medium": dict(n_events=3000, epochs=8, max_points=128, batch_size=128, max_minutes=None, ablation=True,
+                   model_minutes={"pointnet": 3.0, "dgcnn": 2.5, "event_pointnet": 1.5, "ablation": 3.0},
+                   model_cfgs={"dgcnn": DGCNN_LIGHT}),
+    "full": dict(n_events=4000, epochs=15, max_points=256, batch_size=64, max_minutes=None, ablation=True,
+                 model_minutes={}, model_cfgs={}),
+}
 
 
 @dataclass
 class PflowConfig:
     out: str = "out/bench_pflow"
     quick: bool = False
+    medium: bool = False                 # between quick and full: 2 CPU cores, <= 20 min (see MODES)
     device: str = "auto"
     seed: int = 1
-    n_events: int | None = None          # default 4000 (quick: 600)
-    epochs: int | None = None            # default 15 (quick: 2)
+    n_events: int | None = None          # per mode (MODES): quick 600, medium 3000, full 4000
+    epochs: int | None = None            # quick 2, medium 8, full 15
     models: list = field(default_factory=lambda: list(LEARNED_MODELS))
     target: str = "soft"
     loss: str = "energy_weighted"
     dr_max: float = 0.2
-    max_points: int | None = None        # default 256 (quick: 128)
-    batch_size: int = 64
+    max_points: int | None = None        # quick/medium 128, full 256
+    batch_size: int | None = None
     lr: float = 1e-3
     patience: int = 3
-    max_minutes: float | None = None     # per model training (quick: 1.0)
-    model_cfg: dict = field(default_factory=dict)
+    max_minutes: float | None = None     # default time budget per model training (checked after each epoch)
+    model_minutes: dict | None = None    # per model ("pointnet", "dgcnn", "event_pointnet", "ablation") budgets
+    model_cfg: dict = field(default_factory=dict)      # overrides for every per-track model
+    model_cfgs: dict | None = None       # per-model architecture overrides ({"dgcnn": {...}})
+    event_model: bool = True             # also train the whole-event ChargedFractionSegmenter ("event_pointnet")
+    event_max_points: int = 512
+    ablation: bool | None = None         # PointNet target/loss ablation (default: on unless quick)
     parents: list = field(default_factory=lambda: ["rho", "delta"])
     energy_gev: tuple = (10.0, 100.0)
     n_parents: tuple = (1, 3)
     parent_dr: tuple = (0.02, 0.3)
+    dense_fraction: float = 0.3          # share of events from the dense component (pcloud.pflow.samples)
+    dense_n_parents: tuple = (2, 3)
+    dense_dr: tuple = (0.02, 0.15)
+    dense_cut: float = 0.1               # the "dense environment" DeltaR of the dedicated report section
     fractions: dict = field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
     cleanup_sigma: float = 2.0
     write_mltree: bool = True
     plots: bool = True
     n_displays: int = 2
 
+    @property
+    def mode(self) -> str:
+        return "quick" if self.quick else ("medium" if self.medium else "full")
+
     def resolved(self) -> "PflowConfig":
+        if self.quick and self.medium:
+            raise ValueError("bench pflow: choose one of quick and medium, found both")
         c = PflowConfig(**asdict(self))
-        if c.n_events is None:
-            c.n_events = 600 if c.quick else 4000
-        if c.epochs is None:
-            c.epochs = 2 if c.quick else 15
-        if c.max_points is None:
-            c.max_points = 128 if c.quick else 256
-        if c.max_minutes is None and c.quick:
-            c.max_minutes = 1.0
+        d = MODES[c.mode]
+        for k in ("n_events", "epochs", "max_points", "batch_size", "max_minutes", "ablation", "model_minutes",
+                  "model_cfgs"):
+            if getattr(c, k) is None:
+                setattr(c, k, d[k] if not isinstance(d[k], dict) else dict(d[k]))
         if c.n_events < 10:
             raise ValueError(f"bench pflow: need at least 10 events, found n_events = {c.n_events}")
         unknown = [m for m in c.models if m not in LEARNED_MODELS]
         if unknown:
             raise ValueError(f"bench pflow: unknown models {unknown}; known: {list(LEARNED_MODELS)}")
+        if not 0.0 <= c.dense_fraction <= 1.0:
+            raise ValueError(f"bench pflow: dense_fraction must be in [0, 1], found {c.dense_fraction}")
         return c
+
+    def minutes(self, name: str):
+        """Training time budget (minutes) of model ``name`` (None: unbounded)."""
+        return (self.model_minutes or {}).get(name, self.max_minutes)
+
+    def arch(self, model: str) -> dict:
+        return {**(self.model_cfgs or {}).get(model, {}), **self.model_cfg}
 
 
 # ---------------------------------------------------------------------------------------------------- events
@@ -130,12 +176,18 @@ def select_events(events, which):
 
 
 def generate_pflow_events(geometry, cfg: PflowConfig):
-    """The benchmark events of ``cfg`` (see the module docstring)."""
-    from ..sim.events import generate_events
+    """The benchmark events of ``cfg``: :func:`pcloud.pflow.samples.mixture_truth` (standard + dense component)
+    simulated with :func:`pcloud.sim.events.simulate_events`."""
+    from ..pflow.samples import mixture_truth
+    from ..sim.events import simulate_events
 
     rng = np.random.default_rng(cfg.seed)
-    return generate_events(geometry, cfg.n_events, rng, parent=list(cfg.parents), energy_gev=tuple(cfg.energy_gev),
-                           n_parents=tuple(cfg.n_parents), dr=tuple(cfg.parent_dr))
+    truth = mixture_truth(cfg.n_events, rng, parent=list(cfg.parents), energy_gev=tuple(cfg.energy_gev),
+                          n_parents=tuple(cfg.n_parents), dr=tuple(cfg.parent_dr), dense_fraction=cfg.dense_fraction,
+                          dense_n_parents=tuple(cfg.dense_n_parents), dense_dr=tuple(cfg.dense_dr))
+    events = simulate_events(geometry, truth, rng)
+    events.meta["n_dense_events"] = int(round(cfg.dense_fraction * cfg.n_events))
+    return events
 
 
 # ---------------------------------------------------------------------------------------------------- MLTree
@@ -198,7 +250,7 @@ def run_pflow(cfg: PflowConfig | None = None, log=print) -> dict:
     from ..pflow import baselines as bl
     from ..pflow import metrics as pm
     from ..pflow.inference import common_inference, iterative_inference
-    from ..pflow.learned import FocalTrackSegmenter, OracleSegmenter
+    from ..pflow.learned import ChargedFractionSegmenter, FocalTrackSegmenter, OracleSegmenter
     from ..pflow.topocluster import topo_cluster_events
 
     cfg = (cfg or PflowConfig()).resolved()
@@ -239,20 +291,45 @@ def run_pflow(cfg: PflowConfig | None = None, log=print) -> dict:
         return a
 
     # ---- learned models
+    def fit_model(name, seg, budget_key, epochs=None):
+        t = time.perf_counter()
+        info = seg.fit(train, val, geometry, epochs=epochs or cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                       patience=cfg.patience, max_minutes=cfg.minutes(budget_key),
+                       log=lambda s: log(f"[pflow:{name}] {s}"))
+        seconds[f"{name}_train"] = time.perf_counter() - t
+        training[name] = {k: v for k, v in info.items() if k != "history"}
+        training[name].update(history=info.get("history"), target=seg.target, loss=seg.loss_name,
+                              model=seg.model_name, budget_minutes=cfg.minutes(budget_key),
+                              architecture={k: v for k, v in seg.model_cfg.items()})
+        log(f"[pflow] {name}: {info.get('n_params')} parameters, {info.get('epochs_run')} epochs in "
+            f"{seconds[f'{name}_train']:.1f} s")
+        return seg
+
     for model in cfg.models:
         seg = FocalTrackSegmenter(model=model, target=cfg.target, loss=cfg.loss, dr_max=cfg.dr_max,
-                                  max_points=cfg.max_points, device=cfg.device, seed=cfg.seed, **cfg.model_cfg)
-        t = time.perf_counter()
-        info = seg.fit(train, val, geometry, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                       patience=cfg.patience, max_minutes=cfg.max_minutes, log=lambda s: log(f"[pflow:{model}] {s}"))
-        seconds[f"{model}_train"] = time.perf_counter() - t
-        training[model] = {k: v for k, v in info.items() if k != "history"}
-        training[model]["history"] = info.get("history")
-        log(f"[pflow] {model}: {info.get('n_params')} parameters, {info.get('epochs_run')} epochs in "
-            f"{seconds[f'{model}_train']:.1f} s")
+                                  max_points=cfg.max_points, device=cfg.device, seed=cfg.seed, **cfg.arch(model))
+        fit_model(model, seg, model)
         timed(f"{model}_iterative", lambda: iterative_inference(test, geometry, seg, dr_max=cfg.dr_max,
                                                                 cleanup_sigma=cfg.cleanup_sigma))
         timed(f"{model}_common", lambda: common_inference(test, geometry, seg, dr_max=cfg.dr_max))
+    if cfg.event_model:
+        eseg = ChargedFractionSegmenter(model="pointnet", target=cfg.target, loss=cfg.loss,
+                                        max_points=cfg.event_max_points, device=cfg.device, seed=cfg.seed)
+        fit_model("event_pointnet", eseg, "event_pointnet")
+        timed("event_pointnet", lambda: eseg.attribute(test, geometry))
+    ablation = []
+    # the ablation variants get the epochs the default PointNet actually ran (same training length, fair)
+    ablation_epochs = int((training.get("pointnet") or {}).get("epochs_run") or cfg.epochs)
+    if cfg.ablation:
+        for target, loss in ABLATION_VARIANTS:
+            name = f"pointnet_{target}_{loss}"
+            seg = FocalTrackSegmenter(model="pointnet", target=target, loss=loss, dr_max=cfg.dr_max,
+                                      max_points=cfg.max_points, device=cfg.device, seed=cfg.seed,
+                                      **cfg.arch("pointnet"))
+            fit_model(name, seg, "ablation", epochs=ablation_epochs)
+            timed(f"{name}_iterative", lambda: iterative_inference(test, geometry, seg, dr_max=cfg.dr_max,
+                                                                   cleanup_sigma=cfg.cleanup_sigma))
+            ablation.append(f"{name}_iterative")
     oracle = OracleSegmenter(test)
     timed("oracle_iterative", lambda: iterative_inference(test, geometry, oracle, dr_max=cfg.dr_max,
                                                           cleanup_sigma=cfg.cleanup_sigma))
@@ -270,7 +347,7 @@ def run_pflow(cfg: PflowConfig | None = None, log=print) -> dict:
         cons = pm.energy_conservation(test, a)
         cons["ok"] = bool(cons["max_violation_gev"] <= CONSERVATION_TOL_GEV and cons["n_cross_event"] == 0)
         conservation[name] = cons
-        r = pm.evaluate_attribution(test, a, truth, cell_mask=mask_test, keep_arrays=True)
+        r = pm.evaluate_attribution(test, a, truth, cell_mask=mask_test, keep_arrays=True, dense_dr=cfg.dense_cut)
         arrays = r.pop("arrays")
         per_track[name] = (arrays["e_true_gev"], arrays["e_pred_gev"])
         r["seconds"] = seconds.get(name)
@@ -295,7 +372,17 @@ def run_pflow(cfg: PflowConfig | None = None, log=print) -> dict:
         plots = _make_plots(out, test, geometry, methods, per_track, attributions, truth, cfg)
 
     timings["total_s"] = time.perf_counter() - t_start
-    results = {"methods": methods, "config": {**asdict(cfg), "geometry": geometry.name,
+    iso = pm.track_isolation_dr(test)
+    ev_iso = pm.event_isolation_dr(test, iso)
+    sample = {"n_dense_events_generated": int(events.meta.get("n_dense_events", 0)),
+              "test_tracks_dr_lt_cut": int(np.sum(iso < cfg.dense_cut)), "test_tracks": int(iso.size),
+              "test_events_dr_lt_cut": int(np.sum(ev_iso < cfg.dense_cut)), "test_events": int(test.n_events),
+              "test_tracks_dr_lt_0.05": int(np.sum(iso < 0.05)),
+              "test_tracks_other_parent_dr_lt_cut": int(np.sum(pm.track_isolation_dr(test, other_parent_only=True)
+                                                               < cfg.dense_cut))}
+    results = {"methods": methods, "mode": cfg.mode, "ablation": ablation, "sample": sample,
+               "acceptance": _acceptance(methods, conservation, roundtrip),
+               "config": {**asdict(cfg), "mode": cfg.mode, "geometry": geometry.name,
                                               "evaluated_cells": "topo-clustered cells with E > 0 (test split)",
                                               "charged_prior_train": prior, "majority_train": majority},
                "splits": {"counts": counts, **splits.to_dict()}, "training": training,
@@ -313,7 +400,8 @@ def run_pflow(cfg: PflowConfig | None = None, log=print) -> dict:
 def _make_plots(out, test, geometry, methods, per_track, attributions, truth, cfg) -> list:
     from ..plots import pflow as pp
 
-    files = [pp.plot_metrics_vs_dr(methods, out / "metrics_vs_dr.png"),
+    shown = {k: v for k, v in methods.items() if k != "oracle_common"}
+    files = [pp.plot_metrics_vs_dr(shown, out / "metrics_vs_dr.png"),
              pp.plot_response(per_track, out / "response.png")]
     e = test.cells["energy_gev"]
     n_c = e.size
@@ -321,7 +409,8 @@ def _make_plots(out, test, geometry, methods, per_track, attributions, truth, cf
     ntrk = np.diff(test.track_offsets)
     e_ev = np.bincount(test.cells["event"], np.clip(e, 0, None), minlength=test.n_events)
     order = np.lexsort((-e_ev, -ntrk))
-    show = [m for m in ("pointnet_iterative", "dgcnn_iterative", "rule_based", "dr_nearest") if m in attributions]
+    show = [m for m in ("pointnet_iterative", "event_pointnet", "dgcnn_iterative", "rule_based", "dr_nearest")
+            if m in attributions]
     for i in order[:cfg.n_displays]:
         labels = {"truth": truth.dominant_track(n_c, e)}
         labels.update({m: attributions[m].dominant_track(n_c, e) for m in show})
@@ -333,40 +422,211 @@ def _fmt(v, nd=3):
     return "n/a" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
 
+def is_learned(name: str) -> bool:
+    """Methods whose cell fractions come from a trained model (not the oracle, not a baseline)."""
+    return name.startswith(("pointnet", "dgcnn", "event_"))
+
+
+def _acceptance(methods: dict, conservation: dict, roundtrip) -> dict:
+    """The issue's acceptance checks, evaluated on the measured numbers."""
+    out = {"learned_beats_baselines": {}, "inference_conservation": {}}
+    ref = {b: methods.get(b) for b in ("dr_nearest", "random")}
+    for name, r in methods.items():
+        if not is_learned(name) or any(v is None for v in ref.values()):
+            continue
+        chk = {}
+        for b, rb in ref.items():
+            for key, short in (("f1", "f1"), ("energy_weighted_accuracy", "ewa")):
+                a, c = r.get(key), rb.get(key)
+                chk[f"{short}_vs_{b}"] = bool(a is not None and c is not None and a > c)
+        chk["all"] = all(chk.values())
+        out["learned_beats_baselines"][name] = chk
+    for name, c in conservation.items():
+        if name.endswith(("_iterative", "_common")):
+            out["inference_conservation"][name] = float(c["max_violation_gev"])
+    out["inference_conserves"] = bool(out["inference_conservation"]) and all(
+        v <= CONSERVATION_TOL_GEV for v in out["inference_conservation"].values())
+    out["mltree_roundtrip_ok"] = bool(roundtrip and roundtrip.get("ok"))
+    return out
+
+
+HEADLINE_KEYS = ("f1", "iou", "accuracy", "energy_weighted_accuracy", "f1_track_macro", "soft_overlap",
+                 "track_energy_response", "track_energy_resolution", "neutral_energy_recovered")
+
+
+def headline_table(methods: dict, names=None, keys=HEADLINE_KEYS) -> list[str]:
+    names = list(methods) if names is None else [n for n in names if n in methods]
+    lines = ["| method | " + " | ".join(keys) + " | conserves |", "|" + "---|" * (len(keys) + 2)]
+    for name in names:
+        r = methods[name]
+        lines.append(f"| {name} | " + " | ".join(_fmt(r.get(k)) for k in keys) +
+                     f" | {'yes' if r.get('conservation_ok') else 'NO'} |")
+    return lines
+
+
+def dense_table(methods: dict, names=None, which: str = "dense") -> list[str]:
+    """Markdown rows of the DeltaR < cut (``which="dense"``) or >= cut (``"isolated"``) summary."""
+    names = list(methods) if names is None else [n for n in names if n in methods]
+    tk, ek = ("tracks", "events") if which == "dense" else ("isolated_tracks", "isolated_events")
+    lines = ["| method | tracks | track F1 | track E-acc | response | resolution | events | cell F1 | cell E-acc | "
+             "neutral recovered (events) |", "|" + "---|" * 10]
+    for name in names:
+        d = methods[name].get("dense") or {}
+        t, e = d.get(tk) or {}, d.get(ek) or {}
+        lines.append(f"| {name} | {t.get('n_tracks')} | {_fmt(t.get('f1'))} | "
+                     f"{_fmt(t.get('energy_weighted_accuracy'))} | {_fmt(t.get('response_median'))} | "
+                     f"{_fmt(t.get('resolution'))} | {e.get('n_events')} | {_fmt(e.get('f1'))} | "
+                     f"{_fmt(e.get('energy_weighted_accuracy'))} | {_fmt(e.get('neutral_energy_recovered'))} "
+                     f"({e.get('n_events_neutral')}) |")
+    return lines
+
+
+def failure_notes(methods: dict, names=None) -> list[str]:
+    """One line per method: how its numbers change from isolated (DeltaR >= cut) to dense (DeltaR < cut) tracks /
+    events, and its weakest point in the dense bin (compared with the best non-oracle method there)."""
+    names = list(methods) if names is None else [n for n in names if n in methods]
+    keys = (("tracks", "f1", "track F1"), ("tracks", "energy_weighted_accuracy", "track E-acc"),
+            ("events", "energy_weighted_accuracy", "cell E-acc"))
+    best = {}
+    for grp, k, _ in keys:
+        vals = [methods[n]["dense"][grp].get(k) for n in names if not n.startswith("oracle") and
+                methods[n].get("dense") and methods[n]["dense"][grp].get(k) is not None]
+        best[(grp, k)] = max(vals) if vals else None
+    out = []
+    for n in names:
+        d = methods[n].get("dense")
+        if not d:
+            continue
+        parts = []
+        for grp, k, label in keys:
+            a, b = d[grp].get(k), d[f"isolated_{grp}"].get(k)
+            if a is not None and b is not None:
+                parts.append(f"{label} {b:.3f} -> {a:.3f} ({a - b:+.3f})")
+        t, ti = d["tracks"], d["isolated_tracks"]
+        r, ri = t.get("response_median"), ti.get("response_median")
+        w, wi = t.get("resolution"), ti.get("resolution")
+        if None not in (r, ri, w, wi):
+            parts.append(f"response {ri:.2f} -> {r:.2f}, resolution {wi:.2f} -> {w:.2f}")
+        nr, nri = d["events"].get("neutral_energy_recovered"), d["isolated_events"].get("neutral_energy_recovered")
+        if None not in (nr, nri):
+            parts.append(f"neutral recovered {nri:.2f} -> {nr:.2f}")
+        issues = []
+        if r is not None and abs(r - 1) > 0.15:
+            issues.append(f"track energy {'over' if r > 1 else 'under'}-attributed by {abs(r - 1):.0%} (median)")
+        if w is not None and w > 0.3:
+            issues.append(f"resolution {w:.2f}")
+        if nr is not None and abs(nr - 1) > 0.2:
+            issues.append("neutral energy " + ("eaten by tracks" if nr < 1 else "over-estimated (track energy "
+                                                                             "left behind)") + f" ({nr:.2f})")
+        for grp, k, label in keys:
+            a, bb = d[grp].get(k), best[(grp, k)]
+            if a is not None and bb is not None and not n.startswith("oracle") and a < bb - 0.1:
+                issues.append(f"{label} {a:.3f} vs best {bb:.3f}")
+        out.append(f"- **{n}**: isolated -> dense: " + "; ".join(parts) +
+                   (". Fails on: " + "; ".join(issues) + "." if issues else ". No failure flag in the dense bin."))
+    return out
+
+
 def _report(res: dict) -> str:
     cfg = res["config"]
     m = res["methods"]
-    keys = ("f1", "iou", "accuracy", "energy_weighted_accuracy", "f1_track_macro", "soft_overlap",
-            "track_energy_response", "track_energy_resolution", "neutral_energy_recovered")
+    smp = res.get("sample") or {}
+    abl = set(res.get("ablation") or [])
+    main = [n for n in m if n not in abl]
+    cut = cfg.get("dense_cut", 0.1)
     lines = ["# pcloud bench pflow", "",
-             f"Events: {cfg['n_events']} ({', '.join(cfg['parents'])}; {cfg['n_parents'][0]}-{cfg['n_parents'][1]} "
-             f"parents at DeltaR {cfg['parent_dr'][0]}-{cfg['parent_dr'][1]}; E {cfg['energy_gev'][0]}-"
-             f"{cfg['energy_gev'][1]} GeV), splits {res['splits']['counts']} (seed {cfg['seed']}). "
+             f"Mode **{res.get('mode')}**. Events: {cfg['n_events']} ({', '.join(cfg['parents'])}; E "
+             f"{cfg['energy_gev'][0]}-{cfg['energy_gev'][1]} GeV): standard component {cfg['n_parents'][0]}-"
+             f"{cfg['n_parents'][1]} parents at DeltaR {cfg['parent_dr'][0]}-{cfg['parent_dr'][1]} from the first; "
+             f"dense component ({cfg['dense_fraction']:.0%} of the events, {smp.get('n_dense_events_generated')} "
+             f"events) {cfg['dense_n_parents'][0]}-{cfg['dense_n_parents'][1]} parents at DeltaR "
+             f"{cfg['dense_dr'][0]}-{cfg['dense_dr'][1]}. Splits {res['splits']['counts']} (seed {cfg['seed']}). "
              f"Geometry {cfg['geometry']} (pcloud parametrised fast simulation, not Geant4).",
-             f"Evaluated cells: {cfg['evaluated_cells']}. Learned: target `{cfg['target']}`, loss `{cfg['loss']}`, "
-             f"{cfg['epochs']} epochs max, max_points {cfg['max_points']}, dr_max {cfg['dr_max']}.", "",
-             "## Methods (test split)", "",
-             "| method | " + " | ".join(keys) + " | conserves |", "|" + "---|" * (len(keys) + 2)]
-    for name, r in m.items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(r.get(k)) for k in keys) +
-                     f" | {'yes' if r.get('conservation_ok') else 'NO'} |")
+             f"Test sample: {smp.get('test_events')} events, {smp.get('test_tracks')} tracks; "
+             f"{smp.get('test_tracks_dr_lt_cut')} tracks with another particle within DeltaR < {cut} "
+             f"({smp.get('test_tracks_dr_lt_0.05')} within 0.05; {smp.get('test_tracks_other_parent_dr_lt_cut')} "
+             f"with a particle from *another* parent decay within {cut}), {smp.get('test_events_dr_lt_cut')} events "
+             f"whose densest track is below {cut}. The nearest other particle is often the track's own decay partner "
+             "(rho -> pi pi0 opening angle ~ 2m/E).",
+             f"Evaluated cells: {cfg['evaluated_cells']}. Learned per-track models: target `{cfg['target']}`, loss "
+             f"`{cfg['loss']}`, {cfg['epochs']} epochs max, max_points {cfg['max_points']}, batch "
+             f"{cfg['batch_size']}, dr_max {cfg['dr_max']}; `event_pointnet` = whole-event ChargedFractionSegmenter "
+             f"(charged energy fraction per cell, given to the nearest track at the cell's layer).", "",
+             "## Methods (test split)", ""]
+    lines += headline_table(m, main)
     lines += ["", "F1/IoU: charged vs neutral cells (dominant contribution); accuracy: right track or neutral; "
               "energy_weighted_accuracy weights cells by E; f1_track_macro: per-track focal F1 averaged; "
               "soft_overlap: energy overlap of per-cell fractions; response/resolution: median and robust width of "
               "E_attributed/E_true per track; neutral_energy_recovered: median per-event predicted/true neutral "
-              "energy.", "",
-              "## By DeltaR(track, nearest other truth particle)", ""]
+              "energy. oracle_*: true fractions inside the dr_max cone (upper bound of the inference algorithms).",
+              ""]
+    acc = res.get("acceptance") or {}
+    if acc:
+        lines += ["## Acceptance", ""]
+        for name, chk in acc.get("learned_beats_baselines", {}).items():
+            if name in abl:
+                continue
+            r, d, q = m[name], m.get("dr_nearest", {}), m.get("random", {})
+            lines.append(f"- {name} beats dr_nearest and random on F1 and energy-weighted accuracy: "
+                         f"**{'yes' if chk['all'] else 'NO'}** (F1 {_fmt(r.get('f1'))} vs {_fmt(d.get('f1'))} / "
+                         f"{_fmt(q.get('f1'))}; E-acc {_fmt(r.get('energy_weighted_accuracy'))} vs "
+                         f"{_fmt(d.get('energy_weighted_accuracy'))} / {_fmt(q.get('energy_weighted_accuracy'))})")
+        worst = max(acc.get("inference_conservation", {}).values(), default=float("nan"))
+        lines.append(f"- iterative and common inference conserve energy to {res['conservation_tolerance_gev']:g} "
+                     f"GeV: **{'yes' if acc.get('inference_conserves') else 'NO'}** (largest violation "
+                     f"{worst:.1e} GeV over {len(acc.get('inference_conservation', {}))} inference runs)")
+        if "rule_based" in m:
+            r = m["rule_based"]
+            lines.append(f"- rule-based (topo-clusters + E/p cell subtraction): F1 {_fmt(r.get('f1'))}, E-acc "
+                         f"{_fmt(r.get('energy_weighted_accuracy'))}, response {_fmt(r.get('track_energy_response'))}"
+                         f", resolution {_fmt(r.get('track_energy_resolution'))}")
+        lines.append(f"- MLTree round trip: **{'ok' if acc.get('mltree_roundtrip_ok') else 'FAILED'}** (details "
+                     "under Checks)")
+        lines.append("")
+    lines += [f"## Dense environments: DeltaR(track, nearest other particle) < {cut}", "",
+              f"Tracks with another truth particle within DeltaR < {cut} at the calorimeter, and events whose "
+              f"densest track is below {cut}. Track columns: focal F1 averaged over the tracks, energy-weighted "
+              "accuracy of their cells, median and robust width of E_attributed/E_true; event columns: cell-level "
+              "charged-vs-neutral F1 and energy-weighted accuracy over the events' cells, median neutral energy "
+              "recovered (number of events with > 1 GeV true neutral energy in brackets).", ""]
+    lines += dense_table(m, main, "dense")
+    lines += ["", f"Isolated reference (DeltaR >= {cut}):", ""]
+    lines += dense_table(m, main, "isolated")
+    lines += ["", "Where each method fails (isolated -> dense; flags: |response - 1| > 0.15, resolution > 0.3, "
+              "|neutral recovered - 1| > 0.2, or more than 0.1 below the best non-oracle method):", ""]
+    lines += failure_notes(m, main)
+    lines += ["", "## By DeltaR(track, nearest other truth particle)", ""]
     bins = None
-    for name, r in m.items():
-        by = r.get("by_dr") or {}
+    for name in main:
+        by = m[name].get("by_dr") or {}
         if bins is None and by:
             bins = list(by)
             lines += ["| method | metric | " + " | ".join(bins) + " |", "|" + "---|" * (len(bins) + 2)]
-        for key in ("f1", "soft_iou", "response_median", "resolution"):
+        for key in ("f1", "energy_weighted_accuracy", "soft_iou", "response_median", "resolution"):
             lines.append(f"| {name} | {key} | " + " | ".join(_fmt(by[b].get(key)) for b in bins) + " |")
     if bins:
-        first = next(iter(m.values()))["by_dr"]
+        first = m[main[0]]["by_dr"]
         lines.append("| tracks | n | " + " | ".join(str(first[b]["n_tracks"]) for b in bins) + " |")
+    lines += ["", "Events binned by their densest track (cell-level metrics, neutral energy):", ""]
+    bins = None
+    for name in main:
+        by = m[name].get("by_event_dr") or {}
+        if bins is None and by:
+            bins = list(by)
+            lines += ["| method | metric | " + " | ".join(bins) + " |", "|" + "---|" * (len(bins) + 2)]
+        for key in ("f1", "energy_weighted_accuracy", "neutral_energy_recovered"):
+            lines.append(f"| {name} | {key} | " + " | ".join(_fmt(by[b].get(key)) for b in bins) + " |")
+    if bins:
+        first = m[main[0]]["by_event_dr"]
+        lines.append("| events | n | " + " | ".join(str(first[b]["n_events"]) for b in bins) + " |")
+    if abl:
+        lines += ["", "## Target / loss ablation (PointNet, iterative inference)", "",
+                  "Same data, architecture, inference and number of epochs (those the default PointNet ran); only "
+                  "the target and the loss change. Default: "
+                  f"`{cfg['target']}` target + `{cfg['loss']}` loss.", ""]
+        ref = [n for n in ("pointnet_iterative",) if n in m]
+        lines += headline_table(m, ref + sorted(abl))
+        lines += [""] + dense_table(m, ref + sorted(abl), "dense")
     lines += ["", "## Checks", "",
               f"Energy conservation (|charged + neutral - measured| per event, cell excess, cross-event links) "
               f"within {res['conservation_tolerance_gev']:g} GeV for every method: "
@@ -387,9 +647,12 @@ def _report(res: dict) -> str:
                          f"{rt['max_track_truth_energy_diff_gev']:.2e} GeV (tolerance {rt['tolerance_gev']:.1e}).")
     lines += ["", "## Training", ""]
     for model, t in (res.get("training") or {}).items():
-        lines.append(f"- {model}: {t.get('n_params')} parameters, {t.get('epochs_run')} epochs "
-                     f"(best {t.get('best_epoch')}), {_fmt(t.get('seconds'), 1)} s, {t.get('n_train_clouds')} "
-                     f"training clouds, truncated energy fraction {_fmt(t.get('truncated_energy_fraction'))}")
+        budget = t.get("budget_minutes")
+        lines.append(f"- {model} ({t.get('model')}, target {t.get('target')}, loss {t.get('loss')}): "
+                     f"{t.get('n_params')} parameters, {t.get('epochs_run')} epochs (best {t.get('best_epoch')}; "
+                     f"budget {'none' if budget is None else f'{budget:g} min'}), {_fmt(t.get('seconds'), 1)} s, "
+                     f"{t.get('n_train_clouds')} training clouds, truncated energy fraction "
+                     f"{_fmt(t.get('truncated_energy_fraction'))}")
     lines += ["", "## Timings (s)", ""]
     lines += [f"- {k}: {_fmt(v, 2)}" for k, v in res["timings"].items()]
     if res.get("plots"):
@@ -401,18 +664,31 @@ def _report(res: dict) -> str:
 def register(sub) -> None:
     """Add ``pflow`` to an argparse sub-parsers object (``pcloud bench pflow ...``)."""
     p = sub.add_parser("pflow", help="particle-flow segmentation benchmark (learned vs rule-based vs trivial)")
-    p.add_argument("--quick", action="store_true", help="small configuration (600 events, 2 epochs; < 5 min on CPU)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true",
+                      help="small configuration (600 events, 2 epochs; < 5 min on 2 CPU cores)")
+    mode.add_argument("--medium", action="store_true",
+                      help="between quick and full (3000 events, 8 epochs, time-budgeted models, ablation; "
+                           "<= 20 min on 2 CPU cores)")
     p.add_argument("--out", default="out/bench_pflow", help="output folder (default out/bench_pflow)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device")
     p.add_argument("--events", type=int, default=None, help="number of generated events")
     p.add_argument("--epochs", type=int, default=None, help="maximum training epochs per model")
     p.add_argument("--seed", type=int, default=1, help="seed of generation, splits and training")
-    p.add_argument("--models", default=",".join(LEARNED_MODELS), help="comma-separated learned models")
+    p.add_argument("--models", default=",".join(LEARNED_MODELS), help="comma-separated learned per-track models")
+    p.add_argument("--dense-fraction", type=float, default=0.3,
+                   help="share of events with 2-3 parents at DeltaR 0.02-0.15 (default 0.3)")
+    p.add_argument("--no-ablation", action="store_true", help="skip the PointNet target/loss ablation")
+    p.add_argument("--no-event-model", action="store_true", help="skip the whole-event ChargedFractionSegmenter")
     p.set_defaults(func=_cli)
 
 
 def _cli(args) -> int:
-    cfg = PflowConfig(out=args.out, quick=args.quick, device=args.device, n_events=args.events, epochs=args.epochs,
-                      seed=args.seed, models=[m for m in args.models.split(",") if m])
+    cfg = PflowConfig(out=args.out, quick=args.quick, medium=getattr(args, "medium", False), device=args.device,
+                      n_events=args.events, epochs=args.epochs, seed=args.seed,
+                      models=[m for m in args.models.split(",") if m],
+                      dense_fraction=getattr(args, "dense_fraction", 0.3),
+                      ablation=False if getattr(args, "no_ablation", False) else None,
+                      event_model=not getattr(args, "no_event_model", False))
     res = run_pflow(cfg)
     return 0 if res["all_conserve"] else 1

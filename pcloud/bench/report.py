@@ -25,6 +25,14 @@ def _pct(v):
     return f"{v:+.1f}%"
 
 
+def _rej_cell(r, err, lower) -> str:
+    if r is None:
+        return "n/a"  # working point not resolved by the test statistics
+    if isinstance(r, str) or (isinstance(r, float) and math.isinf(r)):
+        return f"> {lower:.3g}" if lower else "> n_b/3"  # no background passed: 95% CL lower limit n_b / 3
+    return f"{_f(r)} ± {_f(err, '{:.2g}')}"
+
+
 def _id_table(task: dict) -> list[str]:
     models = task["models"]
     wps = next((list(m["rejection"]) for m in models.values() if "rejection" in m), [])
@@ -40,7 +48,7 @@ def _id_table(task: dict) -> list[str]:
         err = m.get("rejection_err", {})
         rel = m.get("relative_rejection_pct", {})
         row = [name, m.get("family", ""), _f(m.get("auc"), "{:.4f}"), _f(m.get("accuracy"), "{:.3f}")]
-        row += [f"{_f(rej.get(w))} ± {_f(err.get(w), '{:.2g}')}" for w in wps]
+        row += [_rej_cell(rej.get(w), err.get(w), m.get("rejection_lower_limit_95", {}).get(w)) for w in wps]
         row += [_pct(rel.get(w)) for w in wps]
         row += [_f(m.get("n_params"), "{:,}"), _f(m.get("events_per_s"), "{:,.0f}"), _f(m.get("peak_memory_mb"), "{:.1f}"),
                 _f(m.get("train_seconds"), "{:.0f}"), _f(m.get("time_to_target_s"), "{:.0f}")]
@@ -66,6 +74,13 @@ def _multiclass_table(task: dict) -> list[str]:
     return lines
 
 
+def _fit_cell(v: float, err: float, nd: int) -> str:
+    """A fitted parameter; one pinned at its bound 0 has a meaningless (huge) error and is shown as such."""
+    if not math.isfinite(err) or err > 10 * max(abs(v), 10 ** -nd):
+        return f"{v:.{nd}f} (at bound)" if v < 10 ** -nd else f"{v:.{nd}f} (unconstrained)"
+    return f"{v:.{nd}f} ± {err:.{nd}f}"
+
+
 def _energy_table(task: dict) -> list[str]:
     lines = ["| model | particle | a (GeV^1/2) | b | c (GeV) | median bias | robust sigma/E |", "|---|---|---|---|---|---|---|"]
     for name, m in task["models"].items():
@@ -73,8 +88,8 @@ def _energy_table(task: dict) -> list[str]:
             if grp == "all":
                 continue
             fit = en.get("fit", {})
-            ab = (f"{fit['a']:.3f} ± {fit['a_err']:.3f}", f"{fit['b']:.3f} ± {fit['b_err']:.3f}",
-                  f"{fit['c']:.2f} ± {fit['c_err']:.2f}") if "a" in fit else ("fit failed",) * 3
+            ab = tuple(_fit_cell(fit[p], fit[f"{p}_err"], nd) for p, nd in (("a", 3), ("b", 3), ("c", 2))) \
+                if "a" in fit else ("fit failed",) * 3
             lines.append(f"| {name} | {grp} | {ab[0]} | {ab[1]} | {ab[2]} | {_pct(100 * en['median_relative_bias'])} |"
                          f" {_f(en['relative_resolution_robust'], '{:.3f}')} |")
     return lines
@@ -158,6 +173,8 @@ def write_singles_report(results: dict, path: Path) -> None:
             "large statistical errors and models are not converged." if cfg["quick"] else ""),
          "", "Columns: rejection = 1/FPR of the background at the given signal efficiency (± binomial error); "
          "'vs ss_fcn' = relative change of rejection w.r.t. the FCN on shower shapes (seed 004 Tables 3-4); "
+         "'> X' = no test background event passed (95% CL lower limit n_b/3); n/a = the working point is not resolved by "
+         "the number of signal test events; "
          "events/s and peak MB = inference on a batch of 128 test events (peak tensor memory during the call); "
          "t->target = training time until the validation loss first reached the loss every learned model of the task "
          "reached.", ""]

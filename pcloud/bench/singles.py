@@ -63,6 +63,10 @@ class SinglesConfig:
 
     def resolved(self) -> "SinglesConfig":
         c = SinglesConfig(**asdict(self))
+        for k in ("n_per_class", "epochs", "max_points"):
+            v = getattr(c, k)
+            if v is not None and v <= 0:
+                raise ValueError(f"{k} must be a positive integer, got {v}")
         c.n_per_class = c.n_per_class or (700 if c.quick else 20000)
         c.epochs = c.epochs or (4 if c.quick else 40)
         c.max_points = c.max_points or (96 if c.quick else 384)
@@ -138,8 +142,17 @@ def id_metrics(task: SinglesTask, label: np.ndarray, proba: np.ndarray, energy: 
         out["auc"] = float(mc.auc(sig, score))
         if task.working_points:
             br = mc.background_rejection(sig, score, task.working_points)
-            out["rejection"] = {f"{w:g}": float(r) for w, r in zip(task.working_points, br["rejection"])}
-            out["rejection_err"] = {f"{w:g}": float(r) for w, r in zip(task.working_points, br["rejection_err"])}
+            n_sig = int(sig.sum())
+            # a working point needs signal events beyond it: with n_sig (1 - eff) < 2 the efficiency is not resolved
+            resolved = {f"{w:g}": n_sig * (1.0 - w) >= 2.0 for w in task.working_points}
+            out["rejection"] = {k: (float(r) if resolved[k] else None)
+                                for k, r in zip(resolved, br["rejection"])}
+            out["rejection_err"] = {k: (float(r) if resolved[k] else None)
+                                    for k, r in zip(resolved, br["rejection_err"])}
+            out["rejection_lower_limit_95"] = {k: float(v) for k, v in zip(resolved, br["rejection_lower_limit_95"])
+                                               if resolved[k] and np.isfinite(v)}
+            out["n_signal_test"] = n_sig
+            out["n_background_test"] = int((~sig).sum())
         out["_score"] = score
     else:
         ovr = mc.one_vs_rest_auc(label, proba, classes=np.arange(task.n_classes))
@@ -248,8 +261,7 @@ def run_task(task: SinglesTask, cfg: SinglesConfig, device: torch.device, out: P
         if regress_energy:
             en = energy_metrics(task, label, e_true, pred["energy"])
             entry["energy"] = en
-            if "fit" in en.get("all", {}) and "a" in en["all"]["fit"]:
-                entry["resolution_fit"] = {k: en["all"]["fit"][k] for k in ("a", "b", "c")}
+            entry["resolution_fit"] = _fits_by_class(en)
         if n_targets:
             entry["regression"] = regression_metrics(task.regression_targets, targets["regression"][test].numpy(),
                                                      pred["regression"], reg_info)
@@ -268,9 +280,11 @@ def run_task(task: SinglesTask, cfg: SinglesConfig, device: torch.device, out: P
     if n_classes == 2 and REFERENCE in res["models"] and task.working_points:
         ref = res["models"][REFERENCE]["rejection"]
         for name, entry in res["models"].items():
-            if "rejection" in entry:
+            if "rejection" in entry:  # only where both rejections are measured (finite, resolved)
                 entry["relative_rejection_pct"] = {
-                    w: float(100.0 * mc.relative_rejection(entry["rejection"][w], ref[w])) for w in ref}
+                    w: (float(100.0 * mc.relative_rejection(entry["rejection"][w], ref[w]))
+                        if entry["rejection"][w] is not None and ref[w] is not None
+                        and math.isfinite(entry["rejection"][w]) and math.isfinite(ref[w]) else None) for w in ref}
     res["_scores"] = scores
     res["_test_label"] = label
     res["_test_energy"] = e_true
@@ -296,6 +310,8 @@ def _classical(task, showers, idx, label, e_true, eta_test, res, scores, reg_inf
             proba = np.column_stack([1 - proba, proba]) if proba.ndim == 1 else proba
             m = id_metrics(task, label, proba, e_true, eta_test)
             scores[name] = m.pop("_score", None)
+            if name == "ss_gbt":
+                scores["_ss_gbt_class"] = proba.argmax(1)
             t1 = time.perf_counter()
             model.predict_proba(X[te])
             eps = te.size / max(time.perf_counter() - t1, 1e-9)
@@ -303,6 +319,7 @@ def _classical(task, showers, idx, label, e_true, eta_test, res, scores, reg_inf
                                    "n_params": int(getattr(model, "n_params", 0) or 0), "train_seconds": fit_s,
                                    "events_per_s": float(eps), **m}
             _log(f"[{task.name}] {name:<16} {_headline(res['models'][name])}")
+    pred_class = scores.pop("_ss_gbt_class", None)
     if task.kind == "id+energy":
         XL, _ = linear_inputs(showers)
         XT, _ = energy_regression_features(showers)
@@ -311,16 +328,18 @@ def _classical(task, showers, idx, label, e_true, eta_test, res, scores, reg_inf
             pred = np.zeros(te.size)
             n_params = 0
             t0 = time.perf_counter()
+            cls_te = pred_class if pred_class is not None else y[te]
             for c in range(task.n_classes):  # seed 001 App. D: one regression per particle type
-                mtr, mva, mte = tr[y[tr] == c], va[y[va] == c], y[te] == c
+                # trained on true class c, applied to the test events *classified* as c (no truth at inference)
+                mtr, mva, mte = tr[y[tr] == c], va[y[va] == c], cls_te == c
                 model = make().fit(X[mtr], showers.truth["energy_gev"][mtr], X[mva], showers.truth["energy_gev"][mva])
                 pred[mte] = model.predict(X[te][mte])
                 n_params += int(getattr(model, "n_params", 0) or 0)
             en = energy_metrics(task, label, e_true, pred)
-            entry = {"family": "classical", "inputs": "per-class fit (true class assumed)", "n_params": n_params,
-                     "train_seconds": time.perf_counter() - t0, "energy": en}
-            if "fit" in en.get("all", {}) and "a" in en["all"]["fit"]:
-                entry["resolution_fit"] = {k: en["all"]["fit"][k] for k in ("a", "b", "c")}
+            entry = {"family": "classical", "n_params": n_params, "train_seconds": time.perf_counter() - t0,
+                     "inputs": "one fit per particle type (seed 001 App. D), applied with the class predicted by "
+                               "ss_gbt" if pred_class is not None else "one fit per particle type, true class",
+                     "energy": en, "resolution_fit": _fits_by_class(en)}
             res["models"][name] = entry
             _log(f"[{task.name}] {name:<16} {_headline(entry)}")
     if task.kind == "regression":
@@ -336,15 +355,20 @@ def _classical(task, showers, idx, label, e_true, eta_test, res, scores, reg_inf
         _log(f"[{task.name}] {'ss_gbt':<16} {_headline(res['models']['ss_gbt'])}")
 
 
+def _fits_by_class(en: dict) -> dict:
+    """{particle: {a, b, c}} of the resolution fits that converged (pooled classes have no physical meaning)."""
+    return {k: {p: v["fit"][p] for p in ("a", "b", "c")} for k, v in en.items()
+            if k != "all" and "a" in v.get("fit", {})}
+
+
 def _headline(e: dict) -> str:
     parts = []
     if "auc" in e:
         parts.append(f"AUC {e['auc']:.4f}")
     if "accuracy" in e:
         parts.append(f"acc {e['accuracy']:.3f}")
-    if "resolution_fit" in e:
-        f = e["resolution_fit"]
-        parts.append(f"sigma/E: a={f['a']:.3f} b={f['b']:.3f} c={f['c']:.3f}")
+    for cls, f in e.get("resolution_fit", {}).items():
+        parts.append(f"{cls} sigma/E: a={f['a']:.3f} b={f['b']:.3f} c={f['c']:.2f}")
     if "regression" in e:
         parts.append(" ".join(f"{k}:MAE={v['mae']:.3g}" for k, v in e["regression"].items()))
     if "events_per_s" in e:
