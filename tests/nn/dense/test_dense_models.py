@@ -41,6 +41,13 @@ def test_output_shapes(name, geo_name, geoms):
     assert "energy" not in m2.eval()(_imgs(geo, 2))
 
 
+#: reduced widths so each overfit test takes about a second (the capacity question is the same)
+SMALL = {"dense_fcn": {"hidden": (64, 32)}, "cnn3d": {"hidden": (64, 32)},
+         "multistream_cnn": {"channels": (8, 8), "pool_to": 8, "hidden": (64, 32)},
+         "densenet": {"growth": 6, "block_layers": (2, 2), "hidden": (32,)},
+         "upsample_cnn": {"channels": (8, 8), "max_cells": 32, "hidden": (64, 32)}}
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_overfits_tiny_batch(name, showers):
     """16 synthetic showers of two clearly different classes: joint CE + relative energy loss drops > 90%."""
@@ -50,10 +57,10 @@ def test_overfits_tiny_batch(name, showers):
     x = {k: torch.as_tensor(v) for k, v in images.items()}
     y = torch.as_tensor(labels)
     e = torch.as_tensor(energy, dtype=torch.float32)
-    m = build_dense_model(name, geo, dropout=0.0)
-    opt = torch.optim.Adam(m.parameters(), lr=2e-3)
+    m = build_dense_model(name, geo, dropout=0.0, **SMALL.get(name, {}))
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
     losses = []
-    for _ in range(150):
+    for _ in range(100):
         out = m(x)
         loss = torch.nn.functional.cross_entropy(out["logits"], y) + (((out["energy"] - e) / e) ** 2).mean() * 10
         opt.zero_grad()
