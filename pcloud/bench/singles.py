@@ -476,6 +476,7 @@ def _clean(o):
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(_clean(obj), indent=1))
-    tmp.replace(path)
+    from ..io.atomic import atomic_output
+
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(json.dumps(_clean(obj), indent=1))

@@ -123,7 +123,10 @@ class Normaliser:
                 "std": self.std.tolist(), "n_points": self.n_points, "fitted_on": self.fitted_on}
 
     def save(self, path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        from ..io.atomic import atomic_output
+
+        with atomic_output(path) as tmp:
+            Path(tmp).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path) -> "Normaliser":

@@ -101,7 +101,10 @@ class Splits:
 
     def save(self, path, event_number=None) -> None:
         """Write the split definition (and, given the data set's event numbers, the per-split counts) as JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(event_number), indent=2) + "\n")
+        from ..io.atomic import atomic_output
+
+        with atomic_output(path) as tmp:
+            Path(tmp).write_text(json.dumps(self.to_dict(event_number), indent=2) + "\n")
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "splits") -> "Splits":

@@ -22,6 +22,8 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from ..io.atomic import atomic_output
+
 
 def select_device(name: str = "auto") -> torch.device:
     if name in (None, "auto"):
@@ -114,9 +116,8 @@ class Trainer:
             return None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / name
-        tmp = path.with_suffix(".tmp")
-        torch.save(self._state(epoch), tmp)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            torch.save(self._state(epoch), tmp)
         return path
 
     def resume(self) -> bool:
