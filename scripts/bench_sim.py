@@ -29,7 +29,7 @@ def law_table(n=300):
     from scipy.optimize import curve_fit
 
     from pcloud.sim import em
-    from pcloud.sim.deposit import DEFAULT_SPOTS, LATERAL_MAX, LATERAL_MIN
+    from pcloud.sim.deposit import DEFAULT_SPOTS
     from pcloud.sim.media import depth_media, em_sampling_fraction
 
     g = get_geometry("calogan")
@@ -44,8 +44,8 @@ def law_table(n=300):
         ln_y = np.log(e * 1000 / ec)
         out = []
         for photon in (False, True):
-            k = int(em.lateral_counts(e, DEFAULT_SPOTS["em_lateral"], LATERAL_MIN, LATERAL_MAX))
-            sp = em.em_spots(np.full(n, e), z, ec, 100, rng, photon=photon, n_lateral=k)
+            n_depth = em.spot_counts(np.full(n, e), DEFAULT_SPOTS["em_per_gev"], rng)   # production budget
+            sp = em.em_spots(np.full(n, e), z, ec, n_depth, rng, photon=photon, n_lateral=DEFAULT_SPOTS["em_lateral"])
             t = sp["t_x0"].ravel()
             w = np.broadcast_to(sp["weight"], sp["t_x0"].shape).ravel()
             h, edges = np.histogram(t, bins=np.arange(0, 40, 0.25), weights=w)
@@ -77,8 +77,8 @@ def law_table(n=300):
                                                                        zip(energies, pi_e)))
 
 
-def occupancy_table(n=1000, particles=("e+",), energies=((1.0, 100.0), 2.0, 10.0, 50.0, 100.0)):
-    """Mean number of calogan cells per shower with E > 0, > 0.1 MeV and > 1 MeV per layer (total mode), the
+def occupancy_table(n=1000, particles=("e+",), energies=((1.0, 100.0), 2.0, 10.0, 50.0, 100.0), mode="total"):
+    """Mean number of calogan cells per shower with E > 0, > 0.1 MeV and > 1 MeV per layer (``mode``), the
     sparsity (fraction of non-zero cells, seed 004 Table 2) and the fraction of non-zero cells below 1 MeV."""
     g = get_geometry("calogan")
     layer = g.cells["layer"]
@@ -87,7 +87,7 @@ def occupancy_table(n=1000, particles=("e+",), energies=((1.0, 100.0), 2.0, 10.0
     rows = []
     for part in particles:
         for e in energies:
-            flat = simulate_showers(g, part, n, energy_gev=e, seed=5).flat()
+            flat = simulate_showers(g, part, n, energy_gev=e, seed=5, mode=mode).flat()
             cols = []
             for k in range(3):
                 img = flat[:, layer == k]
@@ -102,6 +102,24 @@ def occupancy_table(n=1000, particles=("e+",), energies=((1.0, 100.0), 2.0, 10.0
     return rows
 
 
+def pair_table(n=400, cases=(("calogan", 20.0), ("clic", 100.0))):
+    """Collinear-limit check (the spot-count artifact): one physical photon shower of energy E deposited through
+    one spot set vs through two spot sets of energy shares z, 1 - z on the same axis (tests/sim/test_spot_budget.py);
+    prints the relative excess of non-zero cells per layer group of the split version (0 = no artifact)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "sim"))
+    from test_spot_budget import collinear_split
+
+    for name, e in cases:
+        for mode in ("total", "visible"):
+            c1, _ = collinear_split(name, e, mode, seed=21, n=n, split=False)
+            c2, _ = collinear_split(name, e, mode, seed=22, n=n, split=True)
+            ratio = [f"{c2[:, k].mean():.1f}/{c1[:, k].mean():.1f}" for k in range(c1.shape[1])]
+            print(f"{name} {e:g} GeV {mode}: non-zero cells split/single per layer group: " + " ".join(ratio))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=20000, help="showers per measurement")
@@ -114,6 +132,8 @@ def main(argv=None):
         law_table()
     if args.occupancy:
         occupancy_table(particles=("e+", "gamma", "pi+"))
+        occupancy_table(particles=("e+",), energies=((1.0, 100.0), 10.0), mode="visible")
+        pair_table()
     if os.environ.get("OMP_NUM_THREADS") != "1":
         print("warning: set OMP_NUM_THREADS=1 for per-core numbers")
     n = args.n

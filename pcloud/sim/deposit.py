@@ -13,19 +13,28 @@ Pipeline for a batch of P particles (all arrays, no loop over particles, spots o
    radii or lambda_I, azimuth), mapped back to path lengths by inverting the cumulative tables, and placed at
    origin + s d + r (cos phi e1 + sin phi e2), with r scaled by the Moliere radius (or lambda_I) of the segment
    where the spot lies.
-   Importance-sampled lateral sub-spots: every depth spot of an EM or hadronic shower is split into sub-spots in
-   strata of the radial CDF refined towards large radii, with exact deterministic weights (energy conserved exactly,
-   expectation values unchanged; :mod:`pcloud.sim.em`). Their number grows like sqrt(E) (:func:`em.lateral_counts`);
-   showers are processed in groups of equal sub-spot count (a loop over <= ~8 groups, not over showers). Each MIP
-   track spot is split into an on-axis part and delta-ray sub-spots (:func:`_track_block`).
+   Spot budget (energy-proportional): a (sub-)shower of deposited energy E gets n = ``em_per_gev`` x E depth spots
+   in expectation (randomised integer rounding, :func:`em.spot_counts`; at least one), each split into a core
+   sub-spot and ``em_lateral`` tail sub-spots in fixed strata of the radial CDF refined towards large radii
+   (importance sampling with exact, deterministic weights: energy conserved exactly, expectation values unchanged;
+   :mod:`pcloud.sim.em`). Depth strata are equal-probability strata of a *fixed* proposal (:func:`em.proposal_bounds`),
+   so the spot density anywhere is proportional to the energy: the two photons of a pi0 get together the spots of
+   one photon of the pi0's energy, and an EM sub-shower of a hadron as many as its energy deserves (a fixed count
+   per sub-shower made the number of non-zero cells count sub-showers). Showers are processed in bins of similar
+   counts (:data:`em.SPOT_LADDER`, padded with zero-weight spots; a loop over ~10-15 bins, not over showers). The
+   hadronic component works the same way (``had_per_gev``, ``had_lateral``). Each MIP track spot is split into an
+   on-axis part and delta-ray sub-spots (:func:`_track_block`).
 3. Spots are located in cells with :meth:`Geometry.locate` (spots in dead material, beyond the back or outside the
    window are lost: leakage) and summed per (particle, cell).
 
 Energy modes: ``"total"`` deposits all energy (absorber + active, as the public CaloGAN files). ``"visible"``
 deposits only the active-layer share: EM spots are scaled by the EM sampling fraction f_em of their stack and
-fluctuated with a Gamma law of variance a^2 * e_spot (GeV^2), so that summed over a shower sigma/E = a/sqrt(E) with
-a = the stack's stochastic term (:attr:`Stack.sampling_term`; the photostatistics term for homogeneous crystals);
-hadronic spots use the hadronic sampling term; MIP track spots are scaled by the MIP sampling fraction.
+fluctuated with a compound Poisson law of variance a^2 * e_spot (GeV^2) (:func:`_fluctuate`), so that summed over a
+shower sigma/E = a/sqrt(E) with a = the stack's stochastic term (:attr:`Stack.sampling_term`; the photostatistics
+term for homogeneous crystals); hadronic spots use the hadronic sampling term; MIP track spots are scaled by the MIP
+sampling fraction. The law is infinitely divisible, so fluctuating per spot equals, in distribution, fluctuating the
+summed energy of each cell (and sub-shower): visible cell energies and the number of empty cells (probability
+exp(-E_cell/q), q = a^2/2) do not depend on the spot granularity.
 
 Local-frame windows placed at pseudorapidity ``window_eta`` (CLIC-like): particles are simulated in the unsheared
 local frame (a rotation of the collider frame, :meth:`Geometry.to_collider` with eta 0) and cell lookup uses
@@ -44,14 +53,22 @@ from .media import DepthMedia, depth_media
 from .pi0 import decay_pi0, orthonormal_basis
 
 MODES = ("total", "visible")
-#: Default spot counts per shower component: ``em``, ``had``, ``track`` = depth spots (longitudinal strata) per EM
-#: shower, hadronic (non-EM) component and MIP track; ``em_lateral``, ``had_lateral`` = tail sub-spots per depth spot
-#: at 10 GeV (scaled like sqrt(E), clipped to [LATERAL_MIN, LATERAL_MAX]; 0 = no sub-spots, the pre-2026 sampling);
-#: ``track_lateral`` = delta-ray sub-spots per track spot (0 = all on the axis). Measured occupancy and speed:
+#: Default spot budgets. ``em_per_gev`` / ``had_per_gev``: expected *depth* spots per GeV of a (sub-)shower's
+#: deposited energy (EM shower; hadronic non-EM component after the invisible share), randomised-rounded onto
+#: :data:`pcloud.sim.em.SPOT_LADDER` (:func:`pcloud.sim.em.spot_counts`), so a pi0's two photons get together as
+#: many spots as one photon of the pi0's energy; ``em_lateral`` / ``had_lateral``: sub-spots per depth spot besides
+#: the core (fixed, so the lateral proposal is the same for every shower); ``em`` / ``had`` > 0: a *fixed* number of
+#: depth spots per shower instead (the pre-2026 sampling; not energy-proportional); ``track``: MIP track steps;
+#: ``track_lateral``: delta-ray sub-spots per step (0 = all on the axis). Measured occupancy and speed:
 #: datasets/SIMULATION.md.
-DEFAULT_SPOTS = {"em": 48, "had": 32, "track": 12, "em_lateral": 5, "had_lateral": 4, "track_lateral": 2}
-#: Clip range of the number of lateral sub-spots per depth spot (:func:`pcloud.sim.em.lateral_counts`).
-LATERAL_MIN, LATERAL_MAX = 2, 8
+DEFAULT_SPOTS = {"em_per_gev": 2.5, "had_per_gev": 2.5, "em_lateral": 12, "had_lateral": 4, "em": 0, "had": 0,
+                 "track": 12, "track_lateral": 2}
+#: Largest number of sub-spots handled in one rectangular block (memory bound; showers of a group are processed in
+#: chunks of at most this many sub-spots).
+MAX_BLOCK_SPOTS = 1_500_000
+#: Shape s of the per-quantum energy law of the visible-mode sampling fluctuations (compound Poisson, see
+#: :func:`_fluctuate`): 1 = exponential.
+SAMPLING_QUANTUM_SHAPE = 1.0
 #: Fraction of a MIP's mean energy loss carried by delta rays above T_cut = 1 MeV and their radial scale (Moliere
 #: radii). Bethe's delta-ray spectrum d2N/dTdx ~ 1/T^2 (PDG Review, "Passage of particles through matter", sec.
 #: 34.2.5) puts (1/2) ln(T_max/T_cut) of the mean loss's logarithmic bracket L ~ 13-15 (Pb, beta gamma ~ 10-100) above
@@ -86,21 +103,35 @@ _MEDIA_CACHE: dict[int, tuple] = {}
 
 class _XYLocator:
     """Cell lookup for local-frame geometries whose sections are all ``xy`` grids with uniform u (x) and v (y) bins:
-    per global layer, flat = base + floor((x - u0)/du) n_v + floor((y - v0)/dv), with small per-layer tables instead
-    of :meth:`Geometry.locate`'s per-section masks (same result; tested against it in tests/sim)."""
+    the depth z selects an interval between sorted layer fronts/backs (gaps map to no cell), then
+    flat = base + iu n_v + iv with iu = floor((x - u0)/du) from small per-interval tables, instead of
+    :meth:`Geometry.locate`'s per-section masks (same result; tested against it in tests/sim). Works in the dtype
+    of its inputs (float32 positions halve the memory traffic on the hot path)."""
 
     def __init__(self, geometry: Geometry):
-        self.fronts = np.asarray(geometry.layer_fronts_mm, dtype=np.float64)
-        self.backs = np.asarray(geometry.layer_backs_mm, dtype=np.float64)
-        cols = {k: [] for k in ("u0", "idu", "nu", "v0", "idv", "nv", "base")}
+        fronts = np.asarray(geometry.layer_fronts_mm, dtype=np.float64)
+        backs = np.asarray(geometry.layer_backs_mm, dtype=np.float64)
+        self.edges = np.unique(np.concatenate([fronts, backs]))
+        n_int = self.edges.size + 1     # interval 0: before the first edge; i: [edges[i-1], edges[i]); last: behind
+        u0, idu, v0, idv = (np.zeros(n_int) for _ in range(4))
+        nu, nv, base = np.zeros(n_int, np.int64), np.ones(n_int, np.int64), np.zeros(n_int, np.int64)
+        gl = 0
         for si, sec in enumerate(geometry.sections):
+            du = (sec.u_edges[-1] - sec.u_edges[0]) / sec.n_u
+            dv = (sec.v_edges[-1] - sec.v_edges[0]) / sec.n_v
             for lay in range(sec.n_layers):
-                cols["u0"].append(sec.u_edges[0]), cols["idu"].append(sec.n_u / (sec.u_edges[-1] - sec.u_edges[0]))
-                cols["v0"].append(sec.v_edges[0]), cols["idv"].append(sec.n_v / (sec.v_edges[-1] - sec.v_edges[0]))
-                cols["nu"].append(sec.n_u), cols["nv"].append(sec.n_v)
-                cols["base"].append(geometry.section_offsets[si] + lay * sec.n_u * sec.n_v)
-        self.t = {k: np.asarray(v, dtype=np.int64 if k in ("nu", "nv", "base") else np.float64)
-                  for k, v in cols.items()}
+                lo = np.searchsorted(self.edges, fronts[gl]) + 1
+                hi = np.searchsorted(self.edges, backs[gl]) + 1
+                # shifted origins: trunc((x - (u0 - du))/du) = floor((x - u0)/du) + 1 for x > u0 - du (else <= 0)
+                u0[lo:hi], idu[lo:hi] = sec.u_edges[0] - du, 1.0 / du
+                v0[lo:hi], idv[lo:hi] = sec.v_edges[0] - dv, 1.0 / dv
+                nu[lo:hi], nv[lo:hi] = sec.n_u, sec.n_v
+                base[lo:hi] = geometry.section_offsets[si] + lay * sec.n_u * sec.n_v
+                gl += 1
+        self.tables = {np.dtype(dt): (u0.astype(dt), idu.astype(dt), v0.astype(dt), idv.astype(dt))
+                       for dt in (np.float32, np.float64)}
+        self.nu, self.nv = nu.astype(np.uint32), nv.astype(np.uint32)
+        self.nv64, self.base = nv, base - nv - 1          # flat = base' + iu' nv + iv' with iu' = iu + 1, iv' = iv + 1
 
     @staticmethod
     def applies(geometry: Geometry) -> bool:
@@ -116,19 +147,24 @@ class _XYLocator:
         return True
 
     def __call__(self, x, y, z):
-        if self.fronts.size <= 6:   # a few comparisons beat searchsorted
-            gl = (z >= self.fronts[0]).astype(np.int64) - 1
-            for f in self.fronts[1:]:
-                gl += z >= f
+        x, y, z = (np.asarray(a) for a in (x, y, z))
+        dt = np.dtype(np.float32) if x.dtype == np.float32 and y.dtype == np.float32 else np.dtype(np.float64)
+        u0, idu, v0, idv = self.tables[dt]
+        if self.edges.size <= 8:   # a few int8 comparisons beat searchsorted (bool -> intp adds are ~8x slower)
+            edges = self.edges.astype(z.dtype) if z.dtype == np.float32 else self.edges
+            k8 = (z >= edges[0]).view(np.int8).copy()
+            for e in edges[1:]:
+                k8 += (z >= e).view(np.int8)
+            k = k8.astype(np.intp)
         else:
-            gl = np.searchsorted(self.fronts, z, side="right") - 1
-        g = np.maximum(gl, 0)
-        t = self.t
-        iu = np.floor((x - t["u0"][g]) * t["idu"][g]).astype(np.int64)
-        iv = np.floor((y - t["v0"][g]) * t["idv"][g]).astype(np.int64)
-        nv = t["nv"][g]
-        ok = (gl >= 0) & (z < self.backs[g]) & (iu >= 0) & (iu < t["nu"][g]) & (iv >= 0) & (iv < nv)
-        return np.where(ok, t["base"][g] + iu * nv + iv, -1)
+            k = np.searchsorted(self.edges, z, side="right")
+        take = np.take
+        # float -> int32 truncation; NaN/huge values give invalid indices (rejected below)
+        with np.errstate(invalid="ignore"):
+            iu = ((x - take(u0, k)) * take(idu, k)).astype(np.int32)
+            iv = ((y - take(v0, k)) * take(idv, k)).astype(np.int32)
+        ok = ((iu - 1).view(np.uint32) < take(self.nu, k)) & ((iv - 1).view(np.uint32) < take(self.nv, k))
+        return np.where(ok, take(self.base, k) + iu.astype(np.int64) * take(self.nv64, k) + iv, -1)
 
 
 def _cached(geometry: Geometry):
@@ -213,31 +249,59 @@ class _Lines:
         se = self.s_edges[rows, last]
         return np.where(seg < 0, self.cum[which][rows, -1], cum + (s - se) / self.unit[which][last])
 
-    def positions(self, rows, s, r_mm, phi):
+    def positions(self, rows, s, r_mm, phi, dtype=np.float64):
         """Positions (mm) of spots at path length ``s`` and radius ``r_mm``/azimuth ``phi`` around lines ``rows``
-        (M,); the spot arrays broadcast against each other with M leading (e.g. s (M, n, 1), r (M, n, L))."""
+        (M,); the spot arrays broadcast against each other with M leading (e.g. s (M, n, 1), r (M, n, L)).
+        ``dtype`` float32 (table-driven xy lookup): the axis points are computed in float64 and the lateral offsets
+        added in float32 (0.1 mm resolution at 2 m, far below any cell size)."""
         nd = max(np.ndim(s), np.ndim(r_mm))
         col = (slice(None),) + (None,) * (nd - 1)
         o, d, e1, e2 = self.origin[rows], self.direction[rows], self.e1[rows], self.e2[rows]
         ph = np.asarray(phi, dtype=np.float32)   # float32 trig: ~20x faster, 1e-7 relative error
-        c, sn = np.cos(ph) * r_mm, np.sin(ph) * r_mm
+        r = np.asarray(r_mm, dtype=dtype)
+        c, sn = np.cos(ph).astype(dtype, copy=False), np.sin(ph).astype(dtype, copy=False)
+        c *= r
+        sn *= r
         out = []
         for k in range(3):
-            a = o[:, k][col] + s * d[:, k][col]
-            out.append(a + c * e1[:, k][col] + sn * e2[:, k][col])
+            a = (o[:, k][col] + s * d[:, k][col]).astype(dtype, copy=False)
+            v = c * e1[:, k].astype(dtype)[col]
+            v += sn * e2[:, k].astype(dtype)[col]
+            v += a
+            out.append(v)
         x, y, z = out
         if self.shear:
-            y = y - z * self.sinh_eta[rows][col]
+            y = y - z * self.sinh_eta[rows].astype(dtype)[col]
         return x, y, z
 
 
 # ---------------------------------------------------------------------------------------------------- spot blocks
 def _fluctuate(e, a, rng):
-    """Gamma-distributed e' with mean e and variance a^2 e (GeV); a = 0 leaves e unchanged."""
-    k = np.where(a > 0, e / np.maximum(a, 1e-12) ** 2, 1.0)
-    k = np.maximum(k, 1e-6)
-    g = rng.standard_gamma(k) / k
-    return np.where(a > 0, e * g, e)
+    """Visible-mode sampling fluctuation of total-energy deposits ``e`` (GeV) with stochastic term ``a`` (GeV^1/2):
+    a compound Poisson law, e' = theta * Gamma(s N) / s, N ~ Poisson(e / q), q = a^2 s/(s + 1), theta = q
+    (s = :data:`SAMPLING_QUANTUM_SHAPE`): mean e, variance a^2 e, so summed over a shower sigma/E = a/sqrt(E).
+
+    Physical picture: the active layers of a cell see N independent "sampling quanta" (charged tracks crossing a
+    gap), each carrying on average q of total energy with an exponential-like spread (Landau-like gap deposits;
+    Wigmans, "Calorimetry", sec. 4.7: sampling fluctuations are the fluctuations of the number of crossings).
+    Two properties matter for the occupancy:
+
+    - it is infinitely divisible with parameters linear in e: the sum of independent draws for spots e_1..e_k in a
+      cell has exactly the law of one draw for e_1 + ... + e_k (Poisson and Gamma are additive). Fluctuating per
+      spot is therefore identical in distribution to fluctuating the summed energy per cell (and sub-shower): the
+      visible cell energies do not depend on how finely the energy was split into spots;
+    - a cell is exactly empty with probability exp(-E_cell/q) (no crossing), a physical zero. The previous Gamma
+      law (also infinitely divisible) never gives 0; its "zeros" were float underflows of Gamma(k << 1) draws, so
+      the count of non-zero cells depended on the floating-point precision instead of on a physical scale.
+
+    a = 0 leaves e unchanged."""
+    a = np.asarray(a, dtype=np.float64)
+    s = SAMPLING_QUANTUM_SHAPE
+    on = a > 0
+    q = np.where(on, a, 1.0) ** 2 * (s / (s + 1.0))
+    n = rng.poisson(np.where(on, np.maximum(e, 0.0) / q, 0.0))
+    g = rng.standard_gamma(n * s) / s if s != 1.0 else rng.standard_gamma(n.astype(np.float64))
+    return np.where(on, q * g, e)
 
 
 class _SpotSink:
@@ -248,13 +312,14 @@ class _SpotSink:
         self.visible = visible
         self.rng = rng
         self.locate = locate
+        self.fast = isinstance(locate, _XYLocator)
         self.blocks = []
         self.pads = {k: _pad(getattr(media, k)) for k in ("f_em", "f_mip", "a_em", "a_had")}
 
     def add(self, lines: _Lines, rows, s, seg, r_mm, phi, e_total, kind: str):
         """kind: 'em', 'had' or 'track'. Spot arrays have M (lines) leading and broadcast against each other
         (e.g. s, seg (M, n, 1) per depth spot and r_mm, phi, e_total (M, n, L) per sub-spot)."""
-        x, y, z = lines.positions(rows, s, r_mm, phi)
+        x, y, z = lines.positions(rows, s, r_mm, phi, np.float32 if self.fast else np.float64)
         shape = x.shape
         cell = self.locate(x.ravel(), y.ravel(), z.ravel())
         ok = ((seg >= 0) & (e_total > 0)).ravel() if np.shape(seg) == shape and np.shape(e_total) == shape \
@@ -276,28 +341,54 @@ class _SpotSink:
         self.blocks.append((rows, cell[keep], e_total, e_vis, kind == "em"))
 
 
-def _groups(energy, k_ref: int):
-    """Yield (index array, lateral count) for groups of lines sharing the same sqrt(E)-scaled sub-spot count."""
-    k = _em.lateral_counts(energy, k_ref, LATERAL_MIN, LATERAL_MAX)
-    if k.size and np.all(k == k[0]):
-        yield np.arange(k.size), int(k[0])
+def _groups(energy, per_gev: float, fixed: int, n_sub: int, rng):
+    """Yield (index array, depth-spot counts) for rectangular blocks of (sub-)showers: energy-proportional counts
+    (:func:`pcloud.sim.em.spot_counts`, ``per_gev`` depth spots per GeV; counts (M,) grouped by
+    :data:`pcloud.sim.em.SPOT_LADDER` bin, padded inside a bin) or, with ``fixed`` > 0, that many for every shower
+    (an int). Blocks hold at most :data:`MAX_BLOCK_SPOTS` sub-spots (``n_sub`` per depth spot). A loop over ~10-15
+    bins (and memory chunks), never over showers."""
+    m = np.size(energy)
+    if m == 0:
         return
-    for kv in np.unique(k):
-        yield np.nonzero(k == kv)[0], int(kv)
+    if fixed > 0:
+        step = max(1, MAX_BLOCK_SPOTS // (int(fixed) * n_sub))
+        for c in range(0, m, step):
+            yield np.arange(c, min(c + step, m)), int(fixed)
+        return
+    n = _em.spot_counts(energy, per_gev, rng)
+    lad = _em.SPOT_LADDER
+    if n.max() >= lad[-1]:
+        raise ValueError(f"spot budget {n.max()} depth spots exceeds the ladder ({lad[-1]}): energy "
+                         f"{np.max(energy):.4g} GeV x {per_gev} spots/GeV")
+    b = np.searchsorted(lad, n, side="right")
+    order = np.argsort(b, kind="stable")
+    _, first = np.unique(b[order], return_index=True)
+    for idx in np.split(order, first[1:]):
+        step = max(1, MAX_BLOCK_SPOTS // (int(n[idx].max()) * n_sub))
+        for c in range(0, idx.size, step):
+            sel = idx[c:c + step]
+            yield sel, n[sel]
 
 
-def _em_block(sink: _SpotSink, lines: _Lines, rows, energy, photon, start_q, n_spots: int, rng, k_ref: int = 0):
+def _em_block(sink: _SpotSink, lines: _Lines, rows, energy, photon, start_q, spots: dict, rng, shower=None):
+    """EM (sub-)showers of ``energy`` (GeV) starting at cumulative depth ``start_q`` (X0) along ``lines`` ``rows``:
+    spot budget per :func:`_groups` (energy-proportional by default), ``spots["em_lateral"]`` sub-spots;
+    ``shower``: optional per-line overrides for :func:`pcloud.sim.em.em_spots`."""
     med = sink.media
+    k = spots["em_lateral"]
     photon = np.broadcast_to(np.asarray(photon, dtype=bool), rows.shape)
-    for idx, k in _groups(energy, k_ref):
+    for idx, n_depth in _groups(energy, spots["em_per_gev"], spots["em"], k + 1, rng):
         r_g, e_g = rows[idx], energy[idx]
         seg0 = lines.invert(r_g, start_q[idx][:, None], "x0")[1][:, 0]
         seg0 = np.where(seg0 < 0, med.n_segments - 1, seg0)
-        sp = _em.em_spots(e_g, med.z_eff[seg0], med.ec_mev[seg0], n_spots, rng, photon=photon[idx], n_lateral=k)
+        sh = None if shower is None else {key: np.asarray(v)[idx] for key, v in shower.items()}
+        sp = _em.em_spots(e_g, med.z_eff[seg0], med.ec_mev[seg0], n_depth, rng, photon=photon[idx], n_lateral=k,
+                          shower=sh, repeat_depth=False)
         n_sub = sp["n_sub"]
         m = e_g.size
         # sub-spots of a depth spot share its depth: invert once per depth spot, broadcast over (M, n, n_sub)
-        s, seg = lines.invert(r_g, start_q[idx][:, None] + sp["t_x0"][:, ::n_sub], "x0")
+        t_depth = sp["t_x0"] if k > 0 else sp["t_x0"][:, ::n_sub]
+        s, seg = lines.invert(r_g, start_q[idx][:, None] + t_depth, "x0")
         s, seg = s[..., None], seg[..., None]
         sub = (m, -1, n_sub)
         r_mm = sp["r_rm"].reshape(sub) * _pad(med.moliere_mm)[seg]
@@ -353,17 +444,21 @@ def _hadron_block(sink: _SpotSink, lines: _Lines, rows, energy, charged, n_spots
     sel = e_em > 0
     if sel.any():
         q0 = lines.depth_at(rows[sel], s_int[sel], "x0")
-        _em_block(sink, lines, rows[sel], e_em[sel], True, q0, n_spots["em"], rng, n_spots["em_lateral"])
+        _em_block(sink, lines, rows[sel], e_em[sel], True, q0, n_spots, rng)
     sel = np.nonzero(e_h > 0)[0]
-    for idx, k in (_groups(e_h[sel], n_spots["had_lateral"]) if sel.size else ()):
+    k = n_spots["had_lateral"]
+    e_dep = e_h * (1.0 - f_inv)     # deposited (not invisible) energy of the non-EM component sets its spot budget
+    for idx, n_depth in (_groups(e_dep[sel], n_spots["had_per_gev"], n_spots["had"], max(k, 1), rng)
+                         if sel.size else ()):
         g = sel[idx]
-        hs = _had.hadronic_spots(e_h[g], n_spots["had"], rng, n_lateral=k)
+        hs = _had.hadronic_spots(e_h[g], n_depth, rng, n_lateral=k)
         n_sub = max(k, 1)
         sub = (g.size, -1, n_sub)
         s, seg = lines.invert(rows[g], x_int[g][:, None] + hs["x_lambda"][:, ::n_sub], "lam")
         s, seg = s[..., None], seg[..., None]
         r_mm = hs["r_lambda"].reshape(sub) * _pad(sink.media.lambda_mm)[seg]
-        e_spot = (e_h[g] * (1.0 - f_inv[g]))[:, None, None] * hs["weight"].reshape(1, -1, n_sub)
+        w = hs["weight"]
+        e_spot = e_dep[g][:, None, None] * (w.reshape(sub) if w.ndim == 2 else w.reshape(1, -1, n_sub))
         sink.add(lines, rows[g], s, seg, r_mm, hs["phi"].reshape(sub), e_spot, "had")
     return {"interacts": interacts, "f_em": f_em, "e_int": e_int, "f_inv": f_inv}
 
@@ -396,6 +491,30 @@ def _check_inputs(geometry, pdg, energy_gev, origin_mm, direction):
     return pdg.astype(np.int64), energy, origin, direction
 
 
+def _spot_options(n_spots) -> dict:
+    """Validated spot options: :data:`DEFAULT_SPOTS` updated by ``n_spots`` (dict, or an int = fixed EM depth
+    spots per shower)."""
+    spots_n = dict(DEFAULT_SPOTS)
+    if isinstance(n_spots, dict):
+        unknown = set(n_spots) - set(spots_n)
+        if unknown:
+            raise ValueError(f"n_spots: unknown keys {sorted(unknown)}; expected {sorted(spots_n)}")
+        spots_n.update(n_spots)
+    elif n_spots is not None:
+        spots_n["em"] = int(n_spots)
+    bad = {}
+    for key, v in spots_n.items():
+        if key.endswith("_per_gev"):
+            if not (np.isfinite(v) and v > 0):
+                bad[key] = v
+        elif int(v) != v or v < (1 if key == "track" else 0):
+            bad[key] = v
+    if bad:
+        raise ValueError(f"n_spots: expected em_per_gev/had_per_gev > 0 (depth spots per GeV), track >= 1 and "
+                         f"em, had, *_lateral integers >= 0; got {bad}")
+    return {k: (float(v) if k.endswith("_per_gev") else int(v)) for k, v in spots_n.items()}
+
+
 def _simulate_spots(geometry: Geometry, pdg, energy_gev, origin_mm, direction, rng, mode="total", n_spots=None,
                     window_eta=0.0):
     """Spots of all particles, located in cells. Returns (spots dict, extras dict).
@@ -406,18 +525,7 @@ def _simulate_spots(geometry: Geometry, pdg, energy_gev, origin_mm, direction, r
     if mode not in MODES:
         raise ValueError(f"deposit_particles: mode must be one of {MODES}, got {mode!r}")
     pdg, energy, origin, direction = _check_inputs(geometry, pdg, energy_gev, origin_mm, direction)
-    spots_n = dict(DEFAULT_SPOTS)
-    if isinstance(n_spots, dict):
-        unknown = set(n_spots) - set(spots_n)
-        if unknown:
-            raise ValueError(f"n_spots: unknown keys {sorted(unknown)}; expected {sorted(spots_n)}")
-        spots_n.update(n_spots)
-    elif n_spots is not None:
-        spots_n["em"] = int(n_spots)
-    bad = {k: v for k, v in spots_n.items() if int(v) != v or v < (0 if k.endswith("_lateral") else 1)}
-    if bad:
-        raise ValueError(f"n_spots: counts must be integers >= 1 (em, had, track) or >= 0 (*_lateral), got {bad}")
-    spots_n = {k: int(v) for k, v in spots_n.items()}
+    spots_n = _spot_options(n_spots)
     p = pdg.size
     window_eta = np.broadcast_to(np.asarray(window_eta, dtype=np.float64), (p,))
     media = _media(geometry)
@@ -447,8 +555,7 @@ def _simulate_spots(geometry: Geometry, pdg, energy_gev, origin_mm, direction, r
     r_em = np.arange(n_e + 2 * n_p)
     if r_em.size:
         photon = np.concatenate([pdg[i_em] == 22, np.ones(2 * n_p, dtype=bool)])
-        _em_block(sink, lines, r_em, l_energy[r_em], photon, np.zeros(r_em.size), spots_n["em"], rng,
-                  spots_n["em_lateral"])
+        _em_block(sink, lines, r_em, l_energy[r_em], photon, np.zeros(r_em.size), spots_n, rng)
     r_had = np.arange(n_e + 2 * n_p, n_e + 2 * n_p + n_h)
     if r_had.size:
         charged = np.isin(apdg[i_had], list(_had.CHARGED_HADRONS)).astype(np.float64)
@@ -483,10 +590,12 @@ def deposit_particles(geometry, pdg, energy_gev, origin_mm, direction, rng, mode
         frame (local geometries: the window-at-eta-0 frame, see ``window_eta``). A particle starting before the
         calorimeter flies straight to the front surface (z = first front, or r = first front in the collider frame).
     rng: ``numpy.random.Generator``. mode: ``"total"`` or ``"visible"`` (see the module docstring).
-    n_spots: int (EM depth spots per shower) or dict with any of the keys of :data:`DEFAULT_SPOTS` (``em``, ``had``,
-        ``track``, ``em_lateral``, ``had_lateral``, ``track_lateral``; missing keys take the defaults). Lateral
-        sub-spots multiply the spot count; ``{"em_lateral": 0, "had_lateral": 0, "track_lateral": 0}`` restores one
-        spot per depth spot.
+    n_spots: dict with any of the keys of :data:`DEFAULT_SPOTS` (``em_per_gev``, ``had_per_gev``: depth spots per
+        GeV of a sub-shower's deposited energy; ``em_lateral``, ``had_lateral``, ``track_lateral``: sub-spots per
+        depth spot; ``em``, ``had`` > 0: a fixed depth-spot count per shower instead (not energy-proportional: the
+        occupancy then counts sub-showers); ``track``: MIP steps; missing keys take the defaults), or an int (=
+        ``{"em": n}``). ``{"em": 96, "em_lateral": 0, "had": 32, "had_lateral": 0, "track_lateral": 0}`` is the
+        cheap pre-2026 sampling (low occupancy).
     window_eta: scalar or (P,): pseudorapidity of a local-frame window (cells are sheared as in
         :meth:`Geometry.to_collider`); ignored for collider-frame geometries.
 
@@ -499,6 +608,45 @@ def deposit_particles(geometry, pdg, energy_gev, origin_mm, direction, rng, mode
         raise TypeError(f"deposit_particles: rng must be a numpy.random.Generator, got {type(rng).__name__}")
     spots, _ = _simulate_spots(geometry, pdg, energy_gev, origin_mm, direction, rng, mode, n_spots, window_eta)
     return aggregate(spots, geometry.n_cells)
+
+
+def deposit_em_showers(geometry, energy_gev, origin_mm, direction, rng, owner=None, photon=True, shower=None,
+                       mode="total", n_spots=None, window_eta=0.0) -> Deposits:
+    """Deposit L EM (sub-)showers along given lines and sum them per ``owner`` (default: one owner per line).
+
+    energy_gev (L,) GeV; origin_mm, direction (L, 3) as in :func:`deposit_particles`; owner (L,) int >= 0 (lines with
+    the same owner are summed, e.g. the two photons of a pi0); photon: bool or (L,) (conversion depth);
+    shower: optional dict of (L,) overrides for :func:`pcloud.sim.em.em_spots` (``tmax_x0``, ``alpha``,
+    ``start_x0``, ``shape_energy_gev``), e.g. to split one physical shower into two independent spot sets of
+    budgets z E and (1 - z) E. Returns :class:`Deposits` indexed by owner."""
+    if isinstance(geometry, str):
+        from ..geometry import get_geometry
+        geometry = get_geometry(geometry)
+    if mode not in MODES:
+        raise ValueError(f"deposit_em_showers: mode must be one of {MODES}, got {mode!r}")
+    n = np.size(energy_gev)
+    pdg, energy, origin, direction = _check_inputs(geometry, np.full(n, 22), energy_gev, origin_mm, direction)
+    owner = np.arange(n) if owner is None else np.asarray(owner, dtype=np.int64)
+    if owner.shape != (n,) or (n and owner.min() < 0):
+        raise ValueError(f"deposit_em_showers: owner must be ({n},) non-negative ints, found shape {owner.shape}")
+    if shower is not None:
+        bad = {k: np.shape(v) for k, v in shower.items() if np.shape(v) != (n,)}
+        if bad or set(shower) - {"tmax_x0", "alpha", "start_x0", "shape_energy_gev"}:
+            raise ValueError(f"deposit_em_showers: shower must map tmax_x0/alpha/start_x0/shape_energy_gev to ({n},) "
+                             f"arrays, found {dict((k, np.shape(v)) for k, v in shower.items())}")
+    spots_n = _spot_options(n_spots)
+    media = _media(geometry)
+    we = np.broadcast_to(np.asarray(window_eta, dtype=np.float64), (n,))
+    lines = _Lines(geometry, media, origin, direction, we)
+    sink = _SpotSink(media, mode == "visible", rng, _cached(geometry)[2])
+    _em_block(sink, lines, np.arange(n), energy, photon, np.zeros(n), spots_n, rng, shower)
+    if not sink.blocks:
+        return Deposits(*(np.zeros(0, np.int64),) * 2, np.zeros(0), np.zeros(0))
+    rows = np.concatenate([b[0] for b in sink.blocks])
+    e_tot = np.concatenate([b[2] for b in sink.blocks])
+    e = np.concatenate([b[3] for b in sink.blocks]) if mode == "visible" else e_tot
+    return aggregate({"particle": owner[rows], "cell": np.concatenate([b[1] for b in sink.blocks]),
+                      "energy_gev": e, "em": np.ones(e.size, bool)}, geometry.n_cells)
 
 
 def aggregate(spots: dict, n_cells: int) -> Deposits:

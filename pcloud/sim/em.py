@@ -24,10 +24,12 @@ Radial profile at depth tau = t / T (in units of the local Moliere radius R_M), 
 (coefficients as in the GFlash tuning shipped with Geant4). Each component has the closed-form cumulative
 r^2 / (r^2 + R^2), so a radius is drawn by inversion: r = R sqrt(u / (1 - u)).
 
-Energy is deposited as ``n_spots`` *depth spots* per shower whose depths are drawn from the shower's own Gamma
-profile by *stratified* inversion: spot j gets a quantile u_j drawn uniformly inside its probability stratum
-[b_j, b_j+1) of the Gamma(alpha) law (tabulated inverse CDF, :func:`gamma_quantile`) and carries the energy fraction
-b_j+1 - b_j (equal strata, refined towards the deep tail, :func:`strata`). The mean profile is exact and, unlike
+Energy is deposited as ``n_spots`` *depth spots* per shower (energy-proportional in production, :func:`spot_counts`)
+whose depths are drawn from the shower's own Gamma profile by *stratified* inversion: spot j gets a quantile u_j
+drawn uniformly inside its probability stratum [b_j, b_j+1) of the Gamma(alpha) law (tabulated inverse CDF,
+:func:`gamma_quantile`) and carries the energy fraction b_j+1 - b_j. The strata have equal probability under a fixed
+proposal density refined towards the shower start and the deep tail (:func:`proposal_bounds`; the older
+:func:`strata` refines by a fixed number of halvings, i.e. a fixed number of tail spots per shower). The mean profile is exact and, unlike
 independent draws, the spot count adds almost no artificial fluctuation of layer fractions or rear leakage (a
 binomial sqrt(p(1-p)/n_spots) otherwise). GFlash's own spot count N = 93 ln(Z) E^0.876 models sampling fluctuations, which
 pcloud adds separately in "visible" mode.
@@ -111,11 +113,101 @@ def strata(n: int, n_tail: int = 8, n_front: int = 0) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(widths)[:-1], [1.0]])
 
 
+#: Fixed depth *proposal* of the EM spots (:func:`proposal_bounds`): a fraction ``DEPTH_FRONT_SHARE`` of the strata is
+#: log-uniform in u over [DEPTH_FRONT_MIN, 1] (shower start), ``DEPTH_TAIL_SHARE`` log-uniform in 1 - u over
+#: [DEPTH_TAIL_MIN, 1] (deep tail), the rest uniform. Equivalent to the halving strata of :func:`strata` with 48 spots
+#: (6 front, 12 tail halvings) but the same density for every spot count, so the spot density is proportional to
+#: the number of spots (needed for energy-proportional spot budgets, see :func:`spot_counts`).
+DEPTH_FRONT_SHARE, DEPTH_FRONT_MIN = 0.125, 1e-3
+DEPTH_TAIL_SHARE, DEPTH_TAIL_MIN = 0.4, 1e-7
+#: Same for the hadronic-component depth profile (tail refinement only, as :func:`strata` with n_tail = 8).
+HAD_TAIL_SHARE, HAD_TAIL_MIN = 0.25, 1e-3
+
+_BOUNDS_CACHE: dict = {}
+
+
+def proposal_cdf(u, front_share=DEPTH_FRONT_SHARE, front_min=DEPTH_FRONT_MIN, tail_share=DEPTH_TAIL_SHARE,
+                 tail_min=DEPTH_TAIL_MIN) -> np.ndarray:
+    """CDF G(u) of the proposal density g on the profile's probability axis u in [0, 1]:
+    g(u) = (1 - f - t) + f / (u ln(1/u_f)) [u >= u_f] + t / ((1 - u) ln(1/u_t)) [1 - u >= u_t]."""
+    u = np.asarray(u, dtype=np.float64)
+    g = (1.0 - front_share - tail_share) * u
+    if front_share > 0:
+        g = g + front_share * np.clip(np.log(np.maximum(u, 1e-300) / front_min) / np.log(1.0 / front_min), 0, 1)
+    if tail_share > 0:
+        g = g + tail_share * np.clip(np.log(1.0 / np.maximum(1.0 - u, 1e-300)) / np.log(1.0 / tail_min), 0, 1)
+    return g
+
+
+def proposal_bounds(n: int, kind: str = "em") -> np.ndarray:
+    """Boundaries (n+1,) of n strata with equal *proposal* probability: b_j = G^-1(j/n) for the fixed proposal CDF
+    G of :func:`proposal_cdf` (``kind`` "em": front and tail refinement, "had": tail only). One spot per stratum
+    carries the target probability b_j+1 - b_j (importance weight = target/proposal, exact; the weights sum to 1).
+    Because G does not depend on n, the expected number of spots in any u-interval is n (G(u2) - G(u1)): spot
+    density proportional to the spot count (cached per (n, kind))."""
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"proposal_bounds: need n >= 1 strata, got {n}")
+    key = (n, kind)
+    hit = _BOUNDS_CACHE.get(key)
+    if hit is not None:
+        return hit
+    if kind == "em":
+        pars = dict(front_share=DEPTH_FRONT_SHARE, front_min=DEPTH_FRONT_MIN, tail_share=DEPTH_TAIL_SHARE,
+                    tail_min=DEPTH_TAIL_MIN)
+    elif kind == "had":
+        pars = dict(front_share=0.0, front_min=1.0, tail_share=HAD_TAIL_SHARE, tail_min=HAD_TAIL_MIN)
+    else:
+        raise ValueError(f"proposal_bounds: kind must be 'em' or 'had', got {kind!r}")
+    # dense grid uniform in logit(u) resolves both ends; G is strictly increasing (uniform share > 0)
+    x = np.linspace(-20.0, 20.0, 32001)
+    grid = np.concatenate([[0.0], 1.0 / (1.0 + np.exp(-x)), [1.0]])
+    cdf = proposal_cdf(grid, **pars)
+    cdf[0], cdf[-1] = 0.0, 1.0
+    b = np.interp(np.linspace(0.0, 1.0, n + 1), cdf, grid)
+    b[0], b[-1] = 0.0, 1.0
+    if len(_BOUNDS_CACHE) > 512:
+        _BOUNDS_CACHE.clear()
+    _BOUNDS_CACHE[key] = b
+    return b
+
+
+def padded_bounds(n, kind: str = "em") -> np.ndarray:
+    """Per-shower stratum boundaries for depth-spot counts ``n`` (M,): row i holds :func:`proposal_bounds`
+    (n_i, kind) followed by 1.0 up to n_max + 1 columns, so padded strata have zero width (zero-weight spots that
+    the deposit step drops). Shape (M, n_max + 1)."""
+    n = np.asarray(n, dtype=np.int64)
+    uniq, inv = np.unique(n, return_inverse=True)
+    n_max = int(uniq[-1])
+    table = np.ones((uniq.size, n_max + 1))
+    for i, k in enumerate(uniq):          # <= a few tens of distinct counts per ladder bin (loop over counts)
+        table[i, :k + 1] = proposal_bounds(int(k), kind)
+    return table[inv.ravel()]
+
+
+#: Ladder of depth-spot-count bins (ratio ~1.3): showers are grouped by bin (a loop over ~10-15 bins per chunk),
+#: each bin a rectangular array padded to its largest count with zero-weight spots (:func:`padded_bounds`).
+SPOT_LADDER = np.unique(np.concatenate([[1, 2, 3, 4, 5, 6, 7], np.rint(np.geomspace(8, 2 ** 20, 46))])).astype(np.int64)
+
+
+def spot_counts(energy_gev, per_gev: float, rng) -> np.ndarray:
+    """Energy-proportional number of depth spots per (sub-)shower: E[n] = ``per_gev`` * E exactly, by randomised
+    integer rounding of x = per_gev * E (n = floor(x) + 1 with probability x - floor(x); variance <= 1/4);
+    showers with x < 1 get one spot (the only non-proportional case: E < 1/per_gev GeV). Summed over the two
+    photons of a pi0 the expected count equals that of one photon of the pi0's energy, as the particle count of a
+    real cascade (N ~ E/E_c, Rossi approximation B, PDG Review sec. 34.5) and GFlash's spot count
+    (N_spots ~ E^0.876, Grindhammer & Peters, hep-ex/0001020 sec. 4) follow the energy."""
+    x = np.maximum(np.asarray(energy_gev, dtype=np.float64), 0.0) * float(per_gev)
+    fl = np.floor(x)
+    n = fl + (rng.random(x.shape) < (x - fl))
+    return np.maximum(n, 1).astype(np.int64)
+
+
 def stratified_uniform(shape, rng, bounds=None) -> np.ndarray:
     """(M, S) uniforms with one draw in each stratum of ``bounds`` (default equal strata [j/S, (j+1)/S))."""
     m, s = shape
-    b = np.linspace(0.0, 1.0, s + 1) if bounds is None else bounds
-    return np.minimum(b[:-1] + rng.random(shape) * np.diff(b), 1.0 - 1e-12)
+    b = np.linspace(0.0, 1.0, s + 1) if bounds is None else bounds     # (S+1,) or per shower (M, S+1)
+    return np.minimum(b[..., :-1] + rng.random(shape) * np.diff(b, axis=-1), 1.0 - 1e-12)
 
 
 def longitudinal_parameters(energy_gev, z_eff, ec_mev, rng=None):
@@ -187,7 +279,9 @@ def lateral_bounds(k: int) -> np.ndarray:
 
 
 def lateral_counts(energy_gev, k_ref: int, k_min: int = 2, k_max: int = 8, e_ref_gev: float = 10.0) -> np.ndarray:
-    """Number of tail sub-spots per depth spot, growing like sqrt(E): round(k_ref sqrt(E / e_ref_gev)) clipped to
+    """Legacy (no longer used by :mod:`pcloud.sim.deposit`, whose sub-spot count per depth spot is fixed so that the
+    lateral proposal does not depend on the energy).
+    Number of tail sub-spots per depth spot, growing like sqrt(E): round(k_ref sqrt(E / e_ref_gev)) clipped to
     [k_min, k_max] (k_ref = 0 switches lateral sub-spots off: 0 everywhere). The number of shower particles grows like
     E/E_c (Rossi approximation B; PDG Review, "Passage of particles through matter", sec. 34.5); sqrt(E) is a
     compromise between that growth and the speed budget (GFlash ties its spot count to E as E^0.876)."""
@@ -220,16 +314,21 @@ def radial_draw(r_scale, u):
     return r_scale * np.sqrt(u / (1.0 - u))
 
 
-def stratified_lateral(r_scale, bounds, rng, u_max: float = RADIAL_U_MAX):
+def stratified_lateral(r_scale, bounds, rng, u_max: float = RADIAL_U_MAX, dtype=np.float64):
     """Radii (..., k) with one draw inside each stratum of ``bounds`` (k+1,) of the radial CDF truncated at
-    ``u_max`` (scalar or (...,); u = u_max (b_k + U (b_k+1 - b_k))), for scale ``r_scale`` (...,)."""
+    ``u_max`` (scalar or (...,); u = u_max (b_k + U (b_k+1 - b_k))), for scale ``r_scale`` (...,). ``dtype``
+    float32 halves the memory traffic (relative radius error < 1e-3 at u_max = 0.9999)."""
     shape = np.shape(r_scale) + (bounds.size - 1,)
-    u_max = np.asarray(u_max)[..., None] if np.ndim(u_max) else u_max
-    u = u_max * (bounds[:-1] + rng.random(shape) * np.diff(bounds))
-    return radial_draw(np.asarray(r_scale)[..., None], u)
+    u_max = np.asarray(u_max, dtype=dtype)[..., None] if np.ndim(u_max) else dtype(u_max)
+    u = rng.random(shape, dtype=dtype)
+    u *= np.diff(bounds).astype(dtype)
+    u += bounds[:-1].astype(dtype)
+    u *= u_max
+    return radial_draw(np.asarray(r_scale, dtype=dtype)[..., None], u)
 
 
-def em_spots(energy_gev, z_eff, ec_mev, n_spots, rng, photon=False, n_lateral: int = 0):
+def em_spots(energy_gev, z_eff, ec_mev, n_spots, rng, photon=False, n_lateral: int = 0, shower=None,
+             repeat_depth: bool = True):
     """Spots of ``len(energy_gev)`` EM showers in shower coordinates.
 
     Returns a dict of ``(M, S)`` arrays, S = ``n_spots`` * (1 + ``n_lateral``) (sub-spots of one depth spot are
@@ -240,6 +339,12 @@ def em_spots(energy_gev, z_eff, ec_mev, n_spots, rng, photon=False, n_lateral: i
     ``z_eff``/``ec_mev`` are per shower (the medium where the shower starts); ``photon`` (bool, scalar or per shower)
     adds the exponential conversion depth. ``n_lateral`` = 0 gives one spot per depth spot whose radial component
     (core or tail) is drawn at random; ``n_lateral`` > 0 the importance-sampled sub-spots of the module docstring.
+    ``shower``: optional dict of per-shower arrays overriding the sampled shower: ``tmax_x0`` and ``alpha`` (Gamma
+    parameters), ``start_x0`` (conversion depth), ``shape_energy_gev`` (energy entering the median alpha and the
+    radial laws). Used to deposit one physical shower through several independent spot sets (tests of the
+    spot-count independence, :func:`pcloud.sim.deposit.deposit_em_showers`). ``repeat_depth=False`` returns
+    ``t_x0`` per depth spot (M, n) instead of per sub-spot (the deposit step needs one depth per depth spot).
+    With ``n_lateral`` > 0 the radii are float32 (``r_rm``), the weights float64 (exact sums).
     """
     e = np.asarray(energy_gev, dtype=np.float64)
     m = e.size
@@ -249,17 +354,25 @@ def em_spots(energy_gev, z_eff, ec_mev, n_spots, rng, photon=False, n_lateral: i
     z_eff = np.broadcast_to(np.asarray(z_eff, dtype=np.float64), (m,))
     ec_mev = np.broadcast_to(np.asarray(ec_mev, dtype=np.float64), (m,))
     tmax, alpha = longitudinal_parameters(e, z_eff, ec_mev, rng)
+    shower = {} if shower is None else shower
+    tmax = np.asarray(shower.get("tmax_x0", tmax), dtype=np.float64)
+    alpha = np.asarray(shower.get("alpha", alpha), dtype=np.float64)
+    e_shape = np.asarray(shower.get("shape_energy_gev", e), dtype=np.float64)
     beta = (alpha - 1.0) / tmax
-    a_med = median_alpha(e, z_eff, ec_mev)
-    shape = (m, n_spots)
-    bounds = strata(n_spots, DEPTH_TAIL_STRATA, DEPTH_FRONT_STRATA)
+    a_med = median_alpha(e_shape, z_eff, ec_mev)
+    if np.ndim(n_spots):                  # per-shower counts: padded rectangular block
+        bounds = padded_bounds(n_spots, "em")
+        shape = (m, bounds.shape[1] - 1)
+    else:
+        bounds = proposal_bounds(int(n_spots), "em")
+        shape = (m, int(n_spots))
     t = gamma_quantile(alpha[:, None], stratified_uniform(shape, rng, bounds)) / beta[:, None]
     # reduced depth as in GFlash: t / <t> scaled to the median profile (paper sec. 3.2)
     tau_scale = ((alpha - 1.0) / alpha * a_med / (a_med - 1.0)) / tmax
     tau = t * tau_scale[:, None]
-    r_core, r_tail, p_core = radial_parameters(tau, e[:, None], z_eff[:, None])
+    r_core, r_tail, p_core = radial_parameters(tau, e_shape[:, None], z_eff[:, None])
     photon = np.broadcast_to(np.asarray(photon, dtype=bool), (m,))
-    w_depth = np.diff(bounds)
+    w_depth = np.diff(bounds, axis=-1)
     if n_lateral == 0:
         u = rng.random((2,) + shape)
         radius = np.where(u[0] < p_core, r_core, r_tail)
@@ -268,13 +381,17 @@ def em_spots(energy_gev, z_eff, ec_mev, n_spots, rng, photon=False, n_lateral: i
     else:
         lb = lateral_bounds(n_lateral)
         p_core = np.where(p_core < P_CORE_MIN, 0.0, p_core)
-        r = np.concatenate([radial_draw(r_core, radial_u_max(r_core, EM_R_MAX_RM) * rng.random(shape))[..., None],
-                            stratified_lateral(r_tail, lb, rng, radial_u_max(r_tail, EM_R_MAX_RM))],
-                           axis=2).reshape(m, -1)
+        r = np.empty(shape + (n_lateral + 1,), dtype=np.float32)
+        r[..., 0] = radial_draw(r_core, radial_u_max(r_core, EM_R_MAX_RM) * rng.random(shape))
+        r[..., 1:] = stratified_lateral(r_tail, lb, rng, radial_u_max(r_tail, EM_R_MAX_RM), dtype=np.float32)
+        r = r.reshape(m, -1)
         weight = np.concatenate([p_core[..., None], (1.0 - p_core)[..., None] * np.diff(lb)], axis=2)
-        weight = (weight * w_depth[None, :, None]).reshape(m, -1)
-        t = np.repeat(t, n_lateral + 1, axis=1)
+        weight = (weight * (w_depth[..., None] if w_depth.ndim == 2 else w_depth[None, :, None])).reshape(m, -1)
+        if repeat_depth:
+            t = np.repeat(t, n_lateral + 1, axis=1)
     phi = rng.random(r.shape, dtype=np.float32) * np.float32(2.0 * np.pi)   # float32: fast trig
     start = np.where(photon, rng.exponential(CONVERSION_X0, m), 0.0) if photon.any() else np.zeros(m)
+    if "start_x0" in shower:
+        start = np.asarray(shower["start_x0"], dtype=np.float64)
     return {"t_x0": t + start[:, None], "r_rm": r, "phi": phi, "weight": weight, "tmax_x0": tmax,
             "alpha": alpha, "start_x0": start, "n_sub": n_lateral + 1}

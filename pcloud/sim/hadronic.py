@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .em import gamma_quantile, lateral_bounds, radial_draw, strata, stratified_lateral, stratified_uniform
+from .em import gamma_quantile, lateral_bounds, padded_bounds, proposal_bounds, radial_draw, stratified_lateral, stratified_uniform
 
 GROOM_E0_GEV = 1.0
 GROOM_K = 0.82
@@ -75,21 +75,27 @@ def bock_parameters(energy_gev):
 
 def hadronic_spots(energy_gev, n_spots: int, rng, n_lateral: int = 0):
     """Spots of the non-EM component: ``x_lambda`` depth after the interaction (lambda_I), ``r_lambda`` radius
-    (lambda_I units of the local medium), ``phi`` (rad), all ``(M, S)``; ``weight`` (S,) energy fractions (sum 1).
+    (lambda_I units of the local medium), ``phi`` (rad), all ``(M, S)``; ``weight`` (S,) energy fractions (sum 1),
+    or (M, S) when ``n_spots`` is a per-shower array (rows padded to the largest count with zero weights).
     S = ``n_spots`` without lateral sub-spots (``n_lateral`` = 0: one radius per depth spot, drawn from the whole
     law), else ``n_spots * n_lateral`` (the sub-spots of a depth spot are adjacent, one per lateral stratum)."""
     a, d = bock_parameters(energy_gev)
-    shape = (np.size(a), n_spots)
-    bounds = strata(n_spots)
+    if np.ndim(n_spots):                  # per-shower counts (M,): padded block, zero-weight padding
+        bounds = padded_bounds(n_spots, "had")
+        shape = (np.size(a), bounds.shape[1] - 1)
+    else:
+        bounds = proposal_bounds(int(n_spots), "had")
+        shape = (np.size(a), int(n_spots))
     x = gamma_quantile(a[:, None], stratified_uniform(shape, rng, bounds)) / d[:, None]   # stratified, see em.py
     scale = 0.12 + 0.08 * x
     if int(n_lateral) <= 0:
         r = radial_draw(scale, np.minimum(rng.random(shape), 0.999))
-        weight = np.diff(bounds)
+        weight = np.diff(bounds, axis=-1)
     else:
         lb = lateral_bounds(int(n_lateral))
         r = stratified_lateral(scale, lb, rng, u_max=0.999).reshape(shape[0], -1)
         x = np.repeat(x, int(n_lateral), axis=1)
-        weight = (np.diff(bounds)[:, None] * np.diff(lb)[None, :]).ravel()
+        wd = np.diff(bounds, axis=-1)
+        weight = (wd[..., None] * np.diff(lb)).reshape(wd.shape[:-1] + (-1,))
     phi = rng.random(r.shape, dtype=np.float32) * np.float32(2.0 * np.pi)   # float32: fast trig
     return {"x_lambda": x, "r_lambda": r, "phi": phi, "weight": weight}

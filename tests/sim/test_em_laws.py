@@ -8,7 +8,7 @@ import pytest
 
 from pcloud.geometry.calogan import PB_LAR
 from pcloud.sim import deposit_particles, em
-from pcloud.sim.deposit import DEFAULT_SPOTS, LATERAL_MAX, LATERAL_MIN
+from pcloud.sim.deposit import DEFAULT_SPOTS
 from pcloud.sim.media import depth_media, stack_z_eff
 
 from simhelpers import beam, block_geometry
@@ -40,14 +40,15 @@ def _w(sp):
 
 @pytest.fixture(scope="module")
 def profiles(calogan_medium):
-    """Spots as the production sampling draws them: importance-sampled lateral sub-spots (count ~ sqrt(E))."""
+    """Spots as the production sampling draws them: energy-proportional depth-spot counts per shower (padded
+    rectangular block) and importance-sampled lateral sub-spots."""
     z, ec = calogan_medium
     rng = np.random.default_rng(11)
     out = {}
     for photon in (False, True):
-        out[photon] = [em.em_spots(np.full(300, e), z, ec, 100, rng, photon=photon,
-                                   n_lateral=int(em.lateral_counts(e, DEFAULT_SPOTS["em_lateral"], LATERAL_MIN,
-                                                                   LATERAL_MAX)))
+        out[photon] = [em.em_spots(np.full(300, e), z, ec,
+                                   em.spot_counts(np.full(300, e), DEFAULT_SPOTS["em_per_gev"], rng), rng,
+                                   photon=photon, n_lateral=DEFAULT_SPOTS["em_lateral"])
                        for e in ENERGIES]
     return out
 
