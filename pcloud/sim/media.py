@@ -14,8 +14,10 @@ absorber Z because soft photons are absorbed photoelectrically in the high-Z pla
 "Calorimetry", 2nd ed., sec. 3.2 and Fig. 3.9: e/mip ~ 0.6 for Pb, ~0.65 for W, ~0.85 for Fe). We use the linear
 approximation e/mip = clip(1 - 0.0049 Z_abs, 0.55, 1.0), labelled as approximate.
 
-Hadronic sampling term: a_h = 11.5% sqrt(d_active[mm] / f_mip) (Wigmans, "Calorimetry", sec. 4.7; the EM analogue
-2.7% sqrt(d/f) is :attr:`Stack.sampling_term`). Homogeneous stacks use the photostatistics term of the geometry
+Hadronic sampling term: a_h = 11.5% sqrt(Delta E_mip [MeV]), with Delta E_mip the energy a MIP loses in one sampling
+layer (absorber + active) (Wigmans, "Calorimetry", sec. 4.7, after Drews et al., NIM A290 (1990) 335); e.g. 21% for
+2 mm Pb / 4 mm LAr, 56% for 20 mm Fe / 3 mm scintillator. The EM analogue 2.7% sqrt(d/f) is
+:attr:`Stack.sampling_term`. Homogeneous stacks use the photostatistics term of the geometry
 (``geometry.info["stochastic_term"]``, default :data:`pcloud.geometry.cms.STOCHASTIC_TERM`) for both.
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ from ..geometry.materials import ALUMINIUM, Material, Stack
 ATOMIC_Z = {"Pb": 82.0, "LAr": 18.0, "W": 74.0, "Si": 14.0, "Fe": 26.0, "polystyrene": 5.6, "PbWO4": 68.4,
             "Al": 13.0}
 
-#: Hadronic sampling-fluctuation coefficient (Wigmans, sec. 4.7): a_h = 0.115 sqrt(d/f_mip).
+#: Hadronic sampling-fluctuation coefficient (Wigmans, sec. 4.7): a_h = 0.115 sqrt(Delta E_mip / MeV).
 HADRON_SAMPLING_COEFF = 0.115
 
 
@@ -59,6 +61,12 @@ def e_over_mip(stack: Stack) -> float:
     if stack.absorber is None:
         return 1.0
     return float(np.clip(1.0 - 0.0049 * material_z(stack.absorber), 0.55, 1.0))
+
+
+def hadron_sampling_term(stack: Stack) -> float:
+    """a_h (GeV^1/2) = 0.115 sqrt(Delta E_mip / MeV), Delta E_mip = MIP loss in one absorber + active layer."""
+    de_mip_mev = stack.dedx_mip_mev_per_mm * stack.pitch_mm
+    return HADRON_SAMPLING_COEFF * de_mip_mev ** 0.5
 
 
 def em_sampling_fraction(stack: Stack) -> float:
@@ -112,7 +120,7 @@ def depth_media(geometry: Geometry, merge: bool = True) -> DepthMedia:
                 a_h = a
             else:
                 a = st.sampling_term
-                a_h = HADRON_SAMPLING_COEFF * (st.active_mm / st.sampling_fraction_mip) ** 0.5
+                a_h = hadron_sampling_term(st)
             row = dict(z=stack_z_eff(st), f_em=em_sampling_fraction(st), f_mip=st.sampling_fraction_mip,
                        a_em=a, a_had=a_h)
         row.update(x0=prof["x0_mm"][k], lam=prof["lambda_mm"][k], rm=prof["moliere_mm"][k],
