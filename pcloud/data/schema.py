@@ -157,6 +157,8 @@ def _offsets(counts: np.ndarray, what: str) -> np.ndarray:
 def _flat(values, n: int, dtype, name: str) -> np.ndarray:
     a = np.asarray(values)
     if a.ndim == 0:
+        if a == 0:
+            return np.zeros(n, dtype=dtype)  # zeroed pages come lazily from the OS: cheaper than np.full
         return np.full(n, a, dtype=dtype)
     if a.shape != (n,):
         raise SchemaError(f"field {name!r}: expected {n} values, found shape {a.shape}")
