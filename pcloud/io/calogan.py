@@ -34,7 +34,8 @@ from ..geometry import get_geometry
 from ..showers import ShowerImages, particle_pdg
 from .atomic import atomic_output
 from .errors import (NEGATIVE_TOLERANCE_GEV, FormatError, check_cells, check_dtype, check_finite, check_positive,
-                     check_shape, event_range, get_dataset, open_hdf5, read_range, read_truth_group, safe_attr,
+                     check_shape, event_range, get_dataset, iter_event_chunks, open_hdf5, read_range,
+                     read_truth_group, safe_attr,
                      write_truth_group)
 
 MEV_PER_GEV = 1000.0
@@ -170,12 +171,7 @@ def read_calogan(path, start: int | None = None, stop: int | None = None, pdg=No
 def iter_calogan(path, chunk_size: int = 10_000, start: int | None = None, stop: int | None = None,
                  **kwargs) -> Iterator[ShowerImages]:
     """Yield :class:`ShowerImages` chunks of at most ``chunk_size`` events (each read separately from disk)."""
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    n = calogan_n_events(path)
-    start, stop = event_range(n, start, stop, path, kwargs.get("allow_empty", False))
-    for a in range(start, stop, chunk_size):
-        yield read_calogan(path, a, min(a + chunk_size, stop), **kwargs)
+    yield from iter_event_chunks(read_calogan, path, calogan_n_events(path), chunk_size, start, stop, **kwargs)
 
 
 def write_calogan(path, showers: ShowerImages, compression: str | None = "gzip",

@@ -249,3 +249,13 @@ def read_truth_group(f, n_events: int, start: int, stop: int, path) -> dict:
                               f"shape {ds.shape}")
         out[k] = read_range(ds, start, stop, path)
     return out
+
+
+def iter_event_chunks(read, path, n_events: int, chunk_size: int, start=None, stop=None, **kwargs):
+    """Yield ``read(path, a, b, **kwargs)`` for consecutive event ranges of at most ``chunk_size`` events within
+    ``[start, stop)`` of a file holding ``n_events`` (the shared body of the readers' ``iter_*`` functions)."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    start, stop = event_range(n_events, start, stop, path, kwargs.get("allow_empty", False))
+    for a in range(start, stop, chunk_size):
+        yield read(path, a, min(a + chunk_size, stop), **kwargs)

@@ -47,7 +47,7 @@ from ..showers import ShowerImages
 from .atomic import atomic_output
 from .calogan import _json_attr, _write_common_attrs
 from .errors import (NEGATIVE_TOLERANCE_GEV, TRUTH_GROUP, FormatError, check_cells, check_dtype, check_finite,
-                     check_positive, check_shape, event_range, get_dataset, open_hdf5, read_range,
+                     check_positive, check_shape, event_range, get_dataset, iter_event_chunks, open_hdf5, read_range,
                      read_truth_group, write_truth_group)
 
 IMAGE_KEYS = ("ECAL", "HCAL")
@@ -155,12 +155,7 @@ def read_triforce(path, start: int | None = None, stop: int | None = None,
 def iter_triforce(path, chunk_size: int = 2_000, start: int | None = None, stop: int | None = None,
                   **kwargs) -> Iterator[ShowerImages]:
     """Yield :class:`ShowerImages` chunks of at most ``chunk_size`` events (each read separately from disk)."""
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    n = triforce_n_events(path)
-    start, stop = event_range(n, start, stop, path, kwargs.get("allow_empty", False))
-    for a in range(start, stop, chunk_size):
-        yield read_triforce(path, a, min(a + chunk_size, stop), **kwargs)
+    yield from iter_event_chunks(read_triforce, path, triforce_n_events(path), chunk_size, start, stop, **kwargs)
 
 
 def write_triforce(path, showers: ShowerImages, compression: str | None = "gzip",
