@@ -31,7 +31,17 @@ over events with N^true > ``min_neutral_gev`` of N^pred / N^true (1 is ideal), `
 Environment: ``by_dr`` repeats the track-level metrics in bins of DeltaR from each track to the nearest *other*
 truth particle of its event (particles that showered). Positions are taken at the calorimeter: the track's
 extrapolated point in EMB2 for particles with a track (helix), the production direction (eta, phi) for the others
-(straight lines from the beam line). Default bins: < 0.05, 0.05-0.1, 0.1-0.2, > 0.2.
+(straight lines from the beam line). Default bins: < 0.05, 0.05-0.1, 0.1-0.2, > 0.2. Per bin: ``f1``/``iou`` (focal
+F1 / IoU averaged over the bin's tracks), ``soft_iou``, ``energy_weighted_accuracy`` (energy of the cells of the
+bin's tracks, in truth or prediction, that carry the right label / their total energy), ``response_median``,
+``resolution``, ``mae_gev`` and the track counts.
+
+``by_event_dr`` bins *events* by their densest track (the smallest track isolation DeltaR of the event; events
+without a track: ``inf``) and gives the cell-level ``f1``, ``iou``, ``energy_weighted_accuracy`` over the evaluated
+cells of those events and ``neutral_energy_recovered`` (median N^pred / N^true over the bin's events with
+N^true > ``min_neutral_gev``), with ``n_events`` and ``n_cells``. ``dense`` is the dedicated summary at
+``dense_dr`` (default 0.1): ``{"dr": 0.1, "tracks": <track metrics of tracks with DeltaR < 0.1>, "events": <event
+metrics of events whose densest track has DeltaR < 0.1>, "isolated_tracks", "isolated_events": the complements}``.
 
 :func:`energy_conservation` is the per-event check |charged + neutral - measured| (with the neutral energy of every
 cell, evaluated or not, computed independently of the attribution as E_c - charged_c) and also reports cells given
@@ -95,9 +105,11 @@ def energy_conservation(events, attribution: Attribution) -> dict:
     return out
 
 
-def track_isolation_dr(events) -> np.ndarray:
+def track_isolation_dr(events, other_parent_only: bool = False) -> np.ndarray:
     """DeltaR at the calorimeter from every track to the nearest other showering truth particle of its event
-    (``inf`` if there is none); see the module docstring for the positions used."""
+    (``inf`` if there is none); see the module docstring for the positions used. ``other_parent_only``: only
+    particles from a different parent decay count (e.g. not the pi0 of the track's own rho), i.e. the overlap of
+    independent showers."""
     P, T = events.particles, events.tracks
     n_p = P["event"].size
     eta = np.asarray(P["eta"], np.float64).copy()
@@ -115,6 +127,9 @@ def track_isolation_dr(events) -> np.ndarray:
     pi = np.repeat(np.arange(t_part.size), npe)
     pp = np.repeat(p0 - np.cumsum(npe) + npe, npe) + np.arange(int(npe.sum()))
     keep = (pp != t_part[pi]) & showered[pp]
+    if other_parent_only:
+        par = np.asarray(P["parent"], np.int64)
+        keep &= (par[pp] != par[t_part[pi]]) | (par[pp] < 0)
     pi, pp = pi[keep], pp[keep]
     d = np.hypot(eta[pp] - eta[t_part[pi]], _wrap(phi[pp] - phi[t_part[pi]]))
     out = np.full(t_part.size, np.inf)
@@ -179,9 +194,33 @@ def _track_summary(st: dict, m: np.ndarray, min_true_gev: float) -> dict:
     return out
 
 
+def _event_summary(ev_stats: dict, m: np.ndarray, min_neutral_gev: float) -> dict:
+    """Cell-level and neutral-energy metrics over the events of mask ``m`` (per-event sums in ``ev_stats``)."""
+    tp, fp, fn = (float(ev_stats[k][m].sum()) for k in ("tp", "fp", "fn"))
+    w, w_ok = float(ev_stats["w"][m].sum()), float(ev_stats["w_ok"][m].sum())
+    nt, npred = ev_stats["n_true"], ev_stats["n_pred"]
+    evm = m & (nt > min_neutral_gev)
+    rec = npred[evm] / nt[evm]
+    return {"n_events": int(m.sum()), "n_cells": int(ev_stats["n_cells"][m].sum()),
+            "n_events_neutral": int(evm.sum()),
+            "f1": float(_ratio(2 * tp, 2 * tp + fp + fn)), "iou": float(_ratio(tp, tp + fp + fn)),
+            "energy_weighted_accuracy": w_ok / w if w > 0 else float("nan"),
+            "neutral_energy_recovered": float(np.median(rec)) if rec.size else float("nan"),
+            "neutral_energy_recovered_total": float(npred[evm].sum() / nt[evm].sum()) if evm.any() else
+            float("nan")}
+
+
+def event_isolation_dr(events, track_iso: np.ndarray | None = None) -> np.ndarray:
+    """Per event, the smallest :func:`track_isolation_dr` of its tracks (``inf`` for events without a track)."""
+    iso = track_isolation_dr(events) if track_iso is None else np.asarray(track_iso, np.float64)
+    out = np.full(events.n_events, np.inf)
+    np.minimum.at(out, events.tracks["event"], iso)
+    return out
+
+
 def evaluate_attribution(events, pred: Attribution, truth: Attribution | None = None, cell_mask=None,
                          dr_edges=DEFAULT_DR_EDGES, min_true_gev: float = 0.5, min_neutral_gev: float = 1.0,
-                         keep_arrays: bool = False) -> dict:
+                         keep_arrays: bool = False, dense_dr: float = 0.1) -> dict:
     """All metrics of the module docstring for one method (a JSON-friendly dict; ``keep_arrays`` adds per-track
     ``e_true_gev``, ``e_pred_gev``, ``isolation_dr`` and per-cell ``label_true``/``label_pred`` numpy arrays)."""
     _check(events, pred, "evaluate_attribution")
@@ -244,6 +283,24 @@ def evaluate_attribution(events, pred: Attribution, truth: Attribution | None = 
         by[name] = {"dr_lo": float(lo), "dr_hi": float(hi), **_track_summary(st, (iso >= lo) & (iso < hi),
                                                                              min_true_gev)}
     out["by_dr"] = by
+    # events binned by their densest track: cell-level metrics and neutral energy per event
+    ev_c = ev[cells]
+    n_ev = events.n_events
+    ev_stats = {"tp": np.bincount(ev_c, ct & cp, minlength=n_ev), "fp": np.bincount(ev_c, ~ct & cp, minlength=n_ev),
+                "fn": np.bincount(ev_c, ct & ~cp, minlength=n_ev), "w": np.bincount(ev_c, w, minlength=n_ev),
+                "w_ok": np.bincount(ev_c, np.where(same, w, 0.0), minlength=n_ev),
+                "n_cells": np.bincount(ev_c, minlength=n_ev), "n_true": nt_ev, "n_pred": np_ev}
+    ev_iso = event_isolation_dr(events, iso)
+    by_ev = {}
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        name = f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">{lo:g}"
+        by_ev[name] = {"dr_lo": float(lo), "dr_hi": float(hi),
+                       **_event_summary(ev_stats, (ev_iso >= lo) & (ev_iso < hi), min_neutral_gev)}
+    out["by_event_dr"] = by_ev
+    out["dense"] = {"dr": float(dense_dr), "tracks": _track_summary(st, iso < dense_dr, min_true_gev),
+                    "events": _event_summary(ev_stats, ev_iso < dense_dr, min_neutral_gev),
+                    "isolated_tracks": _track_summary(st, iso >= dense_dr, min_true_gev),
+                    "isolated_events": _event_summary(ev_stats, ev_iso >= dense_dr, min_neutral_gev)}
     if keep_arrays:
         out["arrays"] = {"e_true_gev": st["e_true"], "e_pred_gev": st["e_pred"], "isolation_dr": iso,
                          "label_true": lab_t, "label_pred": lab_p, "evaluated": sel}

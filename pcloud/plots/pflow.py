@@ -1,8 +1,9 @@
 """Particle-flow benchmark plots: metrics vs environment, attributed-energy response, truth-vs-prediction display.
 
-* :func:`plot_metrics_vs_dr`: per method, focal-track F1, soft IoU, median response E_pred/E_true and its robust
-  width in bins of DeltaR from the track to the nearest other truth particle (``by_dr`` of
-  :func:`pcloud.pflow.metrics.evaluate_attribution`).
+* :func:`plot_metrics_vs_dr`: per method, focal-track F1, energy-weighted accuracy, soft IoU, median response
+  E_pred/E_true and its robust width in bins of DeltaR from the track to the nearest other truth particle (``by_dr``
+  of :func:`pcloud.pflow.metrics.evaluate_attribution`), and the neutral energy recovered per event bin
+  (``by_event_dr``).
 * :func:`plot_response`: per-track E_attributed / E_true histograms, one line per method.
 * :func:`plot_event_attribution`: eta-phi maps of EMB2 and TileBar0 cells of one event, coloured by the dominant
   track (grey: neutral), truth on the top row and one row per prediction; tracks marked at their extrapolated point
@@ -27,32 +28,42 @@ def _xbins(by_dr: dict):
 
 
 def plot_metrics_vs_dr(results: dict, path, title: str = "metrics vs DeltaR to the nearest other particle") -> str:
-    """``results``: {method: evaluate_attribution(...) dict with ``by_dr``}. Saves a 2x2 PNG at ``path``."""
-    panels = (("f1", "focal-track F1 (macro)"), ("soft_iou", "per-track soft IoU (energy)"),
-              ("response_median", "median E_pred / E_true"), ("resolution", "robust width of E_pred / E_true"))
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    """``results``: {method: evaluate_attribution(...) dict with ``by_dr`` (and ``by_event_dr``)}. Saves a 2x3 PNG
+    at ``path``: per-track focal F1, energy-weighted accuracy, soft IoU, response and resolution vs the track's
+    DeltaR, and the neutral energy recovered vs the event's densest-track DeltaR."""
+    panels = (("by_dr", "f1", "focal-track F1 (macro)"),
+              ("by_dr", "energy_weighted_accuracy", "energy-weighted accuracy (track cells)"),
+              ("by_dr", "soft_iou", "per-track soft IoU (energy)"),
+              ("by_dr", "response_median", "median E_pred / E_true"),
+              ("by_dr", "resolution", "robust width of E_pred / E_true"),
+              ("by_event_dr", "neutral_energy_recovered", "neutral energy recovered (events)"))
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
     names = None
     for m, (method, r) in enumerate(results.items()):
-        by = r.get("by_dr") or {}
-        if not by:
-            continue
-        names, x = _xbins(by)
         style = "-" if "iterative" in method or "oracle" in method else "--"
-        for ax, (key, label) in zip(axes.ravel(), panels):
-            y = np.array([by[n].get(key, np.nan) for n in names], float)
-            ax.plot(x + 0.02 * (m - len(results) / 2), y, style, marker="o", ms=4, label=method)
+        for ax, (group, key, label) in zip(axes.ravel(), panels):
+            by = r.get(group) or {}
+            if not by:
+                continue
+            names, x = _xbins(by)
+            y = np.array([np.nan if by[n].get(key) is None else by[n][key] for n in names], float)
+            ax.plot(x + 0.02 * (m - len(results) / 2), y, style, marker="o", ms=4, label=method,
+                    color=plt.cm.tab20(m % 20))  # distinct colours for up to 20 methods
             ax.set_ylabel(label)
-    for ax in axes.ravel():
+    for i, ax in enumerate(axes.ravel()):
         if names is not None:
             ax.set_xticks(np.arange(len(names)))
             ax.set_xticklabels(names)
-        ax.set_xlabel("DeltaR(track, nearest other particle)")
+        ax.set_xlabel("DeltaR(event's densest track, nearest other particle)" if i == 5 else
+                      "DeltaR(track, nearest other particle)")
+        ax.axvline(1.5, color="0.5", lw=0.8, ls=":")  # the DeltaR = 0.1 edge of the default bins
         ax.grid(alpha=0.3)
-    axes[1, 0].axhline(1.0, color="k", lw=0.8)
+    for ax in (axes[1, 0], axes[1, 2]):
+        ax.axhline(1.0, color="k", lw=0.8)
     axes[0, 0].legend(fontsize=7, ncol=2)
-    fig.suptitle(title)
+    fig.suptitle(title + " (dotted: DeltaR = 0.1)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return str(path)
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from pcloud.pflow.attribution import Attribution, truth_attribution
-from pcloud.pflow.metrics import (clustered_cell_mask, energy_conservation, evaluate_attribution, format_table,
-                                  track_isolation_dr)
+from pcloud.pflow.metrics import (clustered_cell_mask, energy_conservation, evaluate_attribution,
+                                  event_isolation_dr, format_table, track_isolation_dr)
 
 from .test_baselines import centre, make_events
 
@@ -76,6 +76,26 @@ def test_partial_prediction_by_hand(hand):
     assert by["0.05-0.1"]["n_tracks"] == 1 and by["0-0.05"]["n_tracks"] == 0
     assert by["0.05-0.1"]["response_median"] == pytest.approx(4.0 / 2.9)
     assert np.isnan(by[">0.2"]["f1"])
+    # per-track energy-weighted accuracy: truth cells of the track (row 0, 3 GeV, right) + cells wrongly given to it
+    # (row 1, 1 GeV) -> 3 / 4
+    assert by["0.05-0.1"]["energy_weighted_accuracy"] == pytest.approx(0.75)
+    # the event's densest track is at 0.05 -> event bin 0.05-0.1 with the cell-level numbers of the whole event
+    be = r["by_event_dr"]
+    assert be["0.05-0.1"]["n_events"] == 1 and be[">0.2"]["n_events"] == 0
+    assert be["0.05-0.1"]["f1"] == pytest.approx(2 / 3)
+    assert be["0.05-0.1"]["energy_weighted_accuracy"] == pytest.approx(5.1 / 6.1)
+    assert be["0.05-0.1"]["neutral_energy_recovered"] == pytest.approx(2.1 / 3.2)
+    assert np.isnan(be[">0.2"]["neutral_energy_recovered"])
+    # the dedicated dense summary (DeltaR < 0.1) holds the track and the event; the isolated complement is empty
+    d = r["dense"]
+    assert d["dr"] == 0.1 and d["tracks"]["n_tracks"] == 1 and d["events"]["n_events"] == 1
+    assert d["tracks"]["f1"] == pytest.approx(2 / 3) and d["tracks"]["response_median"] == pytest.approx(4.0 / 2.9)
+    assert d["events"]["neutral_energy_recovered"] == pytest.approx(2.1 / 3.2)
+    assert d["isolated_tracks"]["n_tracks"] == 0 and d["isolated_events"]["n_events"] == 0
+    # a tighter cut moves them to the isolated side
+    d2 = evaluate_attribution(hand, a, dense_dr=0.04)["dense"]
+    assert d2["tracks"]["n_tracks"] == 0 and d2["isolated_events"]["n_events"] == 1
+    assert d2["isolated_events"]["energy_weighted_accuracy"] == pytest.approx(5.1 / 6.1)
     # a cell mask restricts every metric: only rows 0 and 2 -> both right
     m = np.array([True, False, True, False, False])
     rm = evaluate_attribution(hand, a, cell_mask=m)
@@ -88,6 +108,13 @@ def test_isolation_dr_hand(atlas):
     parts = [(0, 1, eta, phi), (0, 0, eta + 0.3, phi), (0, 1, eta, phi + 0.12), (1, 1, eta, phi)]
     tracks = [(0, 0, eta, phi, 10.0), (0, 2, eta, phi + 0.12, 5.0), (1, 3, eta, phi, 7.0)]
     ev = make_events(atlas, 2, [(0, "EMB2", IU, IV, 1.0)], tracks, parts)
+    np.testing.assert_allclose(track_isolation_dr(ev), [0.12, 0.12, np.inf])
+    np.testing.assert_allclose(event_isolation_dr(ev), [0.12, np.inf])
+    # all particles of make_events share parent -1 (no parent): other_parent_only keeps them
+    np.testing.assert_allclose(track_isolation_dr(ev, other_parent_only=True), [0.12, 0.12, np.inf])
+    # same parent -> the partner no longer counts; the next particle (0.3 away in eta) from another parent does
+    ev.particles["parent"] = np.array([0, 1, 0, 2])
+    np.testing.assert_allclose(track_isolation_dr(ev, other_parent_only=True), [0.3, np.hypot(0.3, 0.12), np.inf])
     np.testing.assert_allclose(track_isolation_dr(ev), [0.12, 0.12, np.inf])
     # phi wrap-around: particles at +-pi are close
     parts = [(0, 1, 0.0, np.pi - 0.01), (0, 0, 0.0, -np.pi + 0.02)]
