@@ -34,12 +34,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from .em import gamma_quantile, lateral_bounds, padded_bounds, proposal_bounds, radial_draw, stratified_lateral, stratified_uniform
+from .em import (gamma_quantile, lateral_bounds, padded_bounds, proposal_bounds, radial_draw, radial_u_max,
+                 stratified_lateral, stratified_uniform)
 
 GROOM_E0_GEV = 1.0
 GROOM_K = 0.82
 FEM_CONCENTRATION = 8.0
 F_INVISIBLE = 0.30
+#: Lateral truncation of the non-EM component (lambda_I): 2 r R^2/(r^2+R^2)^2 has a heavy tail; hadron showers keep
+#: ~99% of their energy within ~3 lambda_I of the axis (Wigmans, "Calorimetry", sec. 2.4 / Fig. 2.24), so spots
+#: beyond 3 lambda_I (< 0.5% of the law) are not drawn: the radial law is truncated there and renormalised.
+HAD_R_MAX_LAMBDA = 3.0
 FINV_CONCENTRATION = 40.0
 
 #: |PDG| of charged hadrons (ionise before interacting); other hadrons (|pdg| > 100) are treated as neutral.
@@ -88,12 +93,13 @@ def hadronic_spots(energy_gev, n_spots: int, rng, n_lateral: int = 0):
         shape = (np.size(a), int(n_spots))
     x = gamma_quantile(a[:, None], stratified_uniform(shape, rng, bounds)) / d[:, None]   # stratified, see em.py
     scale = 0.12 + 0.08 * x
+    u_max = radial_u_max(scale, HAD_R_MAX_LAMBDA)
     if int(n_lateral) <= 0:
-        r = radial_draw(scale, np.minimum(rng.random(shape), 0.999))
+        r = radial_draw(scale, np.minimum(rng.random(shape), u_max))
         weight = np.diff(bounds, axis=-1)
     else:
         lb = lateral_bounds(int(n_lateral))
-        r = stratified_lateral(scale, lb, rng, u_max=0.999).reshape(shape[0], -1)
+        r = stratified_lateral(scale, lb, rng, u_max=u_max).reshape(shape[0], -1)
         x = np.repeat(x, int(n_lateral), axis=1)
         wd = np.diff(bounds, axis=-1)
         weight = (wd[..., None] * np.diff(lb)).reshape(wd.shape[:-1] + (-1,))

@@ -125,3 +125,11 @@ def test_hadronic_sampling_term_follows_mip_loss_per_layer():
     assert hadron_sampling_term(get_geometry("calogan").sections[0].stack) == pytest.approx(0.212, abs=0.002)
     # 20 mm Fe (11.43 MeV/cm) + 3 mm polystyrene (2.18 MeV/cm): 22.86 + 0.65 = 23.5 MeV -> 55.8%
     assert hadron_sampling_term(get_geometry("clic").section("HCAL").stack) == pytest.approx(0.558, abs=0.005)
+
+
+def test_hadronic_lateral_spread_is_truncated_at_3_lambda():
+    from pcloud.sim.hadronic import HAD_R_MAX_LAMBDA, hadronic_spots
+
+    sp = hadronic_spots(np.full(200, 50.0), 64, np.random.default_rng(3), n_lateral=4)
+    assert sp["r_lambda"].max() <= HAD_R_MAX_LAMBDA + 1e-6
+    assert np.quantile(sp["r_lambda"], 0.5) < 0.5  # the core stays narrow (R = 0.12-0.2 lambda near the start)
