@@ -60,6 +60,8 @@ class SinglesConfig:
     max_points: int | None = None
     occupancy_study: bool = True
     max_minutes_per_model: float | None = None
+    #: CPU-sized model widths (default: on in quick mode); full widths follow the papers more closely
+    small_models: bool | None = None
 
     def resolved(self) -> "SinglesConfig":
         c = SinglesConfig(**asdict(self))
@@ -72,6 +74,8 @@ class SinglesConfig:
         c.max_points = c.max_points or (96 if c.quick else 384)
         if c.max_minutes_per_model is None and c.quick:
             c.max_minutes_per_model = 1.5
+        if c.small_models is None:
+            c.small_models = c.quick
         unknown = [t for t in c.tasks if t not in TASKS]
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; known: {sorted(TASKS)}")
@@ -243,7 +247,7 @@ def run_task(task: SinglesTask, cfg: SinglesConfig, device: torch.device, out: P
         tm = time.perf_counter()
         torch.manual_seed(cfg.seed)
         model = build(name, showers.geometry, n_classes, regress_energy, n_targets, len(showers.geometry.sections),
-                      cfg.quick)
+                      cfg.small_models)
         data = {**targets, **(pts if name in POINT_MODELS else imgs)}
         trainer = Trainer(model, _loss(task), run_dir=out / "runs" / task.name / name, epochs=cfg.epochs,
                           batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience, device=str(device),
@@ -393,7 +397,7 @@ def occupancy_study(cfg: SinglesConfig, device: torch.device) -> dict:
     dense_cost = {}
     for name in DENSE_MODELS:
         if name in cfg.models:
-            m = build(name, g, 2, False, 0, 3, cfg.quick).to(device)
+            m = build(name, g, 2, False, 0, 3, cfg.small_models).to(device)
             dense_cost[name] = _cost(m, image_tensors(sh), device)
     for thr_mev in (0.0, 1.0, 10.0, 100.0):
         pts, info = point_tensors(sh, train, thr_mev / 1000.0, 100000)
@@ -401,7 +405,7 @@ def occupancy_study(cfg: SinglesConfig, device: torch.device) -> dict:
                "points_per_event_max": info["points_per_event_max"], "models": {}}
         for name in POINT_MODELS:
             if name in cfg.models:
-                m = build(name, g, 2, False, 0, 3, cfg.quick).to(device)
+                m = build(name, g, 2, False, 0, 3, cfg.small_models).to(device)
                 row["models"][name] = _cost(m, {**pts, "g": torch.zeros(n, 3)}, device)
         row["models"].update(dense_cost)
         out["threshold_scan"].append(row)
@@ -415,7 +419,7 @@ def occupancy_study(cfg: SinglesConfig, device: torch.device) -> dict:
         for name in cfg.models:
             if name == "upsample_cnn":
                 continue  # its common grid is capped (max_cells), so it does not follow the granularity
-            m = build(name, gc, 2, False, 0, 2, cfg.quick).to(device)
+            m = build(name, gc, 2, False, 0, 2, cfg.small_models).to(device)
             data = {**pts, "g": torch.zeros(64, 2)} if name in POINT_MODELS else image_tensors(sc)
             row["models"][name] = _cost(m, data, device)
         out["granularity"].append(row)

@@ -7,7 +7,8 @@ def _bench_singles(args) -> int:
 
     cfg = SinglesConfig(out=args.out, quick=args.quick, device=args.device, seed=args.seed,
                         n_per_class=args.n_per_class, epochs=args.epochs, threshold_mev=args.threshold_mev,
-                        max_points=args.max_points, occupancy_study=not args.no_occupancy)
+                        max_points=args.max_points, occupancy_study=not args.no_occupancy,
+                        small_models=True if args.small_models else None)
     if args.tasks:
         cfg.tasks = args.tasks.split(",")
     if args.models:
@@ -32,6 +33,7 @@ def register(sub) -> None:
     s.add_argument("--threshold-mev", type=float, default=0.0, help="cell threshold for the point clouds (MeV)")
     s.add_argument("--max-points", type=int, default=None, help="points per event (default 96 quick, 384 full)")
     s.add_argument("--no-occupancy", action="store_true", help="skip the compute-vs-occupancy study")
+    s.add_argument("--small-models", action="store_true", help="CPU-sized model widths also outside --quick")
     s.set_defaults(func=_bench_singles)
     try:
         from pcloud.bench import pflow
