@@ -510,7 +510,7 @@ def simulate_events(geometry, truth: TruthParticles, rng: np.random.Generator, d
     phi = np.arctan2(p3[:, 1], p3[:, 0])
 
     # ---- tracks (all events at once: a few per event)
-    is_trk = (charge != 0) & (pt > track_pt_min_gev) & (np.abs(eta) < track_eta_max) & (np.abs(pdg) != 11)
+    is_trk = (charge != 0) & (pt > track_pt_min_gev) & (np.abs(eta) < track_eta_max)
     ti = np.nonzero(is_trk)[0]
     ext = trk.extrapolate_to_layers(geometry, truth.vertex_mm[ti], p3[ti], charge[ti], b_field_t)
     pt_meas, q_meas = trk.smear_pt(pt[ti], charge[ti], rng)
