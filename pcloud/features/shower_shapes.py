@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..geometry.base import wrap_phi
 from ..showers import ShowerImages
 
 FEATURE_SETS = ("calogan20", "all")
@@ -261,7 +262,7 @@ def _lateral_coords(s, ref_phi):
     if s.kind == "ralpha":
         return ((uc[:, None] * np.cos(vc)[None, :])[None, None],
                 (uc[:, None] * np.sin(vc)[None, :])[None, None])
-    dphi = np.mod(vc[None, :] - ref_phi[:, None] + np.pi, 2 * np.pi) - np.pi       # (N, V)
+    dphi = wrap_phi(vc[None, :] - ref_phi[:, None])       # (N, V)
     x = depth[None, :, None, None] * dphi[:, None, None, :]
     y = depth[None, :, None, None] * np.sinh(uc)[None, None, :, None]
     return x, y

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .atlas import atlas_geometry
-from .base import Geometry, Section
+from .base import Geometry, Section, wrap_phi
 from .calogan import calogan_geometry
 from .clic import clic_geometry
 from .cms import cms_geometry
@@ -22,4 +22,4 @@ def get_geometry(name: str, **kwargs) -> Geometry:
     return g
 
 
-__all__ = ["Geometry", "Section", "Stack", "Material", "MATERIALS", "GEOMETRIES", "get_geometry"]
+__all__ = ["Geometry", "Section", "wrap_phi", "Stack", "Material", "MATERIALS", "GEOMETRIES", "get_geometry"]

@@ -29,6 +29,11 @@ from .materials import Stack
 GRID_KINDS = ("xy", "etaphi", "ralpha")
 
 
+def wrap_phi(dphi):
+    """Azimuth difference(s) wrapped into [-pi, pi) (rad); the one helper used wherever phi differences are taken."""
+    return np.mod(np.asarray(dphi, dtype=np.float64) + np.pi, 2 * np.pi) - np.pi
+
+
 @dataclass
 class Section:
     """One block of layers sharing a transverse grid.

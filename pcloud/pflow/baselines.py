@@ -60,6 +60,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..geometry.base import wrap_phi as _wrap
 from .attribution import Attribution
 
 # ------------------------------------------------------------------------------------------------ the E/p table
@@ -184,8 +185,6 @@ def default_eop_table() -> EOpTable:
     return EOpTable.from_dict(EOP_TABLE)
 
 
-def _wrap(dphi):
-    return np.mod(dphi + np.pi, 2 * np.pi) - np.pi
 
 
 def _layer_index(events, name: str) -> int:

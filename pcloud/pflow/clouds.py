@@ -69,6 +69,7 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
+from ..geometry.base import wrap_phi
 from ..data.schema import Feature, FEATURES, PointType, build_clouds, register_feature
 
 __all__ = ["track_clouds", "event_clouds", "reference_layer", "delta_phi", "cloud_cell_rows", "cloud_track_rows", "cell_counts",
@@ -81,7 +82,7 @@ _MAX_PAIRS = 4_000_000
 
 def delta_phi(phi1, phi2) -> np.ndarray:
     """phi1 - phi2 wrapped to [-pi, pi) (rad)."""
-    return np.mod(np.asarray(phi1, np.float64) - np.asarray(phi2, np.float64) + np.pi, 2 * np.pi) - np.pi
+    return wrap_phi(np.asarray(phi1, np.float64) - np.asarray(phi2, np.float64))
 
 
 # ---------------------------------------------------------------------------------------------------- features

@@ -52,13 +52,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..metrics.regression import robust_width
+from ..geometry.base import wrap_phi as _wrap
 from .attribution import Attribution, truth_attribution
 
 DEFAULT_DR_EDGES = (0.0, 0.05, 0.1, 0.2, np.inf)
 
 
-def _wrap(dphi):
-    return np.mod(dphi + np.pi, 2 * np.pi) - np.pi
 
 
 def _ratio(a, b):

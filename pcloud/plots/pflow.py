@@ -18,6 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
+from ..geometry.base import wrap_phi  # noqa: E402
+
 _TRACK_COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink",
                   "tab:olive", "tab:cyan")
 
@@ -134,7 +136,7 @@ def plot_event_attribution(events, geometry, labels: dict, event: int, path, lay
     else:
         eta0 = float(np.sum(w * ce) / max(w.sum(), 1e-12))
         phi0 = float(np.arctan2(np.sum(w * np.sin(cp)), np.sum(w * np.cos(cp))))
-    dphi = np.mod(cp - phi0 + np.pi, 2 * np.pi) - np.pi
+    dphi = wrap_phi(cp - phi0)
     cmap = ListedColormap(["lightgrey"] + [_TRACK_COLOURS[i % len(_TRACK_COLOURS)] for i in range(max(trk.size, 1))])
     fig, axes = plt.subplots(len(labels), len(layers), figsize=(4.6 * len(layers), 4.0 * len(labels)),
                              squeeze=False)
@@ -151,14 +153,14 @@ def plot_event_attribution(events, geometry, labels: dict, event: int, path, lay
             for k, t in enumerate(trk):
                 te, tp = events.tracks["layer_eta"][t, l_i], events.tracks["layer_phi"][t, l_i]
                 if np.isfinite(te):
-                    tp = phi0 + np.mod(tp - phi0 + np.pi, 2 * np.pi) - np.pi
+                    tp = phi0 + wrap_phi(tp - phi0)
                     ax.plot(te, tp, "x", color="k", ms=11, mew=2.5)
                     ax.plot(te, tp, "x", color=_TRACK_COLOURS[k % len(_TRACK_COLOURS)], ms=9, mew=1.5)
                     ax.annotate(f"{k}: {events.tracks['pt_gev'][t]:.0f} GeV", (te, tp), fontsize=6,
                                 xytext=(4, 4), textcoords="offset points")
             for p in neutral:
                 pe, pp = events.particles["eta"][p], events.particles["phi"][p]
-                pp = phi0 + np.mod(pp - phi0 + np.pi, 2 * np.pi) - np.pi
+                pp = phi0 + wrap_phi(pp - phi0)
                 ax.plot(pe, pp, "o", mfc="none", color="k", ms=10)
             ax.set_xlim(eta0 - half_width, eta0 + half_width)
             ax.set_ylim(phi0 - half_width, phi0 + half_width)

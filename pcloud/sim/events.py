@@ -73,6 +73,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..geometry.base import wrap_phi
 from . import tracks as trk
 
 # ---------------------------------------------------------------------------------------------- constants (PDG 2024)
@@ -286,7 +287,7 @@ def generate_gun(n_events: int, rng: np.random.Generator, parent="rho", energy_g
     alpha = rng.uniform(0, 2 * np.pi, R)
     eta_p = np.where(is_first, eta1, eta1[first[ev]] + d * np.cos(alpha))
     phi_p = np.where(is_first, phi1, phi1[first[ev]] + d * np.sin(alpha))
-    phi_p = np.mod(phi_p + np.pi, 2 * np.pi) - np.pi
+    phi_p = wrap_phi(phi_p)
     P = np.sqrt(E ** 2 - M ** 2)
     p4_par = np.concatenate([E[:, None], _etaphi_to_p(P, eta_p, phi_p)], axis=1)
 

@@ -137,3 +137,11 @@ def test_material_constants_are_self_consistent():
     for m in MATERIALS.values():
         assert m.moliere_mm == pytest.approx(ES_MEV * m.x0_mm / m.ec_mev, rel=5e-3), m.name
         assert m.lambda_i_mm > m.x0_mm, m.name
+
+
+def test_wrap_phi():
+    from pcloud.geometry import wrap_phi
+
+    np.testing.assert_allclose(wrap_phi([0.1, np.pi + 0.1, -np.pi - 0.1, 4 * np.pi + 0.2]),
+                               [0.1, -np.pi + 0.1, np.pi - 0.1, 0.2], atol=1e-12)
+    assert wrap_phi(np.pi) == pytest.approx(-np.pi)  # half-open interval [-pi, pi)
