@@ -6,7 +6,9 @@ Recipe (seed 002: JetPointNet on rho and Delta events; ATLAS rule-based particle
    :func:`pcloud.sim.events.simulate_events`), rho+- -> pi+- pi0 and Delta++/+ -> N pi parents: a standard
    component (1-3 parents, the 2nd and 3rd at DeltaR 0.02-0.3 from the first) and a dense component (share
    ``dense_fraction``, default 30 %: 2-3 parents at DeltaR 0.02-0.15) that populates DeltaR < 0.1.
-   Event number = generation index.
+   Event number = generation index. ``--generator pythia-tau|pythia-dijet`` (optional ``pythia8mc``) uses
+   Pythia8 Z/gamma* -> tau tau (hadronic tau decays) or QCD dijets (pT-hat ``pythia_pt_hat_gev``) instead, final-state
+   particles in |eta| < 1.4 (:func:`pcloud.sim.events.generate_pythia_events`); the gun settings are then unused.
 2. Splits by event number (:class:`pcloud.data.splits.Splits`, seeded, saved as ``splits.json``): train/val/test.
 3. Learned models: :class:`pcloud.pflow.learned.FocalTrackSegmenter` (``pointnet`` and ``dgcnn``; soft target with
    the energy-weighted loss by default), trained on train, early-stopped on val; each used with iterative and common
@@ -92,6 +94,8 @@ class PflowConfig:
     dense_fraction: float = 0.3          # share of events from the dense component (pcloud.pflow.samples)
     dense_n_parents: tuple = (2, 3)
     dense_dr: tuple = (0.02, 0.15)
+    generator: str = "gun"               # "gun" or a key of PYTHIA_GENERATORS
+    pythia_pt_hat_gev: tuple = (20.0, None)  # pT-hat range of pythia-dijet (None: no upper limit)
     dense_cut: float = 0.1               # the "dense environment" DeltaR of the dedicated report section
     fractions: dict = field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
     cleanup_sigma: float = 2.0
@@ -117,6 +121,9 @@ class PflowConfig:
         unknown = [m for m in c.models if m not in LEARNED_MODELS]
         if unknown:
             raise ValueError(f"bench pflow: unknown models {unknown}; known: {list(LEARNED_MODELS)}")
+        if c.generator != "gun" and c.generator not in PYTHIA_GENERATORS:
+            raise ValueError(f"bench pflow: unknown generator {c.generator!r}; known: gun, "
+                             f"{', '.join(PYTHIA_GENERATORS)}")
         if not 0.0 <= c.dense_fraction <= 1.0:
             raise ValueError(f"bench pflow: dense_fraction must be in [0, 1], found {c.dense_fraction}")
         return c
@@ -175,6 +182,10 @@ def select_events(events, which):
                            cells=cells, hits=hits, meta=meta)
 
 
+#: ``--generator`` choices using Pythia8 (:func:`pcloud.sim.events.generate_pythia`): name -> process.
+PYTHIA_GENERATORS = {"pythia-tau": "tau", "pythia-dijet": "dijet"}
+
+
 def generate_pflow_events(geometry, cfg: PflowConfig):
     """The benchmark events of ``cfg``: :func:`pcloud.pflow.samples.mixture_truth` (standard + dense component)
     simulated with :func:`pcloud.sim.events.simulate_events`."""
@@ -182,6 +193,13 @@ def generate_pflow_events(geometry, cfg: PflowConfig):
     from ..sim.events import simulate_events
 
     rng = np.random.default_rng(cfg.seed)
+    if cfg.generator in PYTHIA_GENERATORS:
+        from ..sim.events import generate_pythia_events
+        lo, hi = cfg.pythia_pt_hat_gev
+        events = generate_pythia_events(geometry, cfg.n_events, rng, PYTHIA_GENERATORS[cfg.generator],
+                                        seed=cfg.seed, pt_hat_min_gev=lo, pt_hat_max_gev=hi)
+        events.meta["n_dense_events"] = 0
+        return events
     truth = mixture_truth(cfg.n_events, rng, parent=list(cfg.parents), energy_gev=tuple(cfg.energy_gev),
                           n_parents=tuple(cfg.n_parents), dr=tuple(cfg.parent_dr), dense_fraction=cfg.dense_fraction,
                           dense_n_parents=tuple(cfg.dense_n_parents), dense_dr=tuple(cfg.dense_dr))
@@ -538,8 +556,10 @@ def _report(res: dict) -> str:
     abl = set(res.get("ablation") or [])
     main = [n for n in m if n not in abl]
     cut = cfg.get("dense_cut", 0.1)
+    gen = cfg.get("generator", "gun")
     lines = ["# pcloud bench pflow", "",
-             f"Mode **{res.get('mode')}**. Events: {cfg['n_events']} ({', '.join(cfg['parents'])}; E "
+             f"Mode **{res.get('mode')}**. Generator **{gen}**{'' if gen == 'gun' else ' (gun settings unused)'}. "
+             f"Events: {cfg['n_events']} ({', '.join(cfg['parents'])}; E "
              f"{cfg['energy_gev'][0]}-{cfg['energy_gev'][1]} GeV): standard component {cfg['n_parents'][0]}-"
              f"{cfg['n_parents'][1]} parents at DeltaR {cfg['parent_dr'][0]}-{cfg['parent_dr'][1]} from the first; "
              f"dense component ({cfg['dense_fraction']:.0%} of the events, {smp.get('n_dense_events_generated')} "
@@ -693,6 +713,8 @@ def register(sub) -> None:
     p.add_argument("--models", default=",".join(LEARNED_MODELS), help="comma-separated learned per-track models")
     p.add_argument("--dense-fraction", type=float, default=0.3,
                    help="share of events with 2-3 parents at DeltaR 0.02-0.15 (default 0.3)")
+    p.add_argument("--generator", default="gun", choices=("gun", *PYTHIA_GENERATORS),
+                   help="event generator: the built-in rho/Delta gun (default) or Pythia8 (needs pythia8mc)")
     p.add_argument("--no-ablation", action="store_true", help="skip the PointNet target/loss ablation")
     p.add_argument("--no-event-model", action="store_true", help="skip the whole-event ChargedFractionSegmenter")
     p.set_defaults(func=_cli)
@@ -703,6 +725,7 @@ def _cli(args) -> int:
                       n_events=args.events, epochs=args.epochs, seed=args.seed,
                       models=[m for m in args.models.split(",") if m],
                       dense_fraction=getattr(args, "dense_fraction", 0.3),
+                      generator=getattr(args, "generator", "gun"),
                       ablation=False if getattr(args, "no_ablation", False) else None,
                       event_model=not getattr(args, "no_event_model", False))
     res = run_pflow(cfg)
