@@ -70,7 +70,7 @@ class SinglesConfig:
             if v is not None and v <= 0:
                 raise ValueError(f"{k} must be a positive integer, got {v}")
         c.n_per_class = c.n_per_class or (700 if c.quick else 20000)
-        c.epochs = c.epochs or (4 if c.quick else 40)
+        c.epochs = c.epochs or (8 if c.quick else 40)
         c.max_points = c.max_points or (96 if c.quick else 384)
         if c.max_minutes_per_model is None and c.quick:
             c.max_minutes_per_model = 1.5

@@ -29,7 +29,7 @@ def register(sub) -> None:
     s.add_argument("--tasks", default=None, help="comma-separated subset of the tasks (default: all)")
     s.add_argument("--models", default=None, help="comma-separated subset of the learned models (default: all)")
     s.add_argument("--n-per-class", type=int, default=None, help="showers per class (default 700 quick, 20000 full)")
-    s.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 4 quick, 40 full)")
+    s.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 8 quick, 40 full)")
     s.add_argument("--threshold-mev", type=float, default=0.0, help="cell threshold for the point clouds (MeV)")
     s.add_argument("--max-points", type=int, default=None, help="points per event (default 96 quick, 384 full)")
     s.add_argument("--no-occupancy", action="store_true", help="skip the compute-vs-occupancy study")
