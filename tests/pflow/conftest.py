@@ -1,7 +1,7 @@
 """Shared fixtures of the particle-flow tests.
 
-``line_deposit`` is a small stand-in for :func:`pcloud.sim.deposit.deposit_particles` used only until/unless the
-real shower module is importable: it deposits each particle's energy in the cells crossed by its straight line
+``line_deposit`` is a deterministic stand-in for :func:`pcloud.sim.deposit.deposit_particles`, used where a test
+needs exact bookkeeping (e.g. chunking invariance): it deposits each particle's energy in the cells crossed by its straight line
 (one cell per layer, energy split by layer thickness), EM part = all of it for e/gamma/pi0, none for hadrons.
 """
 from __future__ import annotations
@@ -47,14 +47,6 @@ def line_deposit(geometry, pdg, energy_gev, origin_mm, direction, rng, mode="tot
     return _Deposits(part[ok], cell[ok], e[ok], np.where(em[part], e, 0.0)[ok])
 
 
-def real_deposit_available() -> bool:
-    try:
-        from pcloud.sim.deposit import deposit_particles  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="session")
 def atlas():
     return get_geometry("atlas")
@@ -62,8 +54,6 @@ def atlas():
 
 @pytest.fixture(scope="session")
 def deposit_fn():
-    """The real shower deposit function when it exists, else the straight-line stand-in."""
-    if real_deposit_available():
-        from pcloud.sim.deposit import deposit_particles
-        return deposit_particles
-    return line_deposit
+    """The real shower deposit function (an import error must fail the tests, not switch to a stand-in)."""
+    from pcloud.sim.deposit import deposit_particles
+    return deposit_particles

@@ -6,7 +6,6 @@ from pcloud.pflow import baselines as B
 from pcloud.pflow.metrics import energy_conservation
 from pcloud.sim.events import TrackCellEvents, generate_events
 
-from .conftest import real_deposit_available
 
 IU, IV = 56, 128  # EMB2 cell at eta 0.0125, phi ~ 0.0123
 
@@ -185,7 +184,6 @@ def test_eop_table_physics_and_interpolation():
         B.EOpTable([1.0, 2.0], [0, 1.4], [[0.5]], [[0.1]], [[10]])
 
 
-@pytest.mark.skipif(not real_deposit_available(), reason="needs the real shower deposit function")
 def test_eop_table_regenerates(atlas):
     """A small refit with the shipped recipe agrees with the shipped table (statistical tolerance)."""
     small = B.fit_eop_table(atlas, n_pions=300, seed=7, p_range_gev=(8.0, 30.0), p_edges_gev=(8.0, 30.0),
@@ -240,7 +238,6 @@ def test_priors_from_training_events(atlas, generated):
     assert B.majority_class(generated, cell_mask=one) == "charged"
 
 
-@pytest.mark.skipif(not real_deposit_available(), reason="needs the real shower deposit function")
 def test_rule_based_on_isolated_pions_recovers_their_energy(atlas):
     """Isolated single pi+: the E/p subtraction gives each track its own deposit (median response ~1, width near
     sigma(E/p) / <E/p> ~ 0.2), as the ATLAS algorithm does for isolated hadrons (EPJC 77 (2017) 466, section 6)."""
