@@ -60,6 +60,10 @@ class SinglesConfig:
     max_points: int | None = None
     occupancy_study: bool = True
     max_minutes_per_model: float | None = None
+    split_seed: int | None = None
+    #: continue every model from its ``runs/<task>/<model>/last.pt`` checkpoint (the data are regenerated
+    #: identically from the seed)
+    resume: bool = False
     #: CPU-sized model widths (default: on in quick mode); full widths follow the papers more closely
     small_models: bool | None = None
 
@@ -86,6 +90,31 @@ class SinglesConfig:
 
 
 TASK_MODE = {"calogan": "total", "clic": "visible", "cms": "visible"}
+
+#: config keys (pcloud.train.config layout) -> SinglesConfig fields
+_CONFIG_KEYS = {("seed",): "seed", ("device",): "device", ("train", "epochs"): "epochs",
+                ("train", "batch_size"): "batch_size", ("train", "lr"): "lr", ("train", "patience"): "patience",
+                ("split", "seed"): "split_seed"}
+
+
+def config_from_dict(cfg: dict) -> SinglesConfig:
+    """A :class:`SinglesConfig` from a nested config (``pcloud/configs/singles.yaml`` layout: top-level ``seed``,
+    ``device``, ``train.*``, ``split.seed`` and the ``singles`` section with the remaining fields). Unknown keys in
+    ``singles`` are an error naming the key; ``null`` values keep the mode's defaults."""
+    out = SinglesConfig()
+    fields = set(asdict(out))
+    for path, name in _CONFIG_KEYS.items():
+        node = cfg
+        for p in path:
+            node = node.get(p) if isinstance(node, dict) else None
+        if node is not None and name in fields:
+            setattr(out, name, node)
+    for k, v in (cfg.get("singles") or {}).items():
+        if k not in fields:
+            raise ValueError(f"config: unknown key singles.{k}; known: {sorted(fields)}")
+        if v is not None:
+            setattr(out, k, list(v) if isinstance(v, (list, tuple)) else v)
+    return out
 
 
 def _log(msg: str) -> None:
@@ -219,7 +248,8 @@ def run_task(task: SinglesTask, cfg: SinglesConfig, device: torch.device, out: P
     mode = TASK_MODE[task.geometry]
     _log(f"[{task.name}] simulating {cfg.n_per_class} showers per class ({task.geometry}, {mode} mode)")
     showers = build_dataset(task, cfg.n_per_class, cfg.seed, mode=mode, log=_log)
-    splits = Splits({"train": 0.7, "val": 0.15, "test": 0.15}, seed=cfg.seed)
+    splits = Splits({"train": 0.7, "val": 0.15, "test": 0.15},
+                    seed=cfg.seed if cfg.split_seed is None else cfg.split_seed)
     ev = showers.truth["event_number"]
     splits.save(out / f"splits_{task.name}.json", ev)
     idx = {k: np.nonzero(splits.mask(ev, k))[0] for k in ("train", "val", "test")}
@@ -252,7 +282,7 @@ def run_task(task: SinglesTask, cfg: SinglesConfig, device: torch.device, out: P
         trainer = Trainer(model, _loss(task), run_dir=out / "runs" / task.name / name, epochs=cfg.epochs,
                           batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience, device=str(device),
                           seed=cfg.seed, max_minutes=cfg.max_minutes_per_model, log=None)
-        result = trainer.fit(_select(data, idx["train"]), _select(data, idx["val"]))
+        result = trainer.fit(_select(data, idx["train"]), _select(data, idx["val"]), resume=cfg.resume)
         pred = trainer.predict(_select(data, test))
         entry: dict = {"family": "point" if name in POINT_MODELS else "dense",
                        "n_params": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),

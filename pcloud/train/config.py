@@ -76,8 +76,10 @@ def apply_override(cfg: dict, text: str) -> dict:
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> dict:
-    cfg = deep_update(DEFAULTS, base or {})
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None,
+                defaults: bool = True) -> dict:
+    """Config from :data:`DEFAULTS` (unless ``defaults=False``), ``base``, the file and the overrides, in that order."""
+    cfg = deep_update(DEFAULTS if defaults else {}, base or {})
     if path is not None:
         path = Path(path)
         if not path.exists():

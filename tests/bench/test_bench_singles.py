@@ -58,3 +58,33 @@ def test_unknown_task_or_model():
         SinglesConfig(tasks=["e_vs_mu"]).resolved()
     with pytest.raises(ValueError, match="unknown model"):
         SinglesConfig(models=["resnet"]).resolved()
+
+
+def test_config_file_and_overrides(tmp_path):
+    from pathlib import Path
+
+    import pcloud
+    from pcloud.bench.singles import config_from_dict
+    from pcloud.train.config import load_config
+
+    shipped = Path(pcloud.__file__).parent / "configs" / "singles.yaml"
+    cfg = config_from_dict(load_config(shipped, ["train.epochs=3", "singles.tasks=[e_vs_pi]", "singles.quick=true",
+                                                 "split.seed=9"], defaults=False))
+    assert cfg.epochs == 3 and cfg.tasks == ["e_vs_pi"] and cfg.quick is True and cfg.split_seed == 9
+    r = cfg.resolved()
+    assert r.n_per_class == 700 and r.max_points == 96 and r.small_models is True  # quick defaults where null
+    with pytest.raises(ValueError, match="unknown key singles.n_events"):
+        config_from_dict({"singles": {"n_events": 5}})
+
+
+def test_resume_continues_from_checkpoints(tmp_path):
+    import json
+
+    base = dict(out=str(tmp_path), quick=True, tasks=["e_vs_pi"], models=["pointnet"], n_per_class=60,
+                occupancy_study=False)
+    run_singles(SinglesConfig(epochs=1, **base))
+    run_singles(SinglesConfig(epochs=2, resume=True, **base))
+    import torch
+    st = torch.load(tmp_path / "runs" / "e_vs_pi" / "pointnet" / "last.pt", weights_only=False)
+    assert [h["epoch"] for h in st["history"]] == [0, 1]  # epoch 0 from the first run, epoch 1 resumed
+    assert json.loads((tmp_path / "results.json").read_text())["tasks"]["e_vs_pi"]["models"]["pointnet"]["epochs"] == 2
