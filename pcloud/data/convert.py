@@ -86,8 +86,8 @@ def images_to_clouds(showers: ShowerImages, threshold_gev: float | None = 0.0, c
     """Dense shower images to a cloud array: one CELL point per cell with ``energy > threshold_gev`` (GeV).
 
     ``threshold_sigma``: additionally require ``energy > threshold_sigma * noise_sigma`` of each cell (noisy
-    geometries; e.g. 4 is the topo-cluster seed significance). Points are ordered by flat cell index inside each event. Positions, layer and noise come from
-    ``geometry.cells``; for local-frame geometries eta / phi are recomputed per event at the truth ``window_eta``
+    geometries; e.g. 4 is the topo-cluster seed significance). Points are ordered by flat cell index inside each
+    event. Positions, layer and noise come from ``geometry.cells``; for local-frame geometries eta / phi are recomputed per event at the truth ``window_eta``
     (:meth:`Geometry.xyz_to_etaphi`). All truth keys of the showers become per-event fields. ``cell_truth``:
     ``"none"`` leaves the per-point truth lists empty (images carry no per-cell truth); ``"single"`` attributes each
     cell's full energy to truth particle 0 (right for noise-free single-particle showers only). ``dtype`` is the

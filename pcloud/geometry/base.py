@@ -291,7 +291,8 @@ class Geometry:
         eta = asinh(z / r) and phi = atan2(y, x) for ``etaphi``, (r, alpha = atan2(y, x)) for ``ralpha``. Periodic
         azimuths are wrapped into the section's v range first. Non-finite positions give -1.
 
-        Uniform bins are found arithmetically, floor((u - u0) / du), exactly as the reference per-section binning (``scripts/bench_locate.py``); positions
+        Uniform bins are found arithmetically, floor((u - u0) / du), exactly as the reference per-section binning
+        (``scripts/bench_locate.py``); positions
         within a few units of the last place (~1e-15 relative) of a bin edge may therefore land in the
         neighbouring bin compared with a search on the edge values (see :class:`_Locator` for the details).
         """
@@ -405,7 +406,8 @@ _FEW_EDGES = 16
 
 
 def _is_uniform(edges: np.ndarray) -> bool:
-    """The uniformity test of the reference per-section binning (``scripts/bench_locate.py``) (bins found arithmetically when it holds)."""
+    """The uniformity test of the reference per-section binning (``scripts/bench_locate.py``) (bins found
+    arithmetically when it holds)."""
     w = np.diff(edges)
     return bool(np.allclose(w, w[0], rtol=1e-9, atol=0))
 
@@ -485,9 +487,11 @@ class _Axis:
     """Bin index along one transverse axis (u or v) for every row (global layer + 1; row 0 is unused padding).
 
     All rows uniform: i = floor((x - e_0) / (e_1 - e_0)), valid when 0 <= i < n and x < e_n, i.e. exactly
-    the reference per-section binning (``scripts/bench_locate.py``). Otherwise an exact edge search for every row (:class:`_GridSearch`, or
+    the reference per-section binning (``scripts/bench_locate.py``). Otherwise an exact edge search for every row
+    (:class:`_GridSearch`, or
     ``np.searchsorted`` per distinct edge array when the grid would be too large), which equals
-    the reference per-section binning (``scripts/bench_locate.py``) for the non-uniform rows and differs for uniform rows of such an axis only for values
+    the reference per-section binning (``scripts/bench_locate.py``) for the non-uniform rows and differs for uniform
+    rows of such an axis only for values
     within rounding (~1e-15 relative) of an edge.
     """
 
@@ -545,7 +549,8 @@ class _Locator:
     4. bin indices per axis from per-row parameters gathered by layer (:class:`_Axis`), and
        flat = section offset + ((layer in section) * n_u + i_u) * n_v + i_v.
 
-    Differences from the per-section reference (``np.hypot`` depth and the reference per-section binning (``scripts/bench_locate.py``) per section): only
+    Differences from the per-section reference (``np.hypot`` depth and the reference per-section binning
+    (``scripts/bench_locate.py``) per section): only
     for positions within a few ulp (~1e-15 relative) of a bin or layer edge, because r is computed as
     sqrt(x^2 + y^2) instead of hypot (1 ulp apart at most) and, for non-uniform axes that also have uniform rows,
     uniform rows use the edge search. Everything is float64: float32 eta/phi would move ~1e-7 relative and
