@@ -125,3 +125,18 @@ def test_info_on_mltree(tmp_path, capsys):
     write_mltree(path, ev, topo_cluster_events(g, ev), g)
     info = run_json(capsys, ["info", str(path), "--json"])
     assert info["format"] == "mltree" and info["n_events"] == 3 and info["n_cells"] > 0
+
+
+def test_atlas_topo_selection_keeps_clusters(tmp_path, capsys):
+    out_sigma, out_topo = tmp_path / "a4.parquet", tmp_path / "atopo.parquet"
+    common = ["simulate", "atlas", "--particle", "pi+", "--n", "30", "--energy", "10:30", "--seed", "3"]
+    assert main(common + ["-o", str(out_sigma)]) == 0
+    assert main(common + ["--topo", "-o", str(out_topo)]) == 0
+    capsys.readouterr()
+    a = run_json(capsys, ["info", str(out_sigma), "--json"])
+    b = run_json(capsys, ["info", str(out_topo), "--json"])
+    # topo-clusters add the 2-sigma growth and perimeter cells around the 4-sigma seeds of the same showers
+    assert b["points_per_event"]["mean"] > 1.5 * a["points_per_event"]["mean"]
+    assert b["total_energy_gev"] > a["total_energy_gev"]
+    assert main(["simulate", "cms", "--particle", "e-", "--n", "3", "--topo", "-o", str(tmp_path / "c.parquet")]) == 2
+    assert "atlas geometry only" in capsys.readouterr().err
