@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..showers import ShowerImages
-from .errors import HDF5_SIGNATURE, FormatError, open_hdf5
+from .errors import HDF5_SIGNATURE, FormatError, file_head, open_hdf5
 
 PARQUET_MAGIC = b"PAR1"
 ROOT_MAGIC = b"root"
@@ -34,14 +34,7 @@ def detect_format(path) -> str:
     import h5py
 
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.is_dir():
-        raise FormatError(path, "file", "a data file (HDF5, Parquet or ROOT)", "a directory")
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if not head:
-        raise FormatError(path, "file", "a data file (HDF5, Parquet or ROOT)", "an empty file (0 bytes)")
+    head = file_head(path, "a data file (HDF5, Parquet or ROOT)")
     if head.startswith(PARQUET_MAGIC):
         return "native"
     if head.startswith(ROOT_MAGIC):

@@ -60,6 +60,20 @@ def _first_bytes(path, n: int = 16) -> bytes:
         return f.read(n)
 
 
+def file_head(path, expected: str, n: int = 8) -> bytes:
+    """First ``n`` bytes of an input file, after the checks every reader shares: the path exists
+    (FileNotFoundError), is not a directory and is not empty (:class:`FormatError` naming ``expected``)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise FormatError(path, "file", expected, "a directory")
+    head = _first_bytes(path, n)
+    if not head:
+        raise FormatError(path, "file", expected, "an empty file (0 bytes)")
+    return head
+
+
 @contextmanager
 def open_hdf5(path):
     """Open an HDF5 file read-only; non-HDF5, empty, truncated or corrupt files raise :class:`FormatError`.
@@ -70,14 +84,8 @@ def open_hdf5(path):
     import h5py
 
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.is_dir():
-        raise FormatError(path, "file", "an HDF5 file", "a directory")
+    head = file_head(path, "an HDF5 file")
     size = path.stat().st_size
-    if size == 0:
-        raise FormatError(path, "file", "an HDF5 file", "an empty file (0 bytes)")
-    head = _first_bytes(path)
     if not head.startswith(HDF5_SIGNATURE) and not h5py.is_hdf5(str(path)):
         raise FormatError(path, "file signature", f"HDF5 signature {HDF5_SIGNATURE!r}", f"{head[:8]!r}")
     try:

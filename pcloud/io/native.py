@@ -32,7 +32,7 @@ import numpy as np
 
 from ..data.schema import REQUIRED_EVENT_FIELDS, REQUIRED_POINT_FIELDS, SCHEMA_VERSION, UNITS, validate_clouds
 from .atomic import atomic_output
-from .errors import FormatError
+from .errors import FormatError, file_head
 
 META_KEY = b"pcloud"
 FORMAT_NAME = "pcloud-native"
@@ -142,12 +142,7 @@ def _open(path):
     import pyarrow.parquet as pq
 
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.is_dir():
-        raise FormatError(path, "file", "a Parquet file (pcloud native store)", "a directory")
-    with open(path, "rb") as f:
-        head = f.read(4)
+    head = file_head(path, "a Parquet file (pcloud native store)", 4)
     if head != PARQUET_MAGIC:
         raise FormatError(path, "file signature", f"Parquet magic {PARQUET_MAGIC!r} (pcloud native store)",
                           f"{head!r}", hint="convert other formats with the pcloud.io readers first")
