@@ -436,6 +436,22 @@ def _make_plots(out, test, geometry, methods, per_track, attributions, truth, cf
     return [Path(f).name for f in files]
 
 
+def _binned_table(m: dict, main: list, field: str, keys: tuple, count_label: str, count_key: str) -> list[str]:
+    """Markdown rows (method x metric) of the per-bin metrics ``m[method][field][bin][key]``, plus a count row."""
+    lines, bins = [], None
+    for name in main:
+        by = m[name].get(field) or {}
+        if bins is None and by:
+            bins = list(by)
+            lines += ["| method | metric | " + " | ".join(bins) + " |", "|" + "---|" * (len(bins) + 2)]
+        for key in keys:
+            lines.append(f"| {name} | {key} | " + " | ".join(_fmt(by[b].get(key)) for b in bins) + " |")
+    if bins:
+        first = m[main[0]][field]
+        lines.append(f"| {count_label} | n | " + " | ".join(str(first[b][count_key]) for b in bins) + " |")
+    return lines
+
+
 def _fmt(v, nd=3):
     return "n/a" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
@@ -620,29 +636,11 @@ def _report(res: dict) -> str:
               "|neutral recovered - 1| > 0.2, or more than 0.1 below the best non-oracle method):", ""]
     lines += failure_notes(m, main)
     lines += ["", "## By DeltaR(track, nearest other truth particle)", ""]
-    bins = None
-    for name in main:
-        by = m[name].get("by_dr") or {}
-        if bins is None and by:
-            bins = list(by)
-            lines += ["| method | metric | " + " | ".join(bins) + " |", "|" + "---|" * (len(bins) + 2)]
-        for key in ("f1", "energy_weighted_accuracy", "soft_iou", "response_median", "resolution"):
-            lines.append(f"| {name} | {key} | " + " | ".join(_fmt(by[b].get(key)) for b in bins) + " |")
-    if bins:
-        first = m[main[0]]["by_dr"]
-        lines.append("| tracks | n | " + " | ".join(str(first[b]["n_tracks"]) for b in bins) + " |")
+    lines += _binned_table(m, main, "by_dr", ("f1", "energy_weighted_accuracy", "soft_iou", "response_median",
+                                                 "resolution"), "tracks", "n_tracks")
     lines += ["", "Events binned by their densest track (cell-level metrics, neutral energy):", ""]
-    bins = None
-    for name in main:
-        by = m[name].get("by_event_dr") or {}
-        if bins is None and by:
-            bins = list(by)
-            lines += ["| method | metric | " + " | ".join(bins) + " |", "|" + "---|" * (len(bins) + 2)]
-        for key in ("f1", "energy_weighted_accuracy", "neutral_energy_recovered"):
-            lines.append(f"| {name} | {key} | " + " | ".join(_fmt(by[b].get(key)) for b in bins) + " |")
-    if bins:
-        first = m[main[0]]["by_event_dr"]
-        lines.append("| events | n | " + " | ".join(str(first[b]["n_events"]) for b in bins) + " |")
+    lines += _binned_table(m, main, "by_event_dr", ("f1", "energy_weighted_accuracy", "neutral_energy_recovered"),
+                           "events", "n_events")
     if abl:
         lines += ["", "## Target / loss ablation (PointNet, iterative inference)", "",
                   "Same data, architecture and inference; only the target and the loss change (default: "

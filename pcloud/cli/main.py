@@ -82,8 +82,6 @@ def cmd_geometry(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    import numpy as np
-
     from pcloud.geometry import get_geometry
     from pcloud.showers import particle_pdg
 
@@ -155,7 +153,6 @@ def cmd_simulate(args) -> int:
     dt = time.perf_counter() - t0
     print(f"wrote {args.n} {args.particle} showers ({args.geometry}, {lo:g}-{hi:g} GeV, {args.mode}) to {out} "
           f"[{kind}] in {dt:.1f} s ({args.n / max(dt, 1e-9):.0f} showers/s incl. I/O)")
-    del np
     return 0
 
 

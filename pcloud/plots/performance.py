@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -16,6 +17,13 @@ from ..metrics.regression import resolution_function  # noqa: E402
 STYLE = {"pointnet": ("C0", "-"), "dgcnn": ("C1", "-"), "dense_fcn": ("C2", "--"), "cnn3d": ("C3", "--"),
          "multistream_cnn": ("C4", "--"), "densenet": ("C5", "--"), "upsample_cnn": ("C6", "--"),
          "ss_fcn": ("k", ":"), "ss_gbt": ("0.5", ":"), "linear": ("k", ":"), "tree_regression": ("0.5", ":")}
+
+
+def _save(fig, path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
 
 
 def _style(name):
@@ -42,14 +50,11 @@ def rejection_plot(task_name: str, task: dict, raw: dict, path: Path) -> str:
     ax.set_title(f"{task_name}: {task['description']}", fontsize=8)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return _save(fig, path)
 
 
 def resolution_plot(task_name: str, task: dict, path: Path) -> str:
-    groups = [g for g in task["classes"]]
+    groups = list(task["classes"])
     fig, axes = plt.subplots(2, len(groups), figsize=(5.2 * len(groups), 7.2), sharex=True, squeeze=False)
     for j, grp in enumerate(groups):
         axr, axb = axes[0, j], axes[1, j]
@@ -77,10 +82,7 @@ def resolution_plot(task_name: str, task: dict, path: Path) -> str:
         axb.set_xlabel("true energy (GeV)")
         axb.set_ylabel("relative bias (median)")
         axb.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return _save(fig, path)
 
 
 def accuracy_plot(task_name: str, task: dict, path: Path) -> str:
@@ -99,10 +101,7 @@ def accuracy_plot(task_name: str, task: dict, path: Path) -> str:
     axes[0].set_title(f"{task_name}: accuracy vs energy", fontsize=9)
     axes[1].set_title(f"{task_name}: accuracy vs eta", fontsize=9)
     axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return _save(fig, path)
 
 
 def discriminant_2d(task_name: str, task: dict, raw: dict, point_model: str, ref: str, path: Path) -> str:
@@ -118,16 +117,12 @@ def discriminant_2d(task_name: str, task: dict, raw: dict, point_model: str, ref
         ax.set_ylabel(f"{point_model}: P({task['classes'][0]})")
         ax.set_title(f"true {task['classes'][k]} ({int(m.sum())} test events)", fontsize=9)
     fig.suptitle(f"{task_name}: discriminant of {point_model} vs {ref}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return _save(fig, path)
 
 
 def occupancy_plot(occ: dict, path: Path) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     scan = occ["threshold_scan"]
-    x = [r["points_per_event_mean"] for r in scan]
     names = sorted({n for r in scan for n in r["models"]})
     for name in names:
         c, ls = _style(name)
@@ -139,17 +134,14 @@ def occupancy_plot(occ: dict, path: Path) -> str:
     for ax, yl in ((axes[0], "inference events/s"), (axes[1], "peak tensor memory per 128 events (MB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on short ranges
         ax.set_xlabel("mean points per event (CaloGAN e+, thresholds " +
                       ", ".join(f"{r['threshold_mev']:g}" for r in scan) + " MeV)")
         ax.set_ylabel(yl)
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7)
-    del x
     fig.suptitle("Sparse vs dense inference cost vs occupancy (dense models do not depend on it)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return _save(fig, path)
 
 
 def singles_plots(results: dict, raw: dict, out: Path) -> list[str]:
