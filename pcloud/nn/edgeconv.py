@@ -12,6 +12,20 @@ Implementation note: the first layer of ``h_Theta`` is linear in the concatenati
 computed once per point and only their sum is formed per edge, which avoids materialising the
 ``(B, N, k, 2C)`` edge-feature tensor. The remaining MLP layers run on the edges of real points only (so
 batch-norm statistics ignore padding), and padded points output zeros.
+
+Fast path (``fused=True``, the default where it applies: one linear layer, ``aggr="max"``, batch-norm or no norm,
+a monotonically increasing activation). Batch-norm is a per-channel affine map ``y = a_h e + b_h`` (training
+mode: ``a_h = gamma_h / sqrt(var_h + eps)``, ``b_h = beta_h - a_h mu_h`` with the statistics of all ``M k``
+edges; eval mode: the running statistics), and ReLU / LeakyReLU are increasing, so
+
+    max_j act(a_h (c_ih + n_jh) + b_h) = act(a_h (c_ih + ext_j n_jh) + b_h),  ext = max if a_h >= 0 else min.
+
+The edge statistics follow from per-point sums without forming the edge tensor in the graph
+(``mu = <c> + sum_p w_p n_p / (M k)`` with ``w_p`` the number of edges that end on point ``p``, and the variance
+from ``k sum c~^2 + 2 sum_p n~_p . T_p + sum_p w_p n~_p^2`` with centred ``c~, n~`` and ``T_p`` the sum of the
+``c~_i`` of the edges ending on ``p``); the arg-max/-min neighbour is found without gradient and only the selected
+``(M, C_out)`` values enter the autograd graph. Forward values, gradients and running statistics equal the
+general path (tested), while training is several times faster on CPU (``scripts/bench_edgeconv.py``).
 """
 from __future__ import annotations
 
@@ -35,10 +49,12 @@ class EdgeConv(nn.Module):
     aggr : "max" or "mean" over the ``k`` neighbours. "mean" averages over the distinct real neighbours
         (the ``valid`` slots of :func:`knn`), or over all slots (self-loops) for an isolated point.
     norm, act : normalisation ("batch", "layer" or None) and activation after every layer.
+    fused : use the fast path of the module docstring where it applies (``self.fused`` says whether it does);
+        False forces the general path (same results, more time and memory).
     """
 
     def __init__(self, in_channels: int, out_channels: int, hidden: Sequence[int] = (), aggr: str = "max",
-                 norm: str | None = "batch", act: str = "leaky_relu"):
+                 norm: str | None = "batch", act: str = "leaky_relu", fused: bool = True):
         super().__init__()
         if aggr not in ("max", "mean"):
             raise ValueError(f"EdgeConv: aggr must be 'max' or 'mean', found {aggr!r}")
@@ -49,6 +65,9 @@ class EdgeConv(nn.Module):
         if len(dims) > 2:
             tail += make_mlp_layers(dims[1:], norm, act)
         self.tail = nn.Sequential(*tail)
+        #: the fast path of the module docstring applies (one layer, max, batch-norm or none, increasing act)
+        self.fused = bool(fused) and not hidden and aggr == "max" and norm in (None, "none", "batch") \
+            and act in ("relu", "leaky_relu")
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -62,6 +81,8 @@ class EdgeConv(nn.Module):
         centre = torch.nn.functional.linear(x, w_a - w_b, self.lin0.bias)  # (B, N, H)
         nbr = torch.nn.functional.linear(x, w_b)  # (B, N, H)
         bi, ii = mask.nonzero(as_tuple=True)  # real points, (M,)
+        if self.fused and bi.numel() > 0:
+            return self._fused_max(centre, nbr, idx, mask, bi, ii)
         nb = idx[bi, ii]  # (M, k)
         e = centre[bi, ii].unsqueeze(1) + nbr[bi.unsqueeze(1), nb]  # (M, k, H)
         M, k, H = e.shape
@@ -76,5 +97,75 @@ class EdgeConv(nn.Module):
         out[bi, ii] = agg
         return out
 
+    def _fused_max(self, centre: Tensor, nbr: Tensor, idx: Tensor, mask: Tensor, bi: Tensor, ii: Tensor) -> Tensor:
+        """The fast path of the module docstring (same result as the general path)."""
+        B, N, H = nbr.shape
+        k = idx.shape[-1]
+        c = centre[bi, ii]  # (M, H)
+        n_flat = nbr.reshape(B * N, H)
+        p = idx[bi, ii] + (bi * N).unsqueeze(1)  # (M, k) flat index of each edge's neighbour
+        bn = self.tail[0] if isinstance(self.tail[0], nn.BatchNorm1d) else None
+        act = self.tail[-1]
+        if bn is None:
+            scale, shift = None, None
+        elif self.training or not bn.track_running_stats:
+            mu, var = self._edge_moments(c, n_flat, p)
+            if self.training and bn.track_running_stats:
+                self._update_running_stats(bn, mu, var, p.numel())
+            scale = torch.rsqrt(var + bn.eps)
+            if bn.affine:
+                scale = bn.weight * scale
+            shift = -scale * mu + (bn.bias if bn.affine else 0.0)
+        else:
+            scale = torch.rsqrt(bn.running_var + bn.eps)
+            if bn.affine:
+                scale = bn.weight * scale
+            shift = -scale * bn.running_mean + (bn.bias if bn.affine else 0.0)
+        with torch.no_grad():
+            nb_val = n_flat[p]  # (M, k, H), outside the autograd graph
+            take_max = torch.ones(H, dtype=torch.bool, device=nbr.device) if scale is None else scale >= 0
+            # (values, indices) reductions: several times faster on CPU than argmax over a middle axis
+            if bool(take_max.all()):
+                j = nb_val.max(1).indices
+            elif not bool(take_max.any()):
+                j = nb_val.min(1).indices
+            else:
+                j = torch.where(take_max, nb_val.max(1).indices, nb_val.min(1).indices)  # (M, H)
+            q = p.gather(1, j)  # (M, H): the neighbour selected for each output channel
+            del nb_val
+        e = c + n_flat.gather(0, q)
+        if scale is not None:
+            e = e * scale.to(e.dtype) + shift.to(e.dtype)
+        agg = act(e)
+        out = agg.new_zeros(mask.shape + (H,))
+        out[bi, ii] = agg
+        return out
+
+    @staticmethod
+    def _edge_moments(c: Tensor, n_flat: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and biased variance per channel of ``e_ij = c_i + n_p(i,j)`` over all ``M k`` edges (float32)."""
+        with torch.autocast(device_type=c.device.type, enabled=False):
+            c, n_flat = c.float(), n_flat.float()
+            M, k = p.shape
+            mk = float(M * k)
+            flat = p.reshape(-1)
+            w = torch.bincount(flat, minlength=n_flat.shape[0]).to(c.dtype)  # edges ending on each point
+            mu_c = c.mean(0)
+            mu_n = (w @ n_flat) / mk
+            ct, nt = c - mu_c, n_flat - mu_n
+            t = torch.zeros_like(n_flat).index_add(0, flat, ct.repeat_interleave(k, dim=0))  # (P, H)
+            var = (k * (ct * ct).sum(0) + 2.0 * (nt * t).sum(0) + w @ (nt * nt)) / mk
+            return mu_c + mu_n, var.clamp_min(0.0)
+
+    @staticmethod
+    @torch.no_grad()
+    def _update_running_stats(bn: nn.BatchNorm1d, mu: Tensor, var: Tensor, n: int) -> None:
+        """The running-statistics update of ``torch.nn.BatchNorm1d`` in training mode (unbiased variance)."""
+        bn.num_batches_tracked.add_(1)
+        m = (1.0 / float(bn.num_batches_tracked)) if bn.momentum is None else bn.momentum
+        unbiased = var * (n / max(n - 1, 1))
+        bn.running_mean.mul_(1 - m).add_(m * mu.detach().to(bn.running_mean.dtype))
+        bn.running_var.mul_(1 - m).add_(m * unbiased.detach().to(bn.running_var.dtype))
+
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, aggr={self.aggr!r}"
+        return f"{self.in_channels}, {self.out_channels}, aggr={self.aggr!r}, fused={self.fused}"

@@ -55,6 +55,93 @@ def test_edgeconv_matches_explicit_formula(aggr):
             torch.testing.assert_close(out[b, i], ref, rtol=1e-5, atol=1e-6)
 
 
+def _random_bn(conv, seed):
+    """Give the batch-norm random statistics and affine weights of both signs (exercises the arg-min branch)."""
+    g = torch.Generator().manual_seed(seed)
+    bn = conv.tail[0]
+    H = bn.num_features
+    with torch.no_grad():
+        bn.weight.copy_(torch.randn(H, generator=g))
+        bn.bias.copy_(torch.randn(H, generator=g))
+        bn.running_mean.copy_(torch.randn(H, generator=g))
+        bn.running_var.copy_(torch.rand(H, generator=g) + 0.5)
+
+
+@pytest.mark.parametrize("norm", ["batch", None])
+@pytest.mark.parametrize("act", ["relu", "leaky_relu"])
+@pytest.mark.parametrize("train", [True, False])
+def test_fused_edgeconv_equals_general_path(norm, act, train):
+    """Fast path (max of an affine batch-norm + increasing activation) == general path: values, gradients of the
+    inputs and of every parameter, and the running statistics after a training step."""
+    B, N, C, H, k = 4, 20, 5, 8, 6
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.randn(B, N, C, generator=g)
+    mask = torch.rand(B, N, generator=g) < 0.7
+    mask[:, :2] = True
+    mask[0, 2:] = False  # fewer than k + 1 real points: repeated-neighbour slots
+    idx, valid = knn(x0, k, mask, return_valid=True)
+    convs = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        conv = EdgeConv(C, H, norm=norm, act=act, fused=fused)
+        if norm == "batch":
+            _random_bn(conv, 5)
+        conv.train(train)
+        convs.append(conv)
+    assert convs[0].fused and not convs[1].fused
+    outs, grads = [], []
+    for conv in convs:
+        x = x0.clone().requires_grad_(True)
+        out = conv(x, idx, mask, valid)
+        w = torch.randn(out.shape, generator=torch.Generator().manual_seed(9))
+        (out * w).sum().backward()
+        outs.append(out.detach())
+        grads.append([x.grad] + [q.grad for q in conv.parameters()])
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+    assert (outs[0][~mask] == 0).all()
+    for a, b in zip(grads[0], grads[1]):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    if norm == "batch":
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            torch.testing.assert_close(getattr(convs[0].tail[0], name), getattr(convs[1].tail[0], name),
+                                       rtol=1e-4, atol=1e-6)
+        start = EdgeConv(C, H)
+        _random_bn(start, 5)
+        moved = not torch.allclose(convs[0].tail[0].running_mean, start.tail[0].running_mean)
+        assert moved == train
+
+
+def test_fused_edgeconv_batchnorm_matches_explicit_edges():
+    """Training-mode batch-norm statistics are those of all M*k edges, including repeated-neighbour slots."""
+    B, N, C, H, k = 2, 9, 3, 4, 3
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(B, N, C, generator=g)
+    mask = torch.ones(B, N, dtype=torch.bool)
+    mask[1, 3:] = False  # 3 real points, k = 3: one repeated slot each
+    idx = knn(x, k, mask)
+    conv = EdgeConv(C, H, norm="batch", act="leaky_relu")
+    _random_bn(conv, 1)
+    out = conv(x, idx, mask)
+    edges = []
+    for b in range(B):
+        for i in range(N):
+            if mask[b, i]:
+                xi, xj = x[b, i].expand(k, C), x[b, idx[b, i]]
+                edges.append(conv.lin0(torch.cat([xi, xj - xi], -1)))
+    e = torch.stack(edges)  # (M, k, H)
+    mu, var = e.mean((0, 1)), e.var((0, 1), unbiased=False)
+    bn = conv.tail[0]
+    ref = torch.nn.functional.leaky_relu((e - mu) / torch.sqrt(var + bn.eps) * bn.weight + bn.bias, 0.2).amax(1)
+    torch.testing.assert_close(out[mask], ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [dict(hidden=(6,)), dict(aggr="mean"), dict(norm="layer"), dict(act="gelu"),
+                                dict(fused=False)])
+def test_fused_path_only_where_exact(kw):
+    assert not EdgeConv(3, 4, **kw).fused
+    assert EdgeConv(3, 4).fused
+
+
 def test_edgeconv_mean_isolated_point_uses_self_loop():
     conv = EdgeConv(2, 3, aggr="mean", norm=None)
     x = torch.randn(1, 3, 2)
