@@ -40,8 +40,11 @@ Cell energies and the noise window
 ----------------------------------
 Cell energy = sum of the truth deposits + Gaussian electronic noise (``noise_sigma_gev`` of the cell's section).
 Noise is only simulated in a *window*: in every layer, all cells whose centre lies within DeltaR < ``window_dr``
-(default 0.4) of the point where some final-state particle crosses that layer (helix for charged, straight line for
-neutral particles), plus every cell with a deposit. Cells outside the window are absent (zero, no noise); this
+(default 0.4) of the point where some final-state particle of energy >= ``window_e_min_gev`` (default 0: all)
+crosses that layer (helix for charged, straight line for neutral particles), plus every cell with a deposit.
+Generator events with many soft particles (Pythia dijets: ~100 particles below 1 GeV) would otherwise open windows
+over most of the calorimeter; ``generate_pythia_events`` therefore uses ``window_e_min_gev=1``. Cells outside the
+window are absent (zero, no noise); this
 mirrors the DeltaR-cut training samples of seed 002 and keeps events sparse. Events are processed in chunks of
 ``chunk_events`` (vectorised over all particles and cells of a chunk); no dense n_cells array is allocated per event.
 
@@ -483,15 +486,21 @@ def generate_pythia(n_events: int, process: str = "dijet", seed: int = 1, ecm_ge
         parent_eta=p["eta"], parent_phi=p["phi"])
 
 
+#: noise windows of Pythia events open around final-state particles above this energy (GeV; module docstring)
+PYTHIA_WINDOW_E_MIN_GEV = 1.0
+
+
 def generate_pythia_events(geometry, n_events: int, rng: np.random.Generator, process: str = "dijet",
                            deposit_fn=None, sim_kwargs=None, **pythia_kwargs) -> TrackCellEvents:
     """:func:`generate_pythia` (``process`` and keyword arguments, e.g. ``seed``) followed by
-    :func:`simulate_events` with ``rng`` (tracks, deposits, noise)."""
+    :func:`simulate_events` with ``rng`` (tracks, deposits, noise; noise windows around particles above
+    ``PYTHIA_WINDOW_E_MIN_GEV`` unless ``sim_kwargs`` says otherwise)."""
     if pythia_kwargs.get("keep_neutrinos"):
         raise ValueError("generate_pythia_events: keep_neutrinos=True is for generator checks only; "
                          "simulate_events does not take neutrinos")
     truth = generate_pythia(n_events, process, **pythia_kwargs)
-    events = simulate_events(geometry, truth, rng, deposit_fn=deposit_fn, **(sim_kwargs or {}))
+    events = simulate_events(geometry, truth, rng, deposit_fn=deposit_fn,
+                             **{"window_e_min_gev": PYTHIA_WINDOW_E_MIN_GEV, **(sim_kwargs or {})})
     events.meta["generator"] = f"pythia8 {process}"
     return events
 
@@ -600,7 +609,7 @@ def _window_cells(geometry, ev: np.ndarray, eta: np.ndarray, phi: np.ndarray, re
 def simulate_events(geometry, truth: TruthParticles, rng: np.random.Generator, deposit_fn=None,
                     deposit_mode: str = "total", window_dr: float = 0.4, b_field_t: float = trk.B_FIELD_T,
                     track_pt_min_gev: float = 0.5, track_eta_max: float = 2.5, noise: bool = True,
-                    chunk_events: int = 256) -> TrackCellEvents:
+                    chunk_events: int = 256, window_e_min_gev: float = 0.0) -> TrackCellEvents:
     """Tracks, cell energies and per-cell truth for the events of ``truth`` in a collider-frame geometry.
 
     ``deposit_fn`` defaults to :func:`pcloud.sim.deposit.deposit_particles` (same signature). See the module
@@ -610,6 +619,8 @@ def simulate_events(geometry, truth: TruthParticles, rng: np.random.Generator, d
         raise ValueError(f"simulate_events: geometry {geometry.name!r} is not a collider-frame (etaphi) geometry")
     if window_dr <= 0:
         raise ValueError(f"simulate_events: window_dr must be > 0, found {window_dr}")
+    if not window_e_min_gev >= 0:
+        raise ValueError(f"simulate_events: window_e_min_gev must be >= 0 GeV, found {window_e_min_gev}")
     deposit_fn = deposit_fn or _default_deposit()
     n_ev = truth.n_events
     n_cells = geometry.n_cells
@@ -668,7 +679,7 @@ def simulate_events(geometry, truth: TruthParticles, rng: np.random.Generator, d
             h_part = h_cell = np.zeros(0, np.int64)
             h_e = h_em = np.zeros(0)
         h_key = truth.event[h_part] * n_cells + h_cell
-        w_rows = rows[np.any(at_layers["reached"][rows], axis=1)]
+        w_rows = rows[np.any(at_layers["reached"][rows], axis=1) & (truth.energy_gev[rows] >= window_e_min_gev)]
         win = _window_cells(geometry, truth.event[w_rows], at_layers["eta"][w_rows], at_layers["phi"][w_rows],
                             at_layers["reached"][w_rows], window_dr) if noise else np.zeros(0, np.int64)
         keys = np.unique(np.concatenate([h_key, win]))
@@ -706,7 +717,7 @@ def simulate_events(geometry, truth: TruthParticles, rng: np.random.Generator, d
     parents = {"event": truth.parent_event, "pdg": truth.parent_pdg, "mass_gev": truth.parent_mass_gev,
                "energy_gev": truth.parent_energy_gev, "eta": truth.parent_eta, "phi": truth.parent_phi}
     meta = {"deposit_mode": deposit_mode, "window_dr": window_dr, "b_field_t": b_field_t,
-            "track_pt_min_gev": track_pt_min_gev, "noise": noise,
+            "track_pt_min_gev": track_pt_min_gev, "noise": noise, "window_e_min_gev": window_e_min_gev,
             "simulation": "pcloud parametrised fast simulation (not Geant4)"}
     return TrackCellEvents(n_events=n_ev, geometry_name=geometry.name, layer_names=list(layer_names),
                            particles=particles, parents=parents, tracks=tracks, cells=cells, hits=hits, meta=meta)

@@ -143,6 +143,37 @@ def test_noise_window_geometry(sim, atlas):
     assert best.max() > 0.35
 
 
+def test_noise_window_energy_threshold(atlas):
+    """window_e_min_gev: noise windows only around particles above the threshold; deposit cells unchanged."""
+    truth = E.generate_gun(6, np.random.default_rng(2), parent=["rho", "delta"], energy_gev=(5, 60), n_parents=2)
+    e_min = float(np.median(truth.energy_gev))
+    run = {v: E.simulate_events(atlas, truth, np.random.default_rng(1), deposit_fn=line_deposit, window_e_min_gev=v)
+           for v in (0.0, e_min)}
+    full, cut = run[0.0].cells, run[e_min].cells
+    assert run[e_min].meta["window_e_min_gev"] == e_min
+    assert 0 < cut["id"].size < full["id"].size
+    dep = {v: set(zip(r.cells["event"][r.cells["true_energy_gev"] > 0], r.cells["id"][r.cells["true_energy_gev"] > 0]))
+           for v, r in run.items()}
+    assert dep[0.0] == dep[e_min]
+    # every noise-only cell of the cut run lies in the window of a particle above the threshold
+    from pcloud.sim.tracks import layer_mid_radii_mm, propagate_to_radius
+    _, radii = layer_mid_radii_mm(atlas)
+    hard = np.nonzero(truth.energy_gev >= e_min)[0]
+    p3 = np.c_[truth.px_gev, truth.py_gev, truth.pz_gev][hard]
+    cross = propagate_to_radius(truth.vertex_mm[hard], p3, E._charge_of(truth.pdg[hard]), radii)
+    rows = np.nonzero(cut["true_energy_gev"] == 0)[0]
+    g = atlas.cells
+    lay = g["layer"][cut["id"][rows]]
+    best = np.full(rows.size, np.inf)
+    for i, row in enumerate(hard):  # test-side loop over a few particles
+        same = cut["event"][rows] == truth.event[row]
+        d = _dr(cross["eta"][i, lay], cross["phi"][i, lay], g["eta"][cut["id"][rows]], g["phi"][cut["id"][rows]])
+        best = np.where(same, np.fmin(best, d), best)
+    assert np.all(best < 0.4 + 0.5 * np.hypot(g["du"], g["dv"])[cut["id"][rows]] + 1e-9)
+    with pytest.raises(ValueError, match="window_e_min_gev"):
+        E.simulate_events(atlas, truth, np.random.default_rng(1), deposit_fn=line_deposit, window_e_min_gev=-1.0)
+
+
 def test_chunking_does_not_change_the_events(atlas):
     # with a deterministic deposit and no noise, the chunk size is pure bookkeeping
     truth = E.generate_gun(7, np.random.default_rng(8), parent="rho", n_parents=2)
