@@ -30,7 +30,16 @@ def _rej_cell(r, err, lower) -> str:
         return "n/a"  # working point not resolved by the test statistics
     if isinstance(r, str) or (isinstance(r, float) and math.isinf(r)):
         return f"> {lower:.3g}" if lower else "> n_b/3"  # no background passed: 95% CL lower limit n_b / 3
-    return f"{_f(r)} ± {_f(err, '{:.2g}')}"
+    return value_pm(float(r), float(err))
+
+
+def value_pm(v: float, err: float) -> str:
+    """``v ± err`` with the error rounded to two significant digits and the value to the same decimal place
+    (``7.0 ± 1.7``, ``105 ± 105``, ``3.11 ± 0.21``); no exponent notation."""
+    if not (math.isfinite(v) and math.isfinite(err)) or err <= 0:
+        return f"{_f(v)} ± {_f(err, '{:.2g}')}"
+    nd = max(0, 1 - int(math.floor(math.log10(err))))
+    return f"{v:.{nd}f} ± {err:.{nd}f}"
 
 
 def _id_table(task: dict) -> list[str]:

@@ -88,3 +88,11 @@ def test_resume_continues_from_checkpoints(tmp_path):
     st = torch.load(tmp_path / "runs" / "e_vs_pi" / "pointnet" / "last.pt", weights_only=False)
     assert [h["epoch"] for h in st["history"]] == [0, 1]  # epoch 0 from the first run, epoch 1 resumed
     assert json.loads((tmp_path / "results.json").read_text())["tasks"]["e_vs_pi"]["models"]["pointnet"]["epochs"] == 2
+
+
+@pytest.mark.parametrize("v, err, text", [(7.0, 1.7, "7.0 ± 1.7"), (3.114, 0.2099, "3.11 ± 0.21"),
+                                          (105.0, 103.0, "105 ± 103"), (1.07, 0.028, "1.070 ± 0.028"),
+                                          (1234.0, 560.0, "1234 ± 560")])
+def test_report_value_with_error(v, err, text):
+    from pcloud.bench.report import value_pm
+    assert value_pm(v, err) == text
