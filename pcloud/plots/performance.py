@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.colors
 import matplotlib.ticker
 
 matplotlib.use("Agg")
@@ -111,8 +112,10 @@ def discriminant_2d(task_name: str, task: dict, raw: dict, point_model: str, ref
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.4))
     for k, ax in enumerate(axes):
         m = label == k
-        h = ax.hist2d(b[m], a[m], bins=25, range=[[0, 1], [0, 1]], cmin=1, cmap="viridis")
-        fig.colorbar(h[3], ax=ax, label="events")
+        # log colour scale: confidently classified events pile up in one corner bin and would hide the rest
+        h = ax.hist2d(b[m], a[m], bins=25, range=[[0, 1], [0, 1]], cmin=1, cmap="viridis",
+                      norm=matplotlib.colors.LogNorm())
+        fig.colorbar(h[3], ax=ax, label="events (log scale)")
         ax.set_xlabel(f"{ref}: P({task['classes'][0]})")
         ax.set_ylabel(f"{point_model}: P({task['classes'][0]})")
         ax.set_title(f"true {task['classes'][k]} ({int(m.sum())} test events)", fontsize=9)
