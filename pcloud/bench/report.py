@@ -29,7 +29,10 @@ def _rej_cell(r, err, lower) -> str:
     if r is None:
         return "n/a"  # working point not resolved by the test statistics
     if isinstance(r, str) or (isinstance(r, float) and math.isinf(r)):
-        return f"> {lower:.3g}" if lower else "> n_b/3"  # no background passed: 95% CL lower limit n_b / 3
+        if not lower:
+            return "> n_b/3"
+        # no background passed: 95% CL lower limit n_b / 3 (no exponent notation)
+        return f"> {lower:.0f}" if lower >= 100 else f"> {lower:.3g}"
     return value_pm(float(r), float(err))
 
 

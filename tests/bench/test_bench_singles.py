@@ -96,3 +96,10 @@ def test_resume_continues_from_checkpoints(tmp_path):
 def test_report_value_with_error(v, err, text):
     from pcloud.bench.report import value_pm
     assert value_pm(v, err) == text
+
+
+def test_report_rejection_lower_limit_has_no_exponent():
+    from pcloud.bench.report import _rej_cell
+    assert _rej_cell(float("inf"), None, 1004.3) == "> 1004"
+    assert _rej_cell(float("inf"), None, 35.0) == "> 35"
+    assert _rej_cell(None, None, None) == "n/a"
