@@ -319,11 +319,43 @@ def run_task(task: SinglesTask, cfg: SinglesConfig, device: torch.device, out: P
                     w: (float(100.0 * mc.relative_rejection(entry["rejection"][w], ref[w]))
                         if entry["rejection"][w] is not None and ref[w] is not None
                         and math.isfinite(entry["rejection"][w]) and math.isfinite(ref[w]) else None) for w in ref}
+    if n_classes == 2 and task.working_points:
+        res["paired_point_vs_dense"] = paired_point_vs_dense(task, res["models"], scores, label)
+        np.savez_compressed(out / f"scores_{task.name}.npz", label=label, energy_gev=e_true,
+                            event_number=showers.truth["event_number"][test],
+                            **{f"score_{k}": v for k, v in scores.items() if v is not None})
     res["_scores"] = scores
     res["_test_label"] = label
     res["_test_energy"] = e_true
     res["seconds"] = time.perf_counter() - t0
     return res
+
+
+def paired_point_vs_dense(task: SinglesTask, models: dict, scores: dict, label: np.ndarray,
+                          n_boot: int = 500) -> dict | None:
+    """Rejection difference best point model - best dense model (by AUC) at the task's working points, with the
+    paired bootstrap error of :func:`pcloud.metrics.classification.paired_rejection_difference` (same test events
+    for both). None when either family is missing."""
+    best = {}
+    for fam in ("point", "dense"):
+        cand = [k for k, m in models.items() if m.get("family") == fam and "auc" in m and scores.get(k) is not None]
+        if not cand:
+            return None
+        best[fam] = max(cand, key=lambda k: models[k]["auc"])
+    sig = label == 0
+    r = mc.paired_rejection_difference(sig, scores[best["point"]], scores[best["dense"]], task.working_points,
+                                       n_boot=n_boot, seed=0)
+    keys = [f"{w:g}" for w in task.working_points]
+    resolved = {k: models[best["point"]]["rejection"].get(k) is not None for k in keys}
+
+    def num(v):
+        return float(v) if np.isfinite(v) else None
+
+    return {"point": best["point"], "dense": best["dense"], "n_boot": n_boot,
+            "difference": {k: num(v) if resolved[k] else None for k, v in zip(keys, r["difference"])},
+            "bootstrap_std": {k: num(v) if resolved[k] else None for k, v in zip(keys, r["bootstrap_std"])},
+            "fraction_point_better": {k: num(v) if resolved[k] else None
+                                      for k, v in zip(keys, r["fraction_a_better"])}}
 
 
 def _classical(task, showers, idx, label, e_true, eta_test, res, scores, reg_info, targets):

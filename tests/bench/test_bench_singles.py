@@ -51,6 +51,20 @@ def test_run_singles_tiny(tmp_path):
     assert "## e_vs_gamma" in report and "pointnet" in report and "Sparse vs dense" in report
     assert (tmp_path / "splits_e_vs_gamma.json").exists()
     assert all((tmp_path / p.split("/")[-1]).exists() for p in res["plots"])
+    # paired comparison of the best point and dense models, consistent with their own rejections
+    pr = data["tasks"]["e_vs_gamma"]["paired_point_vs_dense"]
+    assert (pr["point"], pr["dense"]) == ("pointnet", "dense_fcn")
+    for w, d in pr["difference"].items():
+        ra, rb = t["pointnet"]["rejection"][w], t["dense_fcn"]["rejection"][w]
+        if d is not None and ra is not None and rb is not None:
+            assert d == pytest.approx(ra - rb, rel=1e-9, abs=1e-9)
+    assert "best point − best dense" in report
+    assert "paired_point_vs_dense" not in data["tasks"]["e_gamma_pi"]  # three classes: no rejection
+    # saved test scores reproduce the AUCs
+    from pcloud.metrics import auc
+    npz = np.load(tmp_path / "scores_e_vs_gamma.npz")
+    assert set(npz.files) >= {"label", "energy_gev", "event_number", "score_pointnet", "score_ss_fcn"}
+    assert auc(npz["label"] == 0, npz["score_pointnet"]) == pytest.approx(t["pointnet"]["auc"], abs=1e-12)
 
 
 def test_unknown_task_or_model():

@@ -4,6 +4,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
+from pcloud.metrics import classification as mc
 from pcloud.metrics import (accuracy, auc, background_rejection, fpr_at_tpr, one_vs_rest_auc, rejection_uncertainty,
                             relative_rejection, relative_rejection_table, roc_curve)
 
@@ -104,3 +105,46 @@ def test_bad_inputs():
         roc_curve([0, 1], [0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="NaN"):
         auc([0, 1], [np.nan, 0.2])
+
+
+def _correlated_scores(rng, n, shift_b=0.0):
+    """Signal/background with a shared per-event latent score; model b adds its own noise (and an optional shift
+    that worsens it)."""
+    y = rng.random(n) < 0.5
+    latent = rng.normal(np.where(y, 1.0, 0.0), 1.0)
+    a = latent + rng.normal(0, 0.3, n)
+    b = latent + rng.normal(0, 0.3, n) - shift_b * y
+    return y.astype(int), a, b
+
+
+def test_paired_difference_of_identical_models_is_zero():
+    rng = np.random.default_rng(1)
+    y, a, _ = _correlated_scores(rng, 2000)
+    r = mc.paired_rejection_difference(y, a, a, (0.5, 0.8), n_boot=50)
+    np.testing.assert_array_equal(r["difference"], 0.0)
+    np.testing.assert_array_equal(r["bootstrap_std"], 0.0)
+    np.testing.assert_array_equal(r["fraction_a_better"], 0.0)
+
+
+def test_paired_bootstrap_std_matches_monte_carlo_spread():
+    """The bootstrap std from one sample estimates the spread of the difference over independent samples."""
+    n, eff = 3000, (0.8,)
+    rng = np.random.default_rng(7)
+    mc_diffs = []
+    for _ in range(150):   # independent data sets: the true sampling spread of R_a - R_b
+        y, a, b = _correlated_scores(rng, n, shift_b=0.15)
+        ra = mc.background_rejection(y, a, eff)["rejection"][0]
+        rb = mc.background_rejection(y, b, eff)["rejection"][0]
+        mc_diffs.append(ra - rb)
+    true_std = np.std(mc_diffs, ddof=1)
+    y, a, b = _correlated_scores(np.random.default_rng(99), n, shift_b=0.15)
+    r = mc.paired_rejection_difference(y, a, b, eff, n_boot=300, seed=3)
+    assert r["bootstrap_std"][0] == pytest.approx(true_std, rel=0.3)
+    assert np.mean(mc_diffs) > 0 and r["difference"][0] > 0 and r["fraction_a_better"][0] > 0.9
+
+
+def test_paired_difference_bad_input():
+    with pytest.raises(ValueError, match="n_boot"):
+        mc.paired_rejection_difference([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8], [0.1, 0.9, 0.2, 0.8], n_boot=1)
+    with pytest.raises(ValueError, match="same length"):
+        mc.paired_rejection_difference([0, 1], [0.1, 0.9], [0.1, 0.9, 0.3])
