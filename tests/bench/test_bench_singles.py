@@ -25,6 +25,20 @@ def test_gamma_pi0_selection_and_matched_spectra():
     assert len(np.unique(d.truth["event_number"])) == d.n_events
 
 
+def test_chunked_selection_builds_the_same_kind_of_sample():
+    """Selection applied chunk by chunk (bounded memory): every kept event passes, classes are full, the matched
+    spectrum still holds; without a selection the chunk size does not change the sample at all."""
+    d = build_dataset(TASKS["gamma_vs_pi0"], 120, seed=4, mode="visible", log=lambda m: None, chunk=50)
+    assert np.bincount(d.truth["label"]).tolist() == [120, 120]
+    assert TASKS["gamma_vs_pi0"].selection(d).all()
+    lab, e = d.truth["label"], d.truth["energy_gev"]
+    assert stats.ks_2samp(e[lab == 0], e[lab == 1]).pvalue > 0.01
+    a = build_dataset(TASKS["e_vs_gamma"], 80, seed=2, log=lambda m: None, chunk=16)
+    b = build_dataset(TASKS["e_vs_gamma"], 80, seed=2, log=lambda m: None)
+    for k in a.images:
+        np.testing.assert_array_equal(a.images[k], b.images[k])
+
+
 def test_em_scale_calibrates_electrons():
     from pcloud.sim.showers import simulate_showers
     s = em_scale(simulate_showers("clic", "e-", 200, energy_gev=(20, 100), mode="visible", seed=2))
