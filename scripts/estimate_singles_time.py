@@ -3,9 +3,10 @@
 
 For each task and learned model it simulates a small sample of the task's showers, builds the model exactly as the
 benchmark does (full widths, or ``--small-models``), and times ``--steps`` optimiser steps (forward, loss, backward,
-Adam) on mini-batches of ``--batch`` events after one warm-up step. The median step time ``t`` gives the time per
-epoch ``t * ceil(0.85 * 2 * n_per_class / batch)`` (train + validation pass; the validation pass is counted as one
-third of a training step), and the mode's upper bound is ``epochs * that`` (early stopping can only shorten it).
+Adam) on mini-batches of ``--batch`` events after one warm-up step. With ``n = n_classes * n_per_class`` events
+split 70/15/15, the median step time ``t`` gives the time per epoch
+``t * (ceil(0.70 n / batch) + ceil(0.15 n / batch) / 3)`` (the validation pass counted as a third of a training step),
+and the mode's upper bound is ``epochs * that`` (early stopping can only shorten it).
 Simulation and classical baselines are not included (they take seconds to minutes).
 
 Prints one table per task plus the per-task and total hours; no asserts.

@@ -348,14 +348,11 @@ def paired_point_vs_dense(task: SinglesTask, models: dict, scores: dict, label: 
     keys = [f"{w:g}" for w in task.working_points]
     resolved = {k: models[best["point"]]["rejection"].get(k) is not None for k in keys}
 
-    def num(v):
-        return float(v) if np.isfinite(v) else None
-
-    return {"point": best["point"], "dense": best["dense"], "n_boot": n_boot,
-            "difference": {k: num(v) if resolved[k] else None for k, v in zip(keys, r["difference"])},
-            "bootstrap_std": {k: num(v) if resolved[k] else None for k, v in zip(keys, r["bootstrap_std"])},
-            "fraction_point_better": {k: num(v) if resolved[k] else None
-                                      for k, v in zip(keys, r["fraction_a_better"])}}
+    out: dict = {"point": best["point"], "dense": best["dense"], "n_boot": n_boot}
+    for name, src in (("difference", "difference"), ("bootstrap_std", "bootstrap_std"),
+                      ("fraction_point_better", "fraction_a_better")):
+        out[name] = {k: float(v) if resolved[k] and np.isfinite(v) else None for k, v in zip(keys, r[src])}
+    return out
 
 
 def _classical(task, showers, idx, label, e_true, eta_test, res, scores, reg_info, targets):

@@ -132,6 +132,8 @@ def build_dataset(task: SinglesTask, n_per_class: int, seed: int, mode: str = "t
     from ..geometry import get_geometry
     from ..sim.showers import simulate_showers
 
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"build_dataset: chunk must be a positive int (showers per simulation call), found {chunk!r}")
     g = get_geometry(task.geometry, **task.geometry_kwargs)
     rng = np.random.default_rng(seed)
     order = list(range(task.n_classes))
@@ -155,14 +157,14 @@ def build_dataset(task: SinglesTask, n_per_class: int, seed: int, mode: str = "t
                 else:
                     e_kw = dict(energy_gev=rng.choice(ref_energies, n_try), spectrum="given")
                 round_seed = int(rng.integers(2**31))
-                sizes = [n_try] if (task.selection is None or n_try <= chunk) else \
-                    [min(chunk, n_try - i) for i in range(0, n_try, chunk)]
-                chunk_rng = np.random.default_rng(round_seed)
-                for j, n_chunk in enumerate(sizes):
-                    kw = e_kw if len(sizes) == 1 or e_kw["spectrum"] != "given" else \
-                        dict(e_kw, energy_gev=e_kw["energy_gev"][sum(sizes[:j]):sum(sizes[:j + 1])])
-                    s = simulate_showers(g, p, n_chunk, mode=mode, **kw,
-                                         seed=round_seed if len(sizes) == 1 else int(chunk_rng.integers(2**31)))
+                step = n_try if (task.selection is None or n_try <= chunk) else chunk
+                chunk_rng = np.random.default_rng(round_seed)  # seeds of the chunks when there are several
+                for start in range(0, n_try, step):
+                    stop = min(n_try, start + step)
+                    kw = e_kw if e_kw["spectrum"] != "given" else \
+                        dict(e_kw, energy_gev=e_kw["energy_gev"][start:stop])
+                    s = simulate_showers(g, p, stop - start, mode=mode, **kw,
+                                         seed=round_seed if step == n_try else int(chunk_rng.integers(2**31)))
                     if mode == "visible":
                         s = em_scale(s)
                     keep = task.selection(s) if task.selection else np.ones(s.n_events, bool)

@@ -151,18 +151,16 @@ def paired_rejection_difference(y_true, score_a, score_b, signal_efficiency=(0.6
     ra, rb = rej()
     rng = np.random.default_rng(seed)
     diffs = np.empty((n_boot, eff.size))
-    better = np.empty((n_boot, eff.size))
     for i in range(n_boot):
         a, b = rej(rng.integers(0, y.size, y.size))
         with np.errstate(invalid="ignore"):  # inf - inf: that resample is dropped below
             diffs[i] = a - b
-        better[i] = a > b
     ok = np.isfinite(diffs)
     n_ok = ok.sum(0)
     with np.errstate(invalid="ignore"):
         std = np.array([np.std(diffs[ok[:, j], j], ddof=1) if n_ok[j] >= max(2, 0.9 * n_boot) else np.nan
                         for j in range(eff.size)])
-        frac = np.where(n_ok > 0, (better * ok).sum(0) / np.maximum(n_ok, 1), np.nan)
+        frac = np.where(n_ok > 0, ((diffs > 0) & ok).sum(0) / np.maximum(n_ok, 1), np.nan)
     return {"signal_efficiency": eff, "difference": ra - rb, "bootstrap_std": std, "fraction_a_better": frac,
             "n_boot": n_boot}
 

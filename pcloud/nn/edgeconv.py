@@ -100,27 +100,23 @@ class EdgeConv(nn.Module):
     def _fused_max(self, centre: Tensor, nbr: Tensor, idx: Tensor, mask: Tensor, bi: Tensor, ii: Tensor) -> Tensor:
         """The fast path of the module docstring (same result as the general path)."""
         B, N, H = nbr.shape
-        k = idx.shape[-1]
         c = centre[bi, ii]  # (M, H)
         n_flat = nbr.reshape(B * N, H)
         p = idx[bi, ii] + (bi * N).unsqueeze(1)  # (M, k) flat index of each edge's neighbour
         bn = self.tail[0] if isinstance(self.tail[0], nn.BatchNorm1d) else None
         act = self.tail[-1]
-        if bn is None:
-            scale, shift = None, None
-        elif self.training or not bn.track_running_stats:
-            mu, var = self._edge_moments(c, n_flat, p)
-            if self.training and bn.track_running_stats:
-                self._update_running_stats(bn, mu, var, p.numel())
-            scale = torch.rsqrt(var + bn.eps)
+        scale = shift = None
+        if bn is not None:
+            if self.training or not bn.track_running_stats:  # statistics of this batch's edges
+                mu, var = self._edge_moments(c, n_flat, p)
+                if self.training and bn.track_running_stats:
+                    self._update_running_stats(bn, mu, var, p.numel())
+            else:
+                mu, var = bn.running_mean, bn.running_var
+            scale = torch.rsqrt(var + bn.eps)  # batch-norm as the per-channel map e -> scale e + shift
             if bn.affine:
                 scale = bn.weight * scale
             shift = -scale * mu + (bn.bias if bn.affine else 0.0)
-        else:
-            scale = torch.rsqrt(bn.running_var + bn.eps)
-            if bn.affine:
-                scale = bn.weight * scale
-            shift = -scale * bn.running_mean + (bn.bias if bn.affine else 0.0)
         with torch.no_grad():
             nb_val = n_flat[p]  # (M, k, H), outside the autograd graph
             take_max = torch.ones(H, dtype=torch.bool, device=nbr.device) if scale is None else scale >= 0
