@@ -26,7 +26,7 @@ def _best(fn, repeat):
 
 
 def _showers(g, n, random: bool):
-    from pcloud.showers import ShowerImages
+    from pcloud.core.showers import ShowerImages
 
     rng = np.random.default_rng(0)
     if not random:

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from pcloud.geometry import get_geometry
-from pcloud.showers import ShowerImages, particle_pdg
+from pcloud.core.showers import ShowerImages
+from pcloud.core.particles import particle_pdg
 
 
 def _sample(n, seed):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..showers import ShowerImages
+from ..core.showers import ShowerImages
 from ._common import check_fitted, check_xy
 
 #: Section-name prefixes counted as hadronic calorimeter by :func:`linear_inputs`.

@@ -14,7 +14,7 @@ import torch
 
 from ..data.convert import images_to_clouds
 from ..data.normalise import Normaliser
-from ..showers import ShowerImages
+from ..core.showers import ShowerImages
 
 POINT_FEATURES = ("x", "y", "z", "layer", "log_energy")
 POINT_MODELS = ("pointnet", "dgcnn")

@@ -32,7 +32,7 @@ import torch
 from ..data.splits import Splits
 from ..metrics import classification as mc
 from ..metrics import regression as mr
-from ..showers import ShowerImages
+from ..core.showers import ShowerImages
 from ..train.trainer import Trainer, select_device
 from .compute import peak_memory_mb, throughput
 from .models import DENSE_MODELS, POINT_MODELS, build, image_tensors, point_tensors
@@ -539,7 +539,7 @@ def _clean(o):
 
 
 def _write_json(path: Path, obj) -> None:
-    from ..io.atomic import atomic_output
+    from ..core.atomic import atomic_output
 
     with atomic_output(path) as tmp:
         Path(tmp).write_text(json.dumps(_clean(obj), indent=1))

@@ -25,7 +25,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..showers import ShowerImages, particle_pdg
+from ..core.showers import ShowerImages
+from ..core.particles import particle_pdg
 
 
 def _hcal_over_ecal_below(limit: float) -> Callable[[ShowerImages], np.ndarray]:

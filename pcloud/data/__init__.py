@@ -1,19 +1,19 @@
-"""Point clouds: the one schema, conversions from images / sparse deposits, batched views, splits, normalisation.
+"""Point clouds for models: conversions from images / sparse deposits to the schema of :mod:`pcloud.core.schema`,
+per-point model features, batched views, streaming dataset, splits, normalisation and summaries.
 
-See :mod:`pcloud.data.schema` for the field table and the label policy. The torch-dependent names (batch views,
-dataset, normaliser) are imported lazily so that ``pcloud.data.schema`` / ``convert`` stay light.
+The data layer takes arrays and iterables of cloud chunks; it never opens files (the readers of :mod:`pcloud.io`
+and :mod:`pcloud.pipeline` do). The torch-dependent names (batch views, dataset, normaliser) are imported lazily so
+that ``convert`` and ``point_features`` stay light.
 """
 from __future__ import annotations
 
 from .convert import clouds_to_images, images_to_clouds, sparse_to_clouds
-from .schema import (FEATURES, NO_PARTICLE, SCHEMA_VERSION, Feature, PointType, SchemaError, binary_labels,
-                     build_clouds, feature_columns, hard_labels, make_particles, n_points, register_feature,
-                     soft_fractions, target_fractions, validate_clouds)
+from .point_features import POINT_FEATURES, Feature, feature_columns, register_feature, resolve_features
 from .splits import Splits
-from .summary import summarise
+from .summary import summarise, summarise_clouds, summarise_images
 
 _LAZY = {"CloudDataset": "batch", "PaddedCollate": "batch", "PyGCollate": "batch", "collate_clouds": "batch",
-         "to_padded": "batch", "to_pyg_batch": "batch", "Normaliser": "normalise"}
+         "to_padded": "batch", "to_pyg_batch": "batch", "select_points": "batch", "Normaliser": "normalise"}
 
 
 def __getattr__(name):
@@ -25,7 +25,6 @@ def __getattr__(name):
 
 
 __all__ = ["CloudDataset", "PaddedCollate", "PyGCollate", "collate_clouds", "to_padded", "to_pyg_batch",
-           "clouds_to_images", "images_to_clouds", "sparse_to_clouds", "Normaliser", "FEATURES", "NO_PARTICLE",
-           "SCHEMA_VERSION", "Feature", "PointType", "SchemaError", "binary_labels", "build_clouds",
-           "feature_columns", "hard_labels", "make_particles", "n_points", "register_feature", "soft_fractions",
-           "target_fractions", "validate_clouds", "Splits", "summarise"]
+           "select_points", "clouds_to_images", "images_to_clouds", "sparse_to_clouds", "Normaliser",
+           "POINT_FEATURES", "Feature", "feature_columns", "register_feature", "resolve_features", "Splits",
+           "summarise", "summarise_clouds", "summarise_images"]

@@ -40,8 +40,8 @@ import awkward as ak
 import numpy as np
 import torch
 
-from .schema import (NO_PARTICLE, PointType, binary_labels, hard_labels, resolve_features, target_fractions,
-                     validate_clouds, feature_matrix)
+from ..core.schema import NO_PARTICLE, PointType, binary_labels, hard_labels, target_fractions, validate_clouds
+from .point_features import resolve_features, feature_matrix
 
 TARGETS = ("hard", "binary", "soft")
 
@@ -288,7 +288,10 @@ def collate_clouds(items, features: Sequence[str], **to_padded_kwargs) -> dict[s
 
 # ---------------------------------------------------------------------------------------------------- dataset
 class CloudDataset(torch.utils.data.IterableDataset):
-    """Stream batches of events from a cloud array or a native-store path (read chunk by chunk).
+    """Stream batches of events from a cloud array or a chunk source (read chunk by chunk).
+
+    A chunk source is any object with ``chunks(chunk_size, columns)`` (an iterator of cloud-array chunks) and
+    ``n_events``, e.g. :class:`pcloud.io.native.NativeStore` for a native Parquet store.
 
     Yields ``collate(batch)`` for each batch of ``batch_size`` events (an ak.Array when ``collate`` is None), so use
     it as ``DataLoader(CloudDataset(...), batch_size=None)``. ``splits`` / ``split`` keep only the events of one
@@ -308,6 +311,9 @@ class CloudDataset(torch.utils.data.IterableDataset):
             raise KeyError(f"CloudDataset: split {split!r} not in {splits.names}")
         if isinstance(source, ak.Array):
             validate_clouds(source, "CloudDataset")
+        elif not callable(getattr(source, "chunks", None)):
+            raise TypeError(f"CloudDataset: expected a cloud array or a chunk source with .chunks() (e.g. "
+                            f"pcloud.io.native.NativeStore), found {type(source).__name__}")
         self.source = source
         self.batch_size = int(batch_size)
         self.collate = collate
@@ -328,9 +334,7 @@ class CloudDataset(torch.utils.data.IterableDataset):
             for s in range(0, n, self.chunk_size):
                 yield self.source[s:s + self.chunk_size]
         else:
-            from ..io.native import iter_clouds
-
-            yield from iter_clouds(self.source, chunk_size=self.chunk_size, columns=self.columns)
+            yield from self.source.chunks(chunk_size=self.chunk_size, columns=self.columns)
 
     def _filter(self, chunk):
         if self.splits is None:
@@ -342,12 +346,10 @@ class CloudDataset(torch.utils.data.IterableDataset):
             return len(self.source)
         if isinstance(self.source, ak.Array):
             return int(self.splits.mask(ak.to_numpy(self.source.event_number), self.split).sum())
-        from ..io.native import iter_clouds, read_meta
-
         if self.splits is None:
-            return int(read_meta(self.source)["n_events"])
+            return int(self.source.n_events)
         return sum(int(self.splits.mask(ak.to_numpy(c.event_number), self.split).sum())
-                   for c in iter_clouds(self.source, columns=["event_number"]))
+                   for c in self.source.chunks(columns=["event_number"]))
 
     def __len__(self) -> int:
         """Number of batches per epoch (single worker)."""

@@ -12,8 +12,8 @@ import awkward as ak
 import numpy as np
 
 from ..geometry import Geometry
-from ..showers import ShowerImages
-from .schema import POINT_FIELDS, PointType, SchemaError, build_clouds, event_fields, validate_clouds
+from ..core.showers import ShowerImages
+from ..core.schema import POINT_FIELDS, PointType, SchemaError, build_clouds, event_fields, validate_clouds
 
 # Per-geometry cache of the cell table in storage dtypes: id(geometry) -> (geometry, table).
 _CELL_CACHE: dict[int, tuple[Geometry, dict]] = {}

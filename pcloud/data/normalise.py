@@ -3,7 +3,7 @@
 Statistics are accumulated over the *real points* of the training events (padding never counts), chunk by chunk in
 float64 with the pairwise update of Chan, Golub & LeVeque ("Algorithms for computing the sample variance", 1983),
 so a Parquet store can be fitted without loading it whole. Energies are best standardised through the
-``log_energy`` feature (registry in :mod:`pcloud.data.schema`). Columns of features marked ``standardise=False``
+``log_energy`` feature (registry in :mod:`pcloud.data.point_features`). Columns of features marked ``standardise=False``
 (one-hot codes) are left as they are (mean 0, std 1). A std below ``min_std`` (constant features) is set to 1.
 """
 from __future__ import annotations
@@ -15,7 +15,9 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 
-from .schema import feature_columns, feature_matrix, resolve_features, standardise_mask, validate_clouds
+from ..core.atomic import atomic_output
+from ..core.schema import validate_clouds
+from .point_features import feature_columns, feature_matrix, resolve_features, standardise_mask
 
 
 @dataclass
@@ -40,21 +42,18 @@ class Normaliser:
     # ------------------------------------------------------------------ fitting
     @classmethod
     def fit(cls, source, features, splits=None, split: str = "train", min_std: float = 1e-6) -> "Normaliser":
-        """Fit on the points of ``source`` (cloud array, native-store path, or an iterable of cloud chunks).
+        """Fit on the points of ``source`` (a cloud array or an iterable of cloud chunks, e.g.
+        :meth:`pcloud.io.native.NativeStore.chunks`).
 
         With ``splits`` (:class:`pcloud.data.splits.Splits`) only events of split ``split`` (default ``"train"``)
         are used; without, every event given is used, so pass training events only.
         """
         feats = resolve_features(features)
         names = [f.name for f in feats]
-        if isinstance(source, ak.Array):
-            chunks = [source]
-        elif isinstance(source, (str, Path)):
-            from ..io.native import iter_clouds
-
-            chunks = iter_clouds(source)
-        else:
-            chunks = source
+        if isinstance(source, (str, Path)):
+            raise TypeError("Normaliser.fit: give clouds (an array or an iterable of chunks), not a path; open a "
+                            "native store with pcloud.io.native.NativeStore(path).chunks()")
+        chunks = [source] if isinstance(source, ak.Array) else source
         n, mean, m2, n_events = 0, None, None, 0
         for chunk in chunks:
             validate_clouds(chunk, "Normaliser.fit")
@@ -123,8 +122,6 @@ class Normaliser:
                 "std": self.std.tolist(), "n_points": self.n_points, "fitted_on": self.fitted_on}
 
     def save(self, path) -> None:
-        from ..io.atomic import atomic_output
-
         with atomic_output(path) as tmp:
             Path(tmp).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 

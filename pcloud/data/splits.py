@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.atomic import atomic_output
+
 DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 HASH_NAME = "splitmix64-v1"
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -101,8 +103,6 @@ class Splits:
 
     def save(self, path, event_number=None) -> None:
         """Write the split definition (and, given the data set's event numbers, the per-split counts) as JSON."""
-        from ..io.atomic import atomic_output
-
         with atomic_output(path) as tmp:
             Path(tmp).write_text(json.dumps(self.to_dict(event_number), indent=2) + "\n")
 

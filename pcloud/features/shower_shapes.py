@@ -61,7 +61,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..geometry.base import wrap_phi
-from ..showers import ShowerImages
+from ..core.showers import ShowerImages
 
 FEATURE_SETS = ("calogan20", "all")
 LATERAL_AXES = ("fine", "u", "v", "both")

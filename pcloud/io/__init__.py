@@ -13,7 +13,7 @@ found) and :func:`~pcloud.io.atomic.atomic_output` (crash-safe writes). Every re
 """
 from __future__ import annotations
 
-from .atomic import atomic_output
+from ..core.atomic import atomic_output
 from .calochallenge import (CaloChallengeBinning, example_binning, iter_calochallenge, parse_binning,
                             read_calochallenge, write_binning_xml, write_calochallenge)
 from .calogan import iter_calogan, read_calogan, write_calogan

@@ -46,8 +46,8 @@ from ..geometry import Geometry, Section
 from ..geometry.atlas import LAYERS as ATLAS_LAYERS
 from ..geometry.atlas import SAMPLING
 from ..geometry.materials import LAR, SILICON, TUNGSTEN, Stack
-from ..showers import ShowerImages
-from .atomic import atomic_output
+from ..core.showers import ShowerImages
+from ..core.atomic import atomic_output
 from .calogan import _json_attr, _write_common_attrs, resolve_pdg
 from .errors import (NEGATIVE_TOLERANCE_GEV, FormatError, check_cells, check_dtype, check_positive, check_shape,
                      event_range, get_dataset, open_hdf5, read_range, read_truth_group, safe_attr,

@@ -31,8 +31,9 @@ from typing import Iterator
 import numpy as np
 
 from ..geometry import get_geometry
-from ..showers import ShowerImages, particle_pdg
-from .atomic import atomic_output
+from ..core.showers import ShowerImages
+from ..core.particles import particle_pdg
+from ..core.atomic import atomic_output
 from .errors import (NEGATIVE_TOLERANCE_GEV, FormatError, check_cells, check_dtype, check_finite, check_positive,
                      check_shape, event_range, get_dataset, iter_event_chunks, open_hdf5, read_range,
                      read_truth_group, safe_attr,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..showers import ShowerImages
+from ..core.showers import ShowerImages
 from .errors import HDF5_SIGNATURE, FormatError, file_head, open_hdf5
 
 PARQUET_MAGIC = b"PAR1"

@@ -112,7 +112,7 @@ def write_mltree(path, events, clusters, geometry=None, container: str = "ttree"
     """
     import uproot
 
-    from .atomic import atomic_output
+    from ..core.atomic import atomic_output
 
     if container not in ("ttree", "rntuple"):
         raise ValueError(f"write_mltree: container must be 'ttree' or 'rntuple', found {container!r}")
@@ -263,8 +263,9 @@ def read_mltree(path, geometry=None, negative_truth: str = "drop", tree: str = "
     """
     import uproot
 
-    from ..pflow.topocluster import TopoClusters
-    from ..sim.events import PDG_CHARGE, TrackCellEvents
+    from ..core.clusters import TopoClusters
+    from ..core.particles import PDG_CHARGE
+    from ..core.events import TrackCellEvents
 
     ak = _ak()
     if negative_truth not in ("drop", "clip", "keep", "error"):

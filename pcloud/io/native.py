@@ -10,8 +10,9 @@ key               meaning
 ================  ==========================================================================================
 ``format``        ``"pcloud-native"``
 ``schema_version`` :data:`pcloud.data.schema.SCHEMA_VERSION` at write time; other versions are refused
-``geometry``      ``{"name": ..., "kwargs": {...}}`` (the arguments of :func:`pcloud.geometry.get_geometry`;
-                  extra keys such as ``xml`` for CaloChallenge geometries are kept)
+``geometry``      :func:`geometry_meta`: ``{"name": ..., "kwargs": {...}}`` (the arguments of
+                  :func:`pcloud.geometry.get_geometry`), plus ``binning_xml`` (the binning XML text) for
+                  geometries built from a CaloChallenge binning; :func:`geometry_from_meta` rebuilds it
 ``units``         units of the point fields (:data:`pcloud.data.schema.UNITS`)
 ``threshold_gev`` the cell threshold used by the conversion (``None``: all non-zero cells)
 ``generator``     free-form generator / reader settings (dict)
@@ -19,7 +20,7 @@ key               meaning
 ``n_events``      number of events (written when the file is closed; also ``num_rows`` of the Parquet footer)
 ================  ==========================================================================================
 
-Any other meta keys given by the writer are kept. Writes are atomic (:func:`pcloud.io.atomic.atomic_output`).
+Any other meta keys given by the writer are kept. Writes are atomic (:func:`pcloud.core.atomic.atomic_output`).
 """
 from __future__ import annotations
 
@@ -30,8 +31,10 @@ from typing import Iterable, Iterator
 import awkward as ak
 import numpy as np
 
-from ..data.schema import REQUIRED_EVENT_FIELDS, REQUIRED_POINT_FIELDS, SCHEMA_VERSION, UNITS, validate_clouds
-from .atomic import atomic_output
+from ..core.schema import REQUIRED_EVENT_FIELDS, REQUIRED_POINT_FIELDS, SCHEMA_VERSION, UNITS, validate_clouds
+from ..core.atomic import atomic_output
+from ..geometry import Geometry, get_geometry
+from .calochallenge import binning_from_geometry, parse_binning
 from .errors import FormatError, file_head
 
 META_KEY = b"pcloud"
@@ -50,6 +53,31 @@ def _json_default(o):
     raise TypeError(f"meta value of type {type(o).__name__} is not JSON serialisable")
 
 
+def geometry_meta(geometry: Geometry) -> dict:
+    """The store's description of a geometry: ``{"name", "kwargs"}`` for the named geometries of
+    :func:`pcloud.geometry.get_geometry`, plus ``binning_xml`` for CaloChallenge binnings (the geometry is defined
+    by the XML there). :func:`geometry_from_meta` is the inverse."""
+    out = {"name": geometry.name, "kwargs": dict(geometry.info.get("builder_kwargs", {}))}
+    if "calochallenge" in geometry.info:
+        out["binning_xml"] = binning_from_geometry(geometry).to_xml()
+    return out
+
+
+def geometry_from_meta(meta, path=None) -> Geometry:
+    """Rebuild the geometry described by a store's ``meta["geometry"]`` (or by that dict itself)."""
+    g = meta.get("geometry", meta) if isinstance(meta, dict) else meta
+    if not isinstance(g, dict) or "name" not in g:
+        raise FormatError(path, "metadata 'geometry'", "an object with a 'name' (and 'kwargs' or 'binning_xml')",
+                          f"{type(g).__name__} {str(g)[:80]!r}")
+    if g.get("binning_xml"):
+        return parse_binning(g["binning_xml"]).geometry
+    kwargs = g.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise FormatError(path, "metadata 'geometry.kwargs'", "an object of geometry arguments",
+                          f"{type(kwargs).__name__}")
+    return get_geometry(g["name"], **kwargs)
+
+
 def _normalise_meta(meta: dict | None, first_chunk: ak.Array, path) -> dict:
     meta = dict(meta or {})
     params = ak.parameters(first_chunk)
@@ -60,8 +88,8 @@ def _normalise_meta(meta: dict | None, first_chunk: ak.Array, path) -> dict:
     if isinstance(g, str):
         g = {"name": g, "kwargs": dict(params.get("pcloud_geometry_kwargs") or {})
              if g == params.get("pcloud_geometry") else {}}
-    elif hasattr(g, "sections") and hasattr(g, "name"):  # a Geometry object
-        g = {"name": g.name, "kwargs": dict(g.info.get("builder_kwargs", {}))}
+    elif isinstance(g, Geometry):
+        g = geometry_meta(g)
     elif isinstance(g, dict) and "name" in g:
         g = {**g, "name": g["name"], "kwargs": dict(g.get("kwargs") or {})}  # extra keys (e.g. "xml") kept
     else:
@@ -286,3 +314,30 @@ def read_clouds(path, start: int | None = None, stop: int | None = None, columns
     arr = _to_clouds(_read_groups(pf, groups, leaf, path), meta)
     off = int(first[groups[0]])
     return arr[start - off:stop - off]
+
+
+class NativeStore:
+    """A native store opened for streaming: ``meta``, ``n_events``, ``geometry()`` and ``chunks()``.
+
+    The chunk-source interface of :class:`pcloud.data.batch.CloudDataset`: the file is opened (and its metadata
+    checked) once here; every ``chunks()`` call streams it again row group by row group.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.meta = read_meta(self.path)
+        self.n_events = int(self.meta["n_events"])
+
+    def __len__(self) -> int:
+        return self.n_events
+
+    def geometry(self) -> Geometry:
+        return geometry_from_meta(self.meta, self.path)
+
+    def chunks(self, chunk_size: int | None = None, columns=None) -> Iterator[ak.Array]:
+        """:func:`iter_clouds` of the store."""
+        return iter_clouds(self.path, chunk_size=chunk_size, columns=columns)
+
+    def read(self, start: int | None = None, stop: int | None = None, columns=None) -> ak.Array:
+        """:func:`read_clouds` of the store."""
+        return read_clouds(self.path, start=start, stop=stop, columns=columns)

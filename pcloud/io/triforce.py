@@ -43,8 +43,8 @@ from typing import Iterator
 import numpy as np
 
 from ..geometry import get_geometry
-from ..showers import ShowerImages
-from .atomic import atomic_output
+from ..core.showers import ShowerImages
+from ..core.atomic import atomic_output
 from .calogan import _json_attr, _write_common_attrs
 from .errors import (NEGATIVE_TOLERANCE_GEV, TRUTH_GROUP, FormatError, check_cells, check_dtype, check_finite,
                      check_positive, check_shape, event_range, get_dataset, iter_event_chunks, open_hdf5, read_range,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from . import clouds  # noqa: F401  (registers the pflow point features)
 from .attribution import Attribution, truth_attribution
-from .topocluster import TopoClusters, cell_neighbours, expected_noise_seeds, topo_cluster, topo_cluster_events
+from ..core.clusters import TopoClusters
+from .topocluster import cell_neighbours, expected_noise_seeds, topo_cluster, topo_cluster_events
 
 __all__ = ["Attribution", "truth_attribution", "TopoClusters", "cell_neighbours", "expected_noise_seeds",
            "topo_cluster", "topo_cluster_events"]

@@ -206,7 +206,9 @@ def fit_eop_table(geometry, n_pions: int = 40000, seed: int = 2024, p_range_gev=
                   p_edges_gev=(1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 110, 200), abs_eta_edges=(0.0, 0.45, 0.9, 1.4),
                   eta_max: float = 1.35, cone_dr: float = 0.2, chunk: int = 5000) -> EOpTable:
     """Fit <E/p> and sigma(E/p) of single charged pions in (p, |eta|) bins (see the module docstring)."""
-    from ..sim.events import M_PI_CHARGED, TruthParticles, simulate_events
+    from ..core.particles import M_PI_CHARGED
+    from ..core.events import TruthParticles
+    from ..sim.events import simulate_events
     from .topocluster import topo_cluster_events
 
     if n_pions < 10 * (len(p_edges_gev) - 1) * (len(abs_eta_edges) - 1):

@@ -24,7 +24,8 @@ energy is <= 0 while its measured energy was > 0 (i.e. a cell emptied by subtrac
 *measured* energy is <= 0 (negative noise fluctuations) are kept, exactly as in an untouched event, so a subtracted
 event still "resembles an event" (seed 002 backup, "Iterative inference").
 
-Per-point fields: the schema fields of :mod:`pcloud.data.schema` plus
+Per-point fields: the schema fields of :mod:`pcloud.core.schema` plus (model features of the same names in
+:mod:`pcloud.data.point_features`)
 
 =================  =======  ==================================================================================
 ``cell_row``       int64    row of the cell in ``events.cells``; -1 for track points
@@ -70,7 +71,7 @@ import awkward as ak
 import numpy as np
 
 from ..geometry.base import wrap_phi
-from ..data.schema import Feature, FEATURES, PointType, build_clouds, register_feature
+from ..core.schema import PointType, build_clouds
 
 __all__ = ["track_clouds", "event_clouds", "reference_layer", "delta_phi", "cloud_cell_rows", "cloud_track_rows", "cell_counts",
            "NO_TRACK_DR"]
@@ -83,26 +84,6 @@ _MAX_PAIRS = 4_000_000
 def delta_phi(phi1, phi2) -> np.ndarray:
     """phi1 - phi2 wrapped to [-pi, pi) (rad)."""
     return wrap_phi(np.asarray(phi1, np.float64) - np.asarray(phi2, np.float64))
-
-
-# ---------------------------------------------------------------------------------------------------- features
-def _col32(name):
-    return lambda c: c[name].astype(np.float32)[:, None]
-
-
-def _log_track_pt(c):
-    # ln(pT / GeV) of track points; cells (pT = 0) get the floor ln(0.1) (tracks have pT > 0.5 GeV)
-    return np.log(np.maximum(c["track_pt"].astype(np.float64), 0.1)).astype(np.float32)[:, None]
-
-
-for _f in (Feature("deta", 1, _col32("deta"), ("deta",), "eta - eta of the focal/nearest track at the point's layer"),
-           Feature("dphi", 1, _col32("dphi"), ("dphi",), "phi - phi of the focal/nearest track at the layer (rad)"),
-           Feature("delta_r_ref", 1, _col32("delta_r_ref"), ("delta_r_ref",), "Delta R to the reference point"),
-           Feature("dr_nearest_track", 1, _col32("dr_nearest_track"), ("dr_nearest_track",),
-                   "Delta R to the nearest track at the point's layer (event clouds)"),
-           Feature("log_track_pt", 1, _log_track_pt, ("track_pt",), "ln(max(track pT, 0.1 GeV) / GeV)")):
-    if _f.name not in FEATURES:
-        register_feature(_f)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers

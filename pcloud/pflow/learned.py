@@ -51,7 +51,8 @@ from torch import nn
 
 from ..data.batch import _select, to_padded
 from ..data.normalise import Normaliser
-from ..data.schema import PointType, feature_columns, resolve_features
+from ..core.schema import PointType
+from ..data.point_features import feature_columns, resolve_features
 from ..nn import MultiTaskLoss, build_model
 from ..train.trainer import Trainer, select_device
 from . import clouds as _clouds  # noqa: F401  (registers the pflow features)

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..sim.events import TruthParticles, generate_gun
+from ..core.events import TruthParticles
+from ..sim.decay_gun import generate_gun
 
 __all__ = ["concat_truth", "mixture_truth", "event_component"]
 

@@ -30,11 +30,11 @@ circular mean). Clusters are numbered per event in order of decreasing energy (a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
+
+from ..core.clusters import TopoClusters
 
 _NEIGHBOUR_CACHE: dict = {}
 
@@ -107,40 +107,6 @@ def cell_neighbours(geometry) -> sparse.csr_matrix:
     m.data[:] = True
     _NEIGHBOUR_CACHE[key] = m
     return m
-
-
-@dataclass
-class TopoClusters:
-    """Topo-clusters of ``n_events`` events.
-
-    Per cluster (K, numbered by event then decreasing energy): ``event, energy_gev, eta, phi, n_cells``;
-    ``offsets`` (n_events + 1) into the cluster arrays. Per input cell row: ``cell_cluster`` (-1: not clustered),
-    ``cell_role`` (0 none, 1 seed, 2 growth (> N), 3 perimeter). ``members`` are the clustered cell rows sorted by
-    cluster, ``member_offsets`` (K + 1).
-    """
-
-    n_events: int
-    event: np.ndarray
-    energy_gev: np.ndarray
-    eta: np.ndarray
-    phi: np.ndarray
-    n_cells: np.ndarray
-    cell_cluster: np.ndarray
-    cell_role: np.ndarray
-    members: np.ndarray
-    member_offsets: np.ndarray
-    thresholds: tuple = (4.0, 2.0, 0.0)
-    meta: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        self.offsets = np.searchsorted(self.event, np.arange(self.n_events + 1)).astype(np.int64)
-
-    def __len__(self) -> int:
-        return int(self.event.size)
-
-    def cells_of(self, k: int) -> np.ndarray:
-        """Cell rows of cluster ``k``."""
-        return self.members[self.member_offsets[k]:self.member_offsets[k + 1]]
 
 
 def topo_cluster(geometry, event, cell_id, energy_gev, noise_sigma_gev=None, n_events: int | None = None,

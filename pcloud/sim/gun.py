@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..geometry.base import Geometry
-from ..showers import particle_pdg
+from ..core.particles import particle_pdg
 
 SPECTRA = ("uniform", "log", "log-uniform", "given")
 

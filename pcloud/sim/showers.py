@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..geometry import Geometry, get_geometry
-from ..showers import ShowerImages, particle_pdg
+from ..core.showers import ShowerImages
+from ..core.particles import particle_pdg
 from .deposit import MODES, _simulate_spots, add_noise, sparse_noise
 from .gun import particle_gun
 from .media import em_sampling_fraction

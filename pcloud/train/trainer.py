@@ -22,7 +22,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from ..io.atomic import atomic_output
+from ..core.atomic import atomic_output
 
 
 def select_device(name: str = "auto") -> torch.device:

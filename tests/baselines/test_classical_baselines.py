@@ -7,7 +7,7 @@ from pcloud.baselines import (PAPER_WIDTHS, EnergyTreeRegression, FCNClassifier,
                               LinearEnergyRegression, ShowerShapeFCN, count_parameters, linear_inputs)
 from pcloud.geometry import get_geometry
 from pcloud.metrics import auc
-from pcloud.showers import ShowerImages
+from pcloud.core.showers import ShowerImages
 
 
 def separable(n=1500, d=6, shift=2.5, seed=0):

@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from pcloud.bench.pflow import MODES, PflowConfig, register, run_pflow, select_events
+from pcloud.bench.pflow import PFLOW_MODES, PflowConfig, run_pflow
+from pcloud.cli.main import build_parser
+from pcloud.core.events import select_events
 from pcloud.geometry import get_geometry
 from pcloud.pflow.attribution import truth_attribution
 from pcloud.sim.events import generate_events
@@ -87,7 +89,7 @@ def test_modes_resolve():
     assert (q.n_events, q.epochs, q.ablation, q.max_points) == (600, 2, False, 128)
     m = PflowConfig(medium=True).resolved()
     assert m.mode == "medium" and (m.n_events, m.epochs, m.ablation) == (3000, 8, True)
-    assert m.minutes("pointnet") == MODES["medium"]["model_minutes"]["pointnet"] and m.arch("dgcnn")["k"] == 8
+    assert m.minutes("pointnet") == PFLOW_MODES["medium"]["model_minutes"]["pointnet"] and m.arch("dgcnn")["k"] == 8
     f = PflowConfig(n_events=50).resolved()
     assert f.mode == "full" and f.n_events == 50 and f.epochs == 15 and f.minutes("pointnet") is None
     assert PflowConfig(medium=True, n_events=100, ablation=False).resolved().ablation is False
@@ -97,15 +99,13 @@ def test_modes_resolve():
         PflowConfig(dense_fraction=2.0).resolved()
 
 
-def test_register_adds_the_pflow_command():
-    parser = argparse.ArgumentParser(prog="pcloud bench")
-    sub = parser.add_subparsers(dest="cmd")
-    register(sub)
-    args = parser.parse_args(["pflow", "--quick", "--out", "x", "--device", "cpu", "--events", "100",
+def test_cli_has_the_pflow_command():
+    parser = build_parser()
+    args = parser.parse_args(["bench", "pflow", "--quick", "--out", "x", "--device", "cpu", "--events", "100",
                               "--epochs", "2"])
     assert args.quick and args.out == "x" and args.device == "cpu" and args.events == 100 and args.epochs == 2
     assert callable(args.func)
-    args = parser.parse_args(["pflow", "--medium", "--no-ablation", "--dense-fraction", "0.4"])
+    args = parser.parse_args(["bench", "pflow", "--medium", "--no-ablation", "--dense-fraction", "0.4"])
     assert args.medium and not args.quick and args.no_ablation and args.dense_fraction == 0.4
     with pytest.raises(SystemExit):
-        parser.parse_args(["pflow", "--medium", "--quick"])
+        parser.parse_args(["bench", "pflow", "--medium", "--quick"])

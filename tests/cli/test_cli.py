@@ -94,7 +94,7 @@ def test_convert_bad_shape_leaves_no_output(tmp_path, capsys):
 
 def test_calochallenge_convert_show_roundtrip(tmp_path, capsys):
     from pcloud.io import example_binning, parse_binning, write_calochallenge
-    from pcloud.showers import ShowerImages
+    from pcloud.core.showers import ShowerImages
 
     b = parse_binning(example_binning("photon5"))
     g = b.geometry

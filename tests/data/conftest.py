@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pcloud.geometry import get_geometry
-from pcloud.showers import ShowerImages
+from pcloud.core.showers import ShowerImages
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from pcloud.data import (CloudDataset, PaddedCollate, PyGCollate, Splits, build_clouds, images_to_clouds, to_padded,
-                         to_pyg_batch)
-from pcloud.data.schema import PointType
-from pcloud.io.native import write_clouds
+from pcloud.data import CloudDataset, PaddedCollate, PyGCollate, Splits, images_to_clouds, to_padded, to_pyg_batch
+from pcloud.core.schema import build_clouds
+from pcloud.core.schema import PointType
+from pcloud.io.native import NativeStore, write_clouds
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def test_dataset_streams_path_and_array(tmp_path, calogan, make_random_showers):
     path = tmp_path / "d.parquet"
     write_clouds(path, clouds, row_group_events=8)
     total = float(ak.sum(clouds.points.energy))
-    for src in (clouds, path):
+    for src in (clouds, NativeStore(path)):
         ds = CloudDataset(src, batch_size=10, chunk_size=16, collate=PaddedCollate(["energy"]))
         batches = list(torch.utils.data.DataLoader(ds, batch_size=None))
         assert [len(b["event_number"]) for b in batches] == [10, 10, 10, 10, 5] and len(ds) == 5
@@ -117,12 +117,14 @@ def test_dataset_streams_path_and_array(tmp_path, calogan, make_random_showers):
     # shuffled and split: a permutation of the split's events, seeded
     sp = Splits({"train": 0.7, "test": 0.3}, seed=3)
     want = sorted(sp.select(clouds, "train").event_number.tolist())
-    ds = CloudDataset(path, batch_size=4, shuffle=True, seed=1, splits=sp, split="train")
+    ds = CloudDataset(NativeStore(path), batch_size=4, shuffle=True, seed=1, splits=sp, split="train")
     got = [int(n) for b in ds for n in b.event_number]
     assert sorted(got) == want and got != want and len(ds) == -(-len(want) // 4)
-    again = [int(n) for b in CloudDataset(path, batch_size=4, shuffle=True, seed=1, splits=sp, split="train")
+    again = [int(n) for b in CloudDataset(NativeStore(path), batch_size=4, shuffle=True, seed=1, splits=sp, split="train")
              for n in b.event_number]
     assert again == got
+    with pytest.raises(TypeError, match="chunk source"):
+        CloudDataset(path, batch_size=4)
 
 
 def test_bad_batch_input(small):

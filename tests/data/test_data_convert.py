@@ -5,9 +5,10 @@ import awkward as ak
 import numpy as np
 import pytest
 
-from pcloud.data import SchemaError, clouds_to_images, images_to_clouds, sparse_to_clouds
-from pcloud.data.schema import PointType, hard_labels
-from pcloud.showers import ShowerImages
+from pcloud.core.schema import SchemaError
+from pcloud.data import clouds_to_images, images_to_clouds, sparse_to_clouds
+from pcloud.core.schema import PointType, hard_labels
+from pcloud.core.showers import ShowerImages
 
 
 def _sum_above(showers, thr):

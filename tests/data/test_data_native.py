@@ -9,9 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pcloud.data import SCHEMA_VERSION, clouds_to_images, images_to_clouds, summarise
+from pcloud.core.schema import SCHEMA_VERSION
+from pcloud.data import clouds_to_images, images_to_clouds
+from pcloud.data.summary import summarise_clouds
 from pcloud.io.errors import FormatError
 from pcloud.io.native import iter_clouds, read_clouds, read_meta, write_clouds
+from pcloud.pipeline import describe_file
 
 
 @pytest.fixture
@@ -78,7 +81,7 @@ def test_summary_of_path_and_array(tmp_path, calogan, showers):
     write_clouds(path, clouds)
     flat = showers.flat().astype(np.float64)
     above = flat > 0.1
-    for s in (summarise(path), summarise(clouds)):
+    for s in (describe_file(path), summarise_clouds(clouds)):
         assert s["n_events"] == 53
         assert s["n_points"] == int(above.sum())
         assert s["points_per_event"]["min"] == int(above.sum(1).min())

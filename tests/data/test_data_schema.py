@@ -5,9 +5,8 @@ import awkward as ak
 import numpy as np
 import pytest
 
-from pcloud.data.schema import (FEATURES, NO_PARTICLE, PointType, SchemaError, binary_labels, build_clouds,
-                                feature_columns, feature_matrix, hard_labels, soft_fractions, target_fractions,
-                                validate_clouds)
+from pcloud.data.point_features import POINT_FEATURES as FEATURES, feature_columns, feature_matrix
+from pcloud.core.schema import (NO_PARTICLE, PointType, SchemaError, binary_labels, build_clouds, hard_labels, soft_fractions, target_fractions, validate_clouds)
 
 
 def _cells(truth):

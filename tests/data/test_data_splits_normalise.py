@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pcloud.data import Normaliser, Splits, build_clouds, to_padded
+from pcloud.data import Normaliser, Splits, to_padded
+from pcloud.core.schema import build_clouds
 from pcloud.data.splits import event_uniform, splitmix64
 
 

@@ -5,7 +5,7 @@ import pytest
 from pcloud.features import calogan20_names, energy_regression_features, feature_unit, section_sums, shower_shapes
 from pcloud.geometry import Geometry, Section, get_geometry
 from pcloud.geometry.materials import LAR, LEAD, Stack
-from pcloud.showers import ShowerImages
+from pcloud.core.showers import ShowerImages
 
 PAPER_NAMES = ["E_0", "E_1", "E_2", "E_tot", "f_0", "f_1", "f_2", "E_ratio_0", "E_ratio_1", "E_ratio_2", "d", "l_d",
                "s_d", "sigma_sd", "sigma_0", "sigma_1", "sigma_2", "sparsity_0", "sparsity_1", "sparsity_2"]

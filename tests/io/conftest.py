@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pcloud.geometry import get_geometry
-from pcloud.showers import ShowerImages
+from pcloud.core.showers import ShowerImages
 
 
 def random_showers(geometry, n, seed=0, sparsity=0.7, **truth):

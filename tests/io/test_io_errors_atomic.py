@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from pcloud.io.atomic import atomic_output
+from pcloud.core.atomic import atomic_output
 from pcloud.io.errors import FormatError, check_cells, event_range
 
 

@@ -4,7 +4,8 @@ import pytest
 
 from pcloud.pflow import baselines as B
 from pcloud.pflow.metrics import energy_conservation
-from pcloud.sim.events import TrackCellEvents, generate_events
+from pcloud.core.events import TrackCellEvents
+from pcloud.sim.events import generate_events
 
 
 IU, IV = 56, 128  # EMB2 cell at eta 0.0125, phi ~ 0.0123
@@ -242,7 +243,9 @@ def test_rule_based_on_isolated_pions_recovers_their_energy(atlas):
     """Isolated single pi+: the E/p subtraction gives each track its own deposit (median response ~1, width near
     sigma(E/p) / <E/p> ~ 0.2), as the ATLAS algorithm does for isolated hadrons (EPJC 77 (2017) 466, section 6)."""
     from pcloud.pflow.metrics import clustered_cell_mask, evaluate_attribution
-    from pcloud.sim.events import M_PI_CHARGED, TruthParticles, simulate_events
+    from pcloud.core.particles import M_PI_CHARGED
+    from pcloud.core.events import TruthParticles
+    from pcloud.sim.events import simulate_events
 
     rng = np.random.default_rng(4)
     n = 150

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from pcloud.data.batch import to_padded
-from pcloud.data.schema import PointType, hard_labels, target_fractions, validate_clouds
+from pcloud.core.schema import PointType, hard_labels, target_fractions, validate_clouds
 from pcloud.pflow.clouds import NO_TRACK_DR, event_clouds, reference_layer, track_clouds
 from pcloud.pflow.learned import hard3_labels
-from pcloud.sim.events import TrackCellEvents, generate_events
+from pcloud.core.events import TrackCellEvents
+from pcloud.sim.events import generate_events
 from pcloud.sim.tracks import layer_mid_radii_mm
 
 CELL, FOCAL, OTHER = int(PointType.CELL), int(PointType.FOCAL_TRACK), int(PointType.OTHER_TRACK)

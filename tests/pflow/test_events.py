@@ -5,6 +5,10 @@ import numpy as np
 import pytest
 
 from pcloud.sim import events as E
+from pcloud.core import particles as P
+from pcloud.sim import decay_gun as G
+from pcloud.sim import kinematics as K
+from pcloud.sim import pythia as PY
 from pcloud.sim.tracks import extrapolate_to_layers
 
 from .conftest import line_deposit
@@ -17,16 +21,16 @@ def _dr(eta1, phi1, eta2, phi2):
 
 def test_two_body_momentum_hand_case():
     # equal masses: p* = sqrt(M^2 / 4 - m^2)
-    assert E.two_body_momentum_gev(1.0, 0.3, 0.3) == pytest.approx(np.sqrt(0.25 - 0.09))
+    assert K.two_body_momentum_gev(1.0, 0.3, 0.3) == pytest.approx(np.sqrt(0.25 - 0.09))
     # massless daughters: p* = M / 2
-    assert E.two_body_momentum_gev(0.775, 0.0, 0.0) == pytest.approx(0.3875)
+    assert K.two_body_momentum_gev(0.775, 0.0, 0.0) == pytest.approx(0.3875)
     with pytest.raises(ValueError, match="threshold"):
-        E.two_body_momentum_gev(0.2, 0.14, 0.14)
+        K.two_body_momentum_gev(0.2, 0.14, 0.14)
 
 
 def test_gun_conserves_four_momentum_and_charge():
     rng = np.random.default_rng(0)
-    t = E.generate_gun(400, rng, parent=["rho", "delta"], energy_gev=(5, 50), n_parents=(1, 3))
+    t = G.generate_gun(400, rng, parent=["rho", "delta"], energy_gev=(5, 50), n_parents=(1, 3))
     R = t.parent_pdg.size
     p4 = np.zeros((R, 4))
     for col, arr in enumerate((t.energy_gev, t.px_gev, t.py_gev, t.pz_gev)):
@@ -37,7 +41,7 @@ def test_gun_conserves_four_momentum_and_charge():
     pt = np.hypot(p4[:, 1], p4[:, 2])
     np.testing.assert_allclose(np.arcsinh(p4[:, 3] / pt), t.parent_eta, atol=1e-9)
     # charge: rho+- -> +-1, Delta++ -> +2, Delta+ -> +1
-    q_par = np.bincount(t.parent, E._charge_of(t.pdg), minlength=R)
+    q_par = np.bincount(t.parent, P.charge_of(t.pdg), minlength=R)
     expected = {213: 1, -213: -1, 2224: 2, 2214: 1}
     np.testing.assert_array_equal(q_par, [expected[p] for p in t.parent_pdg])
     # two daughters per parent, particles sorted by event
@@ -47,49 +51,49 @@ def test_gun_conserves_four_momentum_and_charge():
 
 def test_breit_wigner_masses_and_delta_branching():
     rng = np.random.default_rng(1)
-    t = E.generate_gun(6000, rng, parent="delta+", energy_gev=(10, 20))
-    thr = np.bincount(t.parent, E._mass_of(t.pdg))  # m1 + m2 of the channel drawn
-    assert np.all(t.parent_mass_gev > thr) and np.all(t.parent_mass_gev <= E.DELTA_MASS_GEV + 5 * E.DELTA_WIDTH_GEV)
-    assert np.median(t.parent_mass_gev) == pytest.approx(E.DELTA_MASS_GEV, abs=0.01)
+    t = G.generate_gun(6000, rng, parent="delta+", energy_gev=(10, 20))
+    thr = np.bincount(t.parent, P.mass_of(t.pdg))  # m1 + m2 of the channel drawn
+    assert np.all(t.parent_mass_gev > thr) and np.all(t.parent_mass_gev <= P.DELTA_MASS_GEV + 5 * P.DELTA_WIDTH_GEV)
+    assert np.median(t.parent_mass_gev) == pytest.approx(P.DELTA_MASS_GEV, abs=0.01)
     # Delta+ -> p pi0 with probability 2/3 (isospin)
     has_p = np.bincount(t.parent, t.pdg == 2212, minlength=6000) > 0
     assert has_p.mean() == pytest.approx(2 / 3, abs=4 * np.sqrt(2 / 9 / 6000))
-    r = E.generate_gun(4000, rng, parent="rho", energy_gev=(10, 20))
-    assert np.median(r.parent_mass_gev) == pytest.approx(E.RHO_MASS_GEV, abs=0.01)
+    r = G.generate_gun(4000, rng, parent="rho", energy_gev=(10, 20))
+    assert np.median(r.parent_mass_gev) == pytest.approx(P.RHO_MASS_GEV, abs=0.01)
     # truncated Cauchy: the interquartile range is close to Gamma (slightly less because of the truncation)
     q1, q3 = np.percentile(r.parent_mass_gev, [25, 75])
-    assert 0.8 * E.RHO_WIDTH_GEV < q3 - q1 < 1.0 * E.RHO_WIDTH_GEV
+    assert 0.8 * P.RHO_WIDTH_GEV < q3 - q1 < 1.0 * P.RHO_WIDTH_GEV
     assert set(np.unique(np.abs(r.pdg))) == {111, 211}
 
 
 def test_parent_separation_in_delta_r():
     rng = np.random.default_rng(2)
-    t = E.generate_gun(300, rng, parent="rho", n_parents=3, dr=(0.2, 0.3), eta=(-0.5, 0.5))
+    t = G.generate_gun(300, rng, parent="rho", n_parents=3, dr=(0.2, 0.3), eta=(-0.5, 0.5))
     first = np.searchsorted(t.parent_event, t.parent_event)
     later = np.arange(t.parent_event.size) != first
     d = _dr(t.parent_eta[first], t.parent_phi[first], t.parent_eta, t.parent_phi)[later]
     assert d.min() >= 0.2 - 1e-9 and d.max() <= 0.3 + 1e-9
     with pytest.raises(ValueError, match="unknown gun parent"):
-        E.generate_gun(2, rng, parent="omega")
+        G.generate_gun(2, rng, parent="omega")
 
 
 def test_pythia_missing_gives_clear_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "pythia8mc", None)  # makes "import pythia8mc" raise ImportError
     with pytest.raises(ImportError, match=r"pythia8mc.*pip install"):
-        E.generate_pythia(2, "dijet")
+        PY.generate_pythia(2, "dijet")
 
 
 @pytest.fixture(scope="module")
 def sim(atlas, deposit_fn):
     rng = np.random.default_rng(5)
-    truth = E.generate_gun(12, rng, parent=["rho", "delta"], energy_gev=(20, 60), n_parents=(1, 2), dr=(0.1, 0.3),
+    truth = G.generate_gun(12, rng, parent=["rho", "delta"], energy_gev=(20, 60), n_parents=(1, 2), dr=(0.1, 0.3),
                            eta=(-0.8, 0.8))
     return truth, E.simulate_events(atlas, truth, rng, deposit_fn=deposit_fn, chunk_events=5)
 
 
 def test_tracks_of_charged_particles(sim, atlas):
     truth, ev = sim
-    q = E._charge_of(truth.pdg)
+    q = P.charge_of(truth.pdg)
     pt = np.hypot(truth.px_gev, truth.py_gev)
     expected = np.nonzero((q != 0) & (pt > 0.5))[0]
     np.testing.assert_array_equal(ev.tracks["particle"], expected)
@@ -129,7 +133,7 @@ def test_noise_window_geometry(sim, atlas):
     from pcloud.sim.tracks import propagate_to_radius, layer_mid_radii_mm
     _, radii = layer_mid_radii_mm(atlas)
     p3 = np.c_[truth.px_gev, truth.py_gev, truth.pz_gev]
-    cross = propagate_to_radius(truth.vertex_mm, p3, E._charge_of(truth.pdg), radii)
+    cross = propagate_to_radius(truth.vertex_mm, p3, P.charge_of(truth.pdg), radii)
     rows = np.nonzero(noise_only)[0]
     lay = g["layer"][c["id"][rows]]
     best = np.full(rows.size, np.inf)
@@ -145,7 +149,7 @@ def test_noise_window_geometry(sim, atlas):
 
 def test_noise_window_energy_threshold(atlas):
     """window_e_min_gev: noise windows only around particles above the threshold; deposit cells unchanged."""
-    truth = E.generate_gun(6, np.random.default_rng(2), parent=["rho", "delta"], energy_gev=(5, 60), n_parents=2)
+    truth = G.generate_gun(6, np.random.default_rng(2), parent=["rho", "delta"], energy_gev=(5, 60), n_parents=2)
     e_min = float(np.median(truth.energy_gev))
     run = {v: E.simulate_events(atlas, truth, np.random.default_rng(1), deposit_fn=line_deposit, window_e_min_gev=v)
            for v in (0.0, e_min)}
@@ -160,7 +164,7 @@ def test_noise_window_energy_threshold(atlas):
     _, radii = layer_mid_radii_mm(atlas)
     hard = np.nonzero(truth.energy_gev >= e_min)[0]
     p3 = np.c_[truth.px_gev, truth.py_gev, truth.pz_gev][hard]
-    cross = propagate_to_radius(truth.vertex_mm[hard], p3, E._charge_of(truth.pdg[hard]), radii)
+    cross = propagate_to_radius(truth.vertex_mm[hard], p3, P.charge_of(truth.pdg[hard]), radii)
     rows = np.nonzero(cut["true_energy_gev"] == 0)[0]
     g = atlas.cells
     lay = g["layer"][cut["id"][rows]]
@@ -176,7 +180,7 @@ def test_noise_window_energy_threshold(atlas):
 
 def test_chunking_does_not_change_the_events(atlas):
     # with a deterministic deposit and no noise, the chunk size is pure bookkeeping
-    truth = E.generate_gun(7, np.random.default_rng(8), parent="rho", n_parents=2)
+    truth = G.generate_gun(7, np.random.default_rng(8), parent="rho", n_parents=2)
     a = E.simulate_events(atlas, truth, np.random.default_rng(1), deposit_fn=line_deposit, noise=False, chunk_events=2)
     b = E.simulate_events(atlas, truth, np.random.default_rng(1), deposit_fn=line_deposit, noise=False, chunk_events=50)
     for k in ("event", "id", "true_energy_gev"):
@@ -191,10 +195,10 @@ def test_chunking_does_not_change_the_events(atlas):
 def test_bad_inputs(atlas):
     from pcloud.geometry import get_geometry
     rng = np.random.default_rng(0)
-    truth = E.generate_gun(2, rng)
+    truth = G.generate_gun(2, rng)
     with pytest.raises(ValueError, match="collider-frame"):
         E.simulate_events(get_geometry("calogan"), truth, rng, deposit_fn=line_deposit)
     with pytest.raises(ValueError, match="energy_gev"):
-        E.generate_gun(2, rng, energy_gev=(-1, 5))
+        G.generate_gun(2, rng, energy_gev=(-1, 5))
     with pytest.raises(ValueError, match="n_parents"):
-        E.generate_gun(2, rng, n_parents=0)
+        G.generate_gun(2, rng, n_parents=0)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pcloud.data.schema import PointType
+from pcloud.core.schema import PointType
 from pcloud.pflow.clouds import track_clouds
 from pcloud.pflow.learned import (CellSegmentationLoss, ChargedFractionSegmenter, FocalTrackSegmenter,
                                   OracleSegmenter, focal_loss)

@@ -8,7 +8,8 @@ import pytest
 
 pytest.importorskip("pythia8mc")
 
-from pcloud.sim import events as E  # noqa: E402
+from pcloud.core import particles as PT  # noqa: E402
+from pcloud.sim import pythia as PY  # noqa: E402
 
 ECM_GEV = 13000.0
 M_TAU_GEV = 1.77686  # PDG 2024
@@ -16,7 +17,7 @@ N_EVENTS = 8
 
 
 def _generate(**kw):
-    return E.generate_pythia(N_EVENTS, **kw)
+    return PY.generate_pythia(N_EVENTS, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +38,9 @@ def _per_event(t, arr):
 
 
 def _charge(t):
-    nu = np.isin(np.abs(t.pdg), list(E._NEUTRINOS))
+    nu = np.isin(np.abs(t.pdg), list(PT.NEUTRINOS))
     q = np.zeros(t.pdg.size, np.int64)
-    q[~nu] = E._charge_of(t.pdg[~nu])
+    q[~nu] = PT.charge_of(t.pdg[~nu])
     return q
 
 
@@ -52,9 +53,9 @@ def test_full_final_state_conserves_four_momentum_and_charge(samples, proc):
         np.testing.assert_allclose(_per_event(t, comp), 0.0, atol=1e-4)
     np.testing.assert_array_equal(_per_event(t, _charge(t)), 2)  # two protons
     # on-shell: E^2 - p^2 = m^2 with the pcloud mass table (non-neutrinos)
-    nu = np.isin(np.abs(t.pdg), list(E._NEUTRINOS))
+    nu = np.isin(np.abs(t.pdg), list(PT.NEUTRINOS))
     m2 = t.energy_gev ** 2 - t.px_gev ** 2 - t.py_gev ** 2 - t.pz_gev ** 2
-    np.testing.assert_allclose(np.sqrt(np.maximum(m2[~nu], 0)), E._mass_of(t.pdg[~nu]), atol=2e-3)
+    np.testing.assert_allclose(np.sqrt(np.maximum(m2[~nu], 0)), PT.mass_of(t.pdg[~nu]), atol=2e-3)
 
 
 @pytest.mark.parametrize("proc", ["tau", "dijet"])
@@ -62,7 +63,7 @@ def test_selection_is_the_barrel_subset_of_the_same_events(samples, proc):
     full, sel = samples[proc, "full"], samples[proc, "sel"]
     pt = np.hypot(full.px_gev, full.py_gev)
     eta = np.arcsinh(full.pz_gev / pt)
-    keep = (np.abs(eta) < 1.4) & ~np.isin(np.abs(full.pdg), list(E._NEUTRINOS))
+    keep = (np.abs(eta) < 1.4) & ~np.isin(np.abs(full.pdg), list(PT.NEUTRINOS))
     assert sel.pdg.size == keep.sum() > 10 * N_EVENTS  # the underlying event alone puts ~10+ per event there
     np.testing.assert_array_equal(sel.event, full.event[keep])
     np.testing.assert_array_equal(sel.pdg, full.pdg[keep])
@@ -71,7 +72,7 @@ def test_selection_is_the_barrel_subset_of_the_same_events(samples, proc):
     np.testing.assert_allclose(_per_event(sel, sel.energy_gev), _per_event(full, np.where(keep, full.energy_gev, 0)))
     sel_eta = np.arcsinh(sel.pz_gev / np.hypot(sel.px_gev, sel.py_gev))
     assert np.abs(sel_eta).max() < 1.4
-    assert not np.isin(np.abs(sel.pdg), list(E._NEUTRINOS)).any()
+    assert not np.isin(np.abs(sel.pdg), list(PT.NEUTRINOS)).any()
     # pi0 are final-state truth particles (not decayed by Pythia): isospin gives about half as many pi0 as pi+-
     n_pi0, n_pipm = np.sum(sel.pdg == 111), np.sum(np.abs(sel.pdg) == 211)
     assert 0.25 * n_pipm < n_pi0 < 0.8 * n_pipm
@@ -131,28 +132,28 @@ def test_pt_hat_range_sets_the_event_scale(samples):
 
 def test_settings_validation():
     with pytest.raises(ValueError, match="unknown process"):
-        E.pythia_settings("ttbar")
+        PY.pythia_settings("ttbar")
     with pytest.raises(ValueError, match="seed"):
-        E.pythia_settings("dijet", seed=0)
+        PY.pythia_settings("dijet", seed=0)
     with pytest.raises(ValueError, match="pT-hat"):
-        E.pythia_settings("dijet", pt_hat_min_gev=50.0, pt_hat_max_gev=40.0)
+        PY.pythia_settings("dijet", pt_hat_min_gev=50.0, pt_hat_max_gev=40.0)
     with pytest.raises(ValueError, match="tau_decays"):
-        E.pythia_settings("tau", tau_decays="leptonic")
-    s = E.pythia_settings("dijet", pt_hat_min_gev=30.0, pt_hat_max_gev=60.0)
+        PY.pythia_settings("tau", tau_decays="leptonic")
+    s = PY.pythia_settings("dijet", pt_hat_min_gev=30.0, pt_hat_max_gev=60.0)
     assert "PhaseSpace:pTHatMin = 30.0" in s and "PhaseSpace:pTHatMax = 60.0" in s and "111:mayDecay = off" in s
     with pytest.raises(ValueError, match="setting"):
-        E.generate_pythia(1, "dijet", extra_settings=["NoSuchSetting:xyz = 3"])
+        PY.generate_pythia(1, "dijet", extra_settings=["NoSuchSetting:xyz = 3"])
 
 
 def test_unknown_species_is_an_error(monkeypatch):
-    monkeypatch.delitem(E.PDG_CHARGE, 111)
+    monkeypatch.delitem(PT.PDG_CHARGE, 111)
     with pytest.raises(RuntimeError, match=r"111"):
-        E.generate_pythia(2, "dijet", seed=3)
+        PY.generate_pythia(2, "dijet", seed=3)
 
 
 @pytest.mark.parametrize("proc", ["tau", "dijet"])
 def test_simulated_pythia_events(atlas, deposit_fn, proc):
-    ev = E.generate_pythia_events(atlas, 4, np.random.default_rng(5), proc, seed=21, deposit_fn=deposit_fn)
+    ev = PY.generate_pythia_events(atlas, 4, np.random.default_rng(5), proc, seed=21, deposit_fn=deposit_fn)
     P, T = ev.particles, ev.tracks
     assert ev.n_events == 4 and ev.meta["generator"] == f"pythia8 {proc}"
     # tracks: exactly the charged particles with pT > 0.5 GeV (|eta| < 1.4 < 2.5), none for neutrals
@@ -162,8 +163,8 @@ def test_simulated_pythia_events(atlas, deposit_fn, proc):
     np.testing.assert_allclose(T["true_pt_gev"], P["pt_gev"][T["particle"]])
     # deposits: no particle deposits more than it carries (kinetic energy for baryons), neutrinos absent,
     # cell truth = sum of its hits, pi0 deposits are all EM
-    assert not np.isin(np.abs(P["pdg"]), list(E._NEUTRINOS)).any()
-    e_dep = np.where(np.isin(np.abs(P["pdg"]), list(E._BARYONS)), P["energy_gev"] - P["mass_gev"], P["energy_gev"])
+    assert not np.isin(np.abs(P["pdg"]), list(PT.NEUTRINOS)).any()
+    e_dep = np.where(np.isin(np.abs(P["pdg"]), list(PT.BARYONS)), P["energy_gev"] - P["mass_gev"], P["energy_gev"])
     per_part = np.bincount(ev.hits["particle"], ev.hits["energy_gev"], minlength=P["pdg"].size)
     assert np.all(per_part <= e_dep + 1e-9)
     assert np.all(per_part[~P["showered"]] == 0)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from pcloud.pflow.samples import concat_truth, event_component, mixture_truth
-from pcloud.sim.events import generate_gun
+from pcloud.sim.decay_gun import generate_gun
 
 
 def _wrap(d):

@@ -1,6 +1,6 @@
 """Helpers shared by the simulation tests (imported via the sim conftest)."""
 import numpy as np
-from pcloud.geometry import Geometry, Section, get_geometry
+from pcloud.geometry import Geometry, Section
 
 
 def block_geometry(stack, depth_mm, half_width_mm=5000.0, n_cells=10, name="block", n_layers=1):

@@ -7,7 +7,7 @@ import torch
 
 from pcloud.geometry import get_geometry
 from pcloud.nn.dense import DENSE_MODELS, build_dense_model
-from pcloud.showers import ShowerImages
+from pcloud.core.showers import ShowerImages
 
 MODELS = sorted(DENSE_MODELS)
 GEOMETRIES = ("calogan", "clic", "cms")

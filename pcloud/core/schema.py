@@ -1,4 +1,4 @@
-"""The one point-cloud schema of pcloud (DESIGN.md section 3).
+"""The one point-cloud schema of pcloud.
 
 A *cloud array* is an :class:`awkward.Array` with one record per event. Per-event fields sit at the top level; the
 per-point fields sit in the list of records ``points`` (``clouds.points.energy`` is ``var * float32``; write
@@ -44,7 +44,7 @@ Per event
 field                      dtype         meaning
 =========================  ============  ====================================================================
 ``event_number``           int64         unique event id; splits hash it (:mod:`pcloud.data.splits`)
-truth keys of ShowerImages see :mod:`pcloud.showers` (``pdg`` int32, ``energy_gev``, ``theta_rad``, ``phi_rad``,
+truth keys of ShowerImages see :mod:`pcloud.core.showers` (``pdg`` int32, ``energy_gev``, ``theta_rad``, ``phi_rad``,
                                          ``entry_x_mm``..., ``window_eta``...: float64); carried when present
 ``particles`` (optional)   var * record  truth particles of multi-particle events: ``pdg`` int32,
                                          ``energy_gev`` f64, ``pt_gev`` f64, ``eta`` f64, ``phi`` f64 (rad),
@@ -76,9 +76,7 @@ energies (possible when the truth deposit has been calibrated or a noise estimat
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
-from typing import Callable
 
 import awkward as ak
 import numpy as np
@@ -289,11 +287,6 @@ def n_points(clouds) -> np.ndarray:
     return ak.to_numpy(ak.num(clouds.points, axis=1)).astype(np.int64)
 
 
-def flat_points(clouds, field: str) -> np.ndarray:
-    """One per-point scalar field of all events, flattened to numpy (event order, then point order)."""
-    return ak.to_numpy(ak.flatten(clouds.points[field], axis=1))
-
-
 def event_fields(clouds) -> list[str]:
     """Per-event scalar fields (everything at the top level except ``points`` and nested lists)."""
     out = []
@@ -357,96 +350,3 @@ def binary_labels(points, target_index, threshold: float = 0.5) -> ak.Array:
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"binary_labels: threshold must be in [0, 1), found {threshold}")
     return ak.values_astype(target_fractions(points, target_index) > threshold, np.int64)
-
-
-# ---------------------------------------------------------------------------------------------------- features
-@dataclass(frozen=True)
-class Feature:
-    """A named per-point model feature: ``fn(cols)`` maps flat numpy point columns to a ``(n, width)`` array."""
-
-    name: str
-    width: int
-    fn: Callable[[dict], np.ndarray]
-    needs: tuple[str, ...]
-    description: str
-    #: False for features that must not be standardised (one-hot codes).
-    standardise: bool = True
-
-
-def _col(name):
-    return lambda c: c[name].astype(np.float32)[:, None]
-
-
-def _log_energy(c):
-    # log(E / 1 GeV) for cells with positive energy; points with E <= 0 (noise, tracks) get log(1 MeV) so the
-    # feature stays finite (documented floor).
-    return np.log(np.maximum(c["energy"].astype(np.float64), 1e-3)).astype(np.float32)[:, None]
-
-
-def _type_onehot(c):
-    t = c["type"].astype(np.int64)
-    out = np.zeros((t.size, 3), dtype=np.float32)
-    ok = (t >= 0) & (t < 3)
-    out[np.nonzero(ok)[0], t[ok]] = 1.0
-    return out
-
-
-FEATURES: dict[str, Feature] = {}
-
-
-def register_feature(feature: Feature) -> Feature:
-    """Add a feature to :data:`FEATURES` (models select features by name)."""
-    FEATURES[feature.name] = feature
-    return feature
-
-
-for _name, _desc in (("x", "cell/track x (mm)"), ("y", "y (mm)"), ("z", "z (mm)"), ("eta", "pseudorapidity"),
-                     ("phi", "azimuth (rad)"), ("layer", "global layer index"), ("energy", "energy (GeV)"),
-                     ("noise_sigma", "cell noise sigma (GeV)"), ("delta_r", "Delta R to the focal track"),
-                     ("track_pt", "track pT (GeV)"), ("track_chi2_ndf", "track chi2/ndf")):
-    register_feature(Feature(_name, 1, _col(_name), (_name,), _desc))
-register_feature(Feature("log_energy", 1, _log_energy, ("energy",), "ln(max(E, 1 MeV) / GeV)"))
-register_feature(Feature("type_onehot", 3, _type_onehot, ("type",),
-                         "one-hot of type: cell, focal track, other track (padding: all zero)", standardise=False))
-
-
-def resolve_features(features) -> list[Feature]:
-    """Feature objects for a list of names (clear error for unknown names)."""
-    if isinstance(features, str):
-        features = [features]
-    out = []
-    for f in features:
-        if isinstance(f, Feature):
-            out.append(f)
-        elif f in FEATURES:
-            out.append(FEATURES[f])
-        else:
-            raise KeyError(f"unknown feature {f!r}; known: {sorted(FEATURES)}")
-    if not out:
-        raise ValueError("at least one feature is needed")
-    return out
-
-
-def feature_columns(features) -> list[str]:
-    """Names of the columns of the feature matrix (``type_onehot`` expands to three)."""
-    names = []
-    for f in resolve_features(features):
-        names += [f.name] if f.width == 1 else [f"{f.name}[{i}]" for i in range(f.width)]
-    return names
-
-
-def feature_matrix(cols: dict, features) -> np.ndarray:
-    """``(n_points, F)`` float32 feature matrix from flat per-point numpy columns."""
-    feats = resolve_features(features)
-    parts = []
-    for f in feats:
-        missing = [n for n in f.needs if n not in cols]
-        if missing:
-            raise KeyError(f"feature {f.name!r} needs point field(s) {missing}; available {sorted(cols)}")
-        parts.append(f.fn(cols))
-    return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
-
-
-def standardise_mask(features) -> np.ndarray:
-    """Per feature column: True where :mod:`pcloud.data.normalise` may standardise it."""
-    return np.concatenate([np.full(f.width, f.standardise) for f in resolve_features(features)])

@@ -1,4 +1,4 @@
-"""Commands of the later stages: ``pcloud bench singles`` and ``pcloud bench pflow``."""
+"""``pcloud bench singles`` and ``pcloud bench pflow``."""
 from __future__ import annotations
 
 
@@ -33,6 +33,20 @@ def _bench_singles(args) -> int:
     return 0
 
 
+def _bench_pflow(args) -> int:
+    from pcloud.bench.pflow import PflowConfig, run_pflow
+
+    cfg = PflowConfig(out=args.out, quick=args.quick, medium=getattr(args, "medium", False), device=args.device,
+                      n_events=args.events, epochs=args.epochs, seed=args.seed,
+                      models=[m for m in args.models.split(",") if m],
+                      dense_fraction=getattr(args, "dense_fraction", 0.3),
+                      generator=getattr(args, "generator", "gun"),
+                      ablation=False if getattr(args, "no_ablation", False) else None,
+                      event_model=not getattr(args, "no_event_model", False))
+    res = run_pflow(cfg)
+    return 0 if res["all_conserve"] else 1
+
+
 def register(sub) -> None:
     """Add ``pcloud bench ...`` to the ``pcloud`` parser."""
     bench = sub.add_parser("bench", help="benchmarks: singles (PID/energy), pflow (segmentation)")
@@ -56,8 +70,23 @@ def register(sub) -> None:
     s.add_argument("--resume", action="store_true",
                    help="continue each model from its last checkpoint in OUT/runs (same seed and settings)")
     s.set_defaults(func=_bench_singles)
-    try:
-        from pcloud.bench import pflow
-    except ImportError:  # pragma: no cover - the pflow bench is optional at import time
-        return
-    pflow.register(bsub)
+    p = bsub.add_parser("pflow", help="particle-flow segmentation benchmark (learned vs rule-based vs trivial)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true",
+                      help="small configuration (600 events, 2 epochs; < 5 min on 2 CPU cores)")
+    mode.add_argument("--medium", action="store_true",
+                      help="between quick and full (3000 events, 8 epochs, time-budgeted models, ablation; "
+                           "<= 20 min on 2 CPU cores)")
+    p.add_argument("--out", default="out/bench_pflow", help="output folder (default out/bench_pflow)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device")
+    p.add_argument("--events", type=int, default=None, help="number of generated events")
+    p.add_argument("--epochs", type=int, default=None, help="maximum training epochs per model")
+    p.add_argument("--seed", type=int, default=1, help="seed of generation, splits and training")
+    p.add_argument("--models", default="pointnet,dgcnn", help="comma-separated learned per-track models")
+    p.add_argument("--dense-fraction", type=float, default=0.3,
+                   help="share of events with 2-3 parents at DeltaR 0.02-0.15 (default 0.3)")
+    p.add_argument("--generator", default="gun", choices=("gun", "pythia-tau", "pythia-dijet"),
+                   help="event generator: the built-in rho/Delta gun (default) or Pythia8 (needs pythia8mc)")
+    p.add_argument("--no-ablation", action="store_true", help="skip the PointNet target/loss ablation")
+    p.add_argument("--no-event-model", action="store_true", help="skip the whole-event ChargedFractionSegmenter")
+    p.set_defaults(func=_bench_pflow)

@@ -1,4 +1,5 @@
-"""The in-memory container shared by the simulation and the image-format readers.
+"""Dense calorimeter images of single-particle showers: the container shared by the simulation, the image readers
+and writers, the conversion to point clouds and the dense models.
 
 :class:`ShowerImages` holds dense calorimeter images of single-particle showers on one :class:`Geometry`, with
 per-event truth. Units: images in GeV (files may store MeV; readers convert), lengths in mm, angles in rad.
@@ -27,24 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .geometry import Geometry
-
-PARTICLES = {"e-": 11, "e+": -11, "gamma": 22, "pi0": 111, "pi+": 211, "pi-": -211}
-PDG_NAMES = {v: k for k, v in PARTICLES.items()}
-
-
-def particle_pdg(name_or_pdg) -> int:
-    """PDG id from a name (``e+``, ``gamma``/``photon``/``γ``, ``pi0``/``π0``, ``pi+``...) or an int."""
-    if isinstance(name_or_pdg, (int, np.integer)):
-        return int(name_or_pdg)
-    s = str(name_or_pdg).strip().lower().replace("π", "pi").replace("γ", "gamma")
-    if s.lstrip("+-").isdigit():
-        return int(s)
-    s = {"photon": "gamma", "g": "gamma", "electron": "e-", "positron": "e+"}.get(s, s)
-    if s not in PARTICLES:
-        raise ValueError(f"unknown particle {name_or_pdg!r}; known: {sorted(PARTICLES)}")
-    return PARTICLES[s]
-
+from ..geometry import Geometry
 
 @dataclass
 class ShowerImages:

@@ -1,0 +1,44 @@
+"""``pcloud bench pflow``: learned per-track cell segmentation against rule-based and trivial particle flow.
+
+Recipe (seed 002: JetPointNet on rho and Delta events; ATLAS rule-based particle flow as the reference):
+
+1. Events: the built-in gun in the ``atlas`` geometry (:func:`pcloud.pflow.samples.mixture_truth` +
+   :func:`pcloud.sim.events.simulate_events`), rho+- -> pi+- pi0 and Delta++/+ -> N pi parents: a standard
+   component (1-3 parents, the 2nd and 3rd at DeltaR 0.02-0.3 from the first) and a dense component (share
+   ``dense_fraction``, default 30 %: 2-3 parents at DeltaR 0.02-0.15) that populates DeltaR < 0.1.
+   Event number = generation index. ``--generator pythia-tau|pythia-dijet`` (optional ``pythia8mc``) uses
+   Pythia8 Z/gamma* -> tau tau (hadronic tau decays) or QCD dijets (pT-hat ``pythia_pt_hat_gev``) instead, final-state
+   particles in |eta| < 1.4 (:func:`pcloud.sim.events.generate_pythia_events`); the gun settings are then unused.
+2. Splits by event number (:class:`pcloud.data.splits.Splits`, seeded, saved as ``splits.json``): train/val/test.
+3. Learned models: :class:`pcloud.pflow.learned.FocalTrackSegmenter` (``pointnet`` and ``dgcnn``; soft target with
+   the energy-weighted loss by default), trained on train, early-stopped on val; each used with iterative and common
+   inference (:mod:`pcloud.pflow.inference`). The whole-event :class:`~pcloud.pflow.learned.ChargedFractionSegmenter`
+   (``event_pointnet``: charged fraction per cell, given to the nearest track at the cell's layer). In non-quick
+   modes a PointNet ablation of targets and losses (binary target + cross-entropy, hard 3-class target + focal
+   loss) with iterative inference. The oracle segmenter (true focal fractions) is the upper bound.
+4. Baselines on the same test events: :func:`~pcloud.pflow.baselines.rule_based` (topo-clusters + ATLAS E/p cell
+   subtraction), :func:`~pcloud.pflow.baselines.dr_nearest`, :func:`~pcloud.pflow.baselines.random_baseline` (charged
+   prior from the training split) and :func:`~pcloud.pflow.baselines.trivial` (training-split majority class).
+5. Every method's Attribution must conserve energy to 1e-6 GeV (:func:`pcloud.pflow.metrics.energy_conservation`);
+   metrics (:func:`pcloud.pflow.metrics.evaluate_attribution`) on the topo-clustered cells of the test events,
+   overall, in bins of DeltaR to the nearest other particle, and in the dedicated dense summary (DeltaR < 0.1).
+6. MLTree round trip: the test events and their topo-clusters are written with :func:`pcloud.io.mltree.write_mltree`,
+   read back, and events/tracks/clustered cells/energies/truth compared.
+
+Modes (:data:`MODES`): ``quick`` (600 events, 2 epochs, < 5 min on 2 CPU cores), ``medium`` (3000 events, 8 epochs,
+per-model time budgets checked after each epoch, ablation; <= 20 min on 2 CPU cores) and full (4000 events,
+15 epochs, 256 points per cloud, no budgets).
+
+Outputs in ``--out``: ``results.json`` (``{"methods": {METHOD: {...}}, "config": {...}, ...}``), ``report.md``,
+``splits.json``, ``test_events.root`` and PNG plots (metrics vs DeltaR, response, event displays).
+"""
+from __future__ import annotations
+
+from .config import ABLATION_VARIANTS, BASELINES, CONSERVATION_TOL_GEV, LEARNED_MODELS, PFLOW_MODES, PYTHIA_GENERATORS, PflowConfig
+from .events import generate_pflow_events
+from .report import render_report
+from .roundtrip import mltree_roundtrip
+from .run import run_pflow
+
+__all__ = ["PflowConfig", "PFLOW_MODES", "run_pflow", "generate_pflow_events", "mltree_roundtrip", "render_report",
+           "LEARNED_MODELS", "BASELINES", "ABLATION_VARIANTS", "CONSERVATION_TOL_GEV", "PYTHIA_GENERATORS"]

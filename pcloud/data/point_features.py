@@ -1,0 +1,122 @@
+"""Per-point model features: named functions of the point columns of the schema (:mod:`pcloud.core.schema`).
+
+A model asks for features by name (``["x", "y", "z", "layer", "log_energy"]``); :func:`feature_matrix` turns the flat
+point columns of a batch into an ``(n_points, F)`` float32 matrix. Every feature pcloud knows is defined here, the
+particle-flow ones (``deta``, ``dphi``, ``delta_r_ref``, ``dr_nearest_track``, ``log_track_pt``; columns that
+:func:`pcloud.pflow.clouds.track_clouds` and ``event_clouds`` add) included, so the registry does not depend on
+which modules were imported. Users add their own with :func:`register_feature`.
+
+Not to be confused with :mod:`pcloud.features`, the per-event shower-shape variables of the classical baselines.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A named per-point model feature: ``fn(cols)`` maps flat numpy point columns to a ``(n, width)`` array."""
+
+    name: str
+    width: int
+    fn: Callable[[dict], np.ndarray]
+    needs: tuple[str, ...]
+    description: str
+    #: False for features that must not be standardised (one-hot codes).
+    standardise: bool = True
+
+
+def _col(name):
+    return lambda c: c[name].astype(np.float32)[:, None]
+
+
+def _log_energy(c):
+    # log(E / 1 GeV) for cells with positive energy; points with E <= 0 (noise, tracks) get log(1 MeV) so the
+    # feature stays finite (documented floor).
+    return np.log(np.maximum(c["energy"].astype(np.float64), 1e-3)).astype(np.float32)[:, None]
+
+
+def _type_onehot(c):
+    t = c["type"].astype(np.int64)
+    out = np.zeros((t.size, 3), dtype=np.float32)
+    ok = (t >= 0) & (t < 3)
+    out[np.nonzero(ok)[0], t[ok]] = 1.0
+    return out
+
+
+POINT_FEATURES: dict[str, Feature] = {}
+
+
+def register_feature(feature: Feature) -> Feature:
+    """Add a feature to :data:`POINT_FEATURES` (models select features by name)."""
+    POINT_FEATURES[feature.name] = feature
+    return feature
+
+
+for _name, _desc in (("x", "cell/track x (mm)"), ("y", "y (mm)"), ("z", "z (mm)"), ("eta", "pseudorapidity"),
+                     ("phi", "azimuth (rad)"), ("layer", "global layer index"), ("energy", "energy (GeV)"),
+                     ("noise_sigma", "cell noise sigma (GeV)"), ("delta_r", "Delta R to the focal track"),
+                     ("track_pt", "track pT (GeV)"), ("track_chi2_ndf", "track chi2/ndf")):
+    register_feature(Feature(_name, 1, _col(_name), (_name,), _desc))
+register_feature(Feature("log_energy", 1, _log_energy, ("energy",), "ln(max(E, 1 MeV) / GeV)"))
+register_feature(Feature("type_onehot", 3, _type_onehot, ("type",),
+                         "one-hot of type: cell, focal track, other track (padding: all zero)", standardise=False))
+
+
+def _log_track_pt(c):
+    # ln(pT / GeV) of track points; cells (pT = 0) get the floor ln(0.1) (tracks have pT > 0.5 GeV)
+    return np.log(np.maximum(c["track_pt"].astype(np.float64), 0.1)).astype(np.float32)[:, None]
+
+
+# particle-flow clouds (pcloud.pflow.clouds): positions relative to the focal / nearest track
+for _name, _desc in (("deta", "eta - eta of the focal/nearest track at the point's layer"),
+                     ("dphi", "phi - phi of the focal/nearest track at the layer (rad)"),
+                     ("delta_r_ref", "Delta R to the reference point"),
+                     ("dr_nearest_track", "Delta R to the nearest track at the point's layer (event clouds)")):
+    register_feature(Feature(_name, 1, _col(_name), (_name,), _desc))
+register_feature(Feature("log_track_pt", 1, _log_track_pt, ("track_pt",), "ln(max(track pT, 0.1 GeV) / GeV)"))
+
+
+def resolve_features(features) -> list[Feature]:
+    """Feature objects for a list of names (clear error for unknown names)."""
+    if isinstance(features, str):
+        features = [features]
+    out = []
+    for f in features:
+        if isinstance(f, Feature):
+            out.append(f)
+        elif f in POINT_FEATURES:
+            out.append(POINT_FEATURES[f])
+        else:
+            raise KeyError(f"unknown feature {f!r}; known: {sorted(POINT_FEATURES)}")
+    if not out:
+        raise ValueError("at least one feature is needed")
+    return out
+
+
+def feature_columns(features) -> list[str]:
+    """Names of the columns of the feature matrix (``type_onehot`` expands to three)."""
+    names = []
+    for f in resolve_features(features):
+        names += [f.name] if f.width == 1 else [f"{f.name}[{i}]" for i in range(f.width)]
+    return names
+
+
+def feature_matrix(cols: dict, features) -> np.ndarray:
+    """``(n_points, F)`` float32 feature matrix from flat per-point numpy columns."""
+    feats = resolve_features(features)
+    parts = []
+    for f in feats:
+        missing = [n for n in f.needs if n not in cols]
+        if missing:
+            raise KeyError(f"feature {f.name!r} needs point field(s) {missing}; available {sorted(cols)}")
+        parts.append(f.fn(cols))
+    return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+
+def standardise_mask(features) -> np.ndarray:
+    """Per feature column: True where :mod:`pcloud.data.normalise` may standardise it."""
+    return np.concatenate([np.full(f.width, f.standardise) for f in resolve_features(features)])
