@@ -26,9 +26,10 @@ import torch
 
 
 def main() -> None:
-    from pcloud.bench.models import DENSE_MODELS, POINT_MODELS, build, image_tensors, point_tensors
-    from pcloud.bench.singles import TASK_MODE, _loss, _targets
-    from pcloud.bench.tasks import TASKS, build_dataset
+    from pcloud.bench.singles.models import DENSE_MODELS, POINT_MODELS, build, image_tensors, point_tensors
+    from pcloud.bench.singles.config import TASK_MODE
+    from pcloud.bench.singles.run import _loss, _targets
+    from pcloud.bench.singles.tasks import TASKS, build_dataset
     from pcloud.train.trainer import select_device, to_device
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

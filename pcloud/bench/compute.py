@@ -87,3 +87,14 @@ def throughput(fn: Callable[[], object], n_events: int, device: torch.device | s
         if time.perf_counter() - t0 >= min_seconds:
             break
     return n_events * reps / (time.perf_counter() - t0)
+
+
+def inference_cost(model, batch: dict, device) -> dict:
+    """Inference events/s and peak tensor memory (MB) of ``model`` on one batch (dict of tensors), in eval mode."""
+    model.eval()
+    b = {k: v.to(device) for k, v in batch.items()}
+    n = int(next(iter(batch.values())).shape[0])
+    with torch.no_grad():
+        eps = throughput(lambda: model(b), n, device=device, min_seconds=0.3, max_repeats=20)
+        mem = peak_memory_mb(lambda: model(b), device=device)
+    return {"events_per_s": float(eps), "peak_memory_mb": float(mem), "cost_batch": n}

@@ -16,7 +16,7 @@ Padded layout (:func:`to_padded`)
 ==================== ============= =====================================================================
 key                  shape, dtype  meaning
 ==================== ============= =====================================================================
-``x``                (B,N,F) f32   features (names in :func:`pcloud.data.schema.feature_columns`); 0 in padding
+``x``                (B,N,F) f32   features (names in :func:`pcloud.core.schema.feature_columns`); 0 in padding
 ``pos``              (B,N,3) f32   x, y, z (mm, geometry frame); 0 in padding
 ``mask``             (B,N) bool    True for real points
 ``type``             (B,N) int64   point type; PADDING (3) in padding
@@ -26,7 +26,7 @@ key                  shape, dtype  meaning
 ``truncated_energy`` (B,) f64      energy (GeV) of the dropped points
 ``event_number``     (B,) int64    event numbers
 ``y_hard``           (B,N) int64   requested targets (``targets=("hard", "binary", "soft")``), see the label
-``y_binary``         (B,N) int64   policy of :mod:`pcloud.data.schema`; padding: -1 for hard/binary, 0 for soft
+``y_binary``         (B,N) int64   policy of :mod:`pcloud.core.schema`; padding: -1 for hard/binary, 0 for soft
 ``y_soft``           (B,N) f32
 ``<event field>``    (B,)          per-event fields requested with ``event_targets`` (e.g. ``energy_gev``)
 ``g``                (B,G) f32     per-event fields requested with ``global_features``
@@ -43,7 +43,8 @@ import torch
 from ..core.schema import NO_PARTICLE, PointType, binary_labels, hard_labels, target_fractions, validate_clouds
 from .point_features import resolve_features, feature_matrix
 
-TARGETS = ("hard", "binary", "soft")
+#: per-point targets derived from the truth lists (label policy of :mod:`pcloud.core.schema`)
+POINT_TARGETS = ("hard", "binary", "soft")
 
 
 def _flat(clouds, field):
@@ -62,8 +63,8 @@ def _target_index(clouds, target_index):
 def _targets_flat(clouds, targets, target_index, threshold) -> dict[str, np.ndarray]:
     out = {}
     for t in targets:
-        if t not in TARGETS:
-            raise ValueError(f"unknown target {t!r}; known: {TARGETS}")
+        if t not in POINT_TARGETS:
+            raise ValueError(f"unknown target {t!r}; known: {POINT_TARGETS}")
         if t == "hard":
             out[t] = ak.to_numpy(ak.flatten(hard_labels(clouds.points), axis=1))
         elif t == "binary":
@@ -75,8 +76,10 @@ def _targets_flat(clouds, targets, target_index, threshold) -> dict[str, np.ndar
     return out
 
 
-def _select(clouds, max_points, sort_by):
-    """Rank and truncate points; returns kept flat indices in (event, slot) order with their slots."""
+def select_points(clouds, max_points, sort_by="energy") -> dict:
+    """Rank and truncate points (policy: module docstring). Returns a dict of flat numpy arrays: ``idx`` (kept flat
+    point indices in (event, slot) order), ``slot`` (their slot in the padded layout), ``ev`` (event of every
+    point), ``kept`` / ``n_truncated`` / ``truncated_energy`` (per event), ``counts`` and ``typ``."""
     if sort_by not in ("energy", None):
         raise ValueError(f"sort_by must be 'energy' or None, found {sort_by!r}")
     if max_points is not None and int(max_points) <= 0:
@@ -150,7 +153,7 @@ def to_padded(clouds: ak.Array, features: Sequence[str], max_points: int | None 
     b = len(clouds)
     if b == 0:
         raise ValueError("to_padded: no events")
-    sel = _select(clouds, max_points, sort_by)
+    sel = select_points(clouds, max_points, sort_by)
     cols = _point_columns(clouds, feats)
     idx, slot, ev = sel["idx"], sel["slot"], sel["ev"][sel["idx"]]
     n = int(max(1, sel["kept"].max(initial=0)))
@@ -208,7 +211,7 @@ def to_pyg_batch(clouds: ak.Array, features: Sequence[str], y: str | None = None
     b = len(clouds)
     if b == 0:
         raise ValueError("to_pyg_batch: no events")
-    sel = _select(clouds, max_points, "energy")
+    sel = select_points(clouds, max_points, "energy")
     cols = _point_columns(clouds, feats)
     idx = sel["idx"]
     x = feature_matrix({k: v[idx] for k, v in cols.items()}, feats)
@@ -223,7 +226,7 @@ def to_pyg_batch(clouds: ak.Array, features: Sequence[str], y: str | None = None
                 event_number=torch.from_numpy(ak.to_numpy(clouds.event_number).astype(np.int64)))
     per_event = ["event_number"]
     if y is not None:
-        if y in TARGETS:
+        if y in POINT_TARGETS:
             data["y"] = torch.from_numpy(_targets_flat(clouds, [y], target_index, binary_threshold)[y][idx])
         else:
             data["y"] = _event_targets(clouds, [y], b)[y]

@@ -1,4 +1,4 @@
-"""Conversions between dense images / sparse deposits and point clouds (schema: :mod:`pcloud.data.schema`).
+"""Conversions between dense images / sparse deposits and point clouds (schema: :mod:`pcloud.core.schema`).
 
 All conversions are vectorised over events and cells (``np.nonzero`` / ``np.lexsort`` / ``np.bincount``); the only
 Python loops run over sections. Threshold semantics: a cell becomes a point when ``energy > threshold_gev``
@@ -141,7 +141,7 @@ def sparse_to_clouds(geometry: Geometry, truth: dict, event_index, cell, energy_
     Per-cell truth: give ``particle_index`` per deposit (the truth particle that made it; -1 for noise deposits,
     which add to the cell energy but to no particle) and optionally ``truth_energy_gev`` per deposit (default: the
     deposit energy); the truth lists then hold the per-particle sums of each cell. ``particles``: optional
-    per-event particle list (see :func:`pcloud.data.schema.make_particles`). ``threshold_sigma``: as in
+    per-event particle list (see :func:`pcloud.core.schema.make_particles`). ``threshold_sigma``: as in
     :func:`images_to_clouds`, applied to the summed cell energies.
     """
     thr = _check_threshold(threshold_gev)

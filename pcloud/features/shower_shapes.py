@@ -1,4 +1,4 @@
-"""Shower-shape variables computed from dense images (:class:`pcloud.showers.ShowerImages`), vectorised over showers.
+"""Shower-shape variables computed from dense images (:class:`pcloud.core.showers.ShowerImages`), vectorised over showers.
 
 Two sets are available through :func:`shower_shapes`:
 
@@ -124,7 +124,7 @@ def shower_shapes(showers: ShowerImages, set: str = "calogan20", *,  # noqa: A00
     ``(X, names)``: ``X`` float64 of shape ``(N, F)``, finite everywhere; ``names`` the F column names.
     """
     if not isinstance(showers, ShowerImages):
-        raise TypeError(f"shower_shapes: expected a pcloud.showers.ShowerImages, found {type(showers).__name__}")
+        raise TypeError(f"shower_shapes: expected a pcloud.core.showers.ShowerImages, found {type(showers).__name__}")
     _check_set(set)
     if lateral_axis not in LATERAL_AXES:
         raise ValueError(f"shower_shapes: lateral_axis must be one of {LATERAL_AXES}, got {lateral_axis!r}")

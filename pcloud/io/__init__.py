@@ -1,6 +1,6 @@
 """Readers and writers: public calorimeter image formats and pcloud's own stores.
 
-Image formats (read into / written from :class:`pcloud.showers.ShowerImages`, energies in GeV):
+Image formats (read into / written from :class:`pcloud.core.showers.ShowerImages`, energies in GeV):
 
 * :mod:`~pcloud.io.calogan` — CaloGAN HDF5 (seed 004): ``layer_0/1/2`` (MeV), ``energy`` (GeV), ``overflow``.
 * :mod:`~pcloud.io.calochallenge` — CaloChallenge 2022 HDF5 + binning XML (MeV, polar voxels).
@@ -8,7 +8,7 @@ Image formats (read into / written from :class:`pcloud.showers.ShowerImages`, en
 * :mod:`~pcloud.io.detect` — :func:`detect_format` from file content, :func:`read_images` dispatching to the above.
 
 Shared: :class:`~pcloud.io.errors.FormatError` (every reader's bad-input error, naming file, field, expected,
-found) and :func:`~pcloud.io.atomic.atomic_output` (crash-safe writes). Every reader takes ``start``/``stop``
+found) and :func:`~pcloud.core.atomic.atomic_output` (crash-safe writes). Every reader takes ``start``/``stop``
 (event range read from disk) and has an ``iter_*`` chunk generator for files larger than memory.
 """
 from __future__ import annotations

@@ -231,7 +231,7 @@ def write_truth_group(f, truth: dict, skip=(), compression=None):
     if not keys:
         return []
     g = f.create_group(TRUTH_GROUP)
-    g.attrs["description"] = ("per-event truth written by pcloud (pcloud.showers truth keys, units in the names); "
+    g.attrs["description"] = ("per-event truth written by pcloud (pcloud.core.showers truth keys, units in the names); "
                               "not part of the public format, ignored by other readers")
     for k in keys:
         v = np.asarray(truth[k])

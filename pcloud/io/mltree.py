@@ -103,8 +103,8 @@ def _gather_ranges(offsets: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, 
 # ================================================================================================ writing
 def write_mltree(path, events, clusters, geometry=None, container: str = "ttree",
                  max_truth_per_cell: int | None = None, write_cell_geo: bool = True, sigma_unit: str = "MeV"):
-    """Write events (:class:`pcloud.sim.events.TrackCellEvents`) and their topo-clusters
-    (:class:`pcloud.pflow.topocluster.TopoClusters`, built on ``events.cells`` rows) as an MLTree file.
+    """Write events (:class:`pcloud.core.events.TrackCellEvents`) and their topo-clusters
+    (:class:`pcloud.core.clusters.TopoClusters`, built on ``events.cells`` rows) as an MLTree file.
 
     ``max_truth_per_cell``: keep only the N leading truth contributions per cell (Athena's default is 3); None keeps
     all. ``write_cell_geo`` needs ``geometry`` (a collider-frame geometry). As in Athena, only cells that belong to a

@@ -1,4 +1,4 @@
-"""The native store of pcloud: cloud arrays (:mod:`pcloud.data.schema`) in a chunked Parquet file.
+"""The native store of pcloud: cloud arrays (:mod:`pcloud.core.schema`) in a chunked Parquet file.
 
 Layout: one Parquet file written through pyarrow from awkward arrays (``ak.to_arrow_table`` with plain Arrow types,
 so that pyarrow can prune nested columns on read). Every chunk handed to :func:`write_clouds` becomes one or more row
@@ -9,11 +9,11 @@ data set in memory. The file's key-value metadata holds, under the key ``pcloud`
 key               meaning
 ================  ==========================================================================================
 ``format``        ``"pcloud-native"``
-``schema_version`` :data:`pcloud.data.schema.SCHEMA_VERSION` at write time; other versions are refused
+``schema_version`` :data:`pcloud.core.schema.SCHEMA_VERSION` at write time; other versions are refused
 ``geometry``      :func:`geometry_meta`: ``{"name": ..., "kwargs": {...}}`` (the arguments of
                   :func:`pcloud.geometry.get_geometry`), plus ``binning_xml`` (the binning XML text) for
                   geometries built from a CaloChallenge binning; :func:`geometry_from_meta` rebuilds it
-``units``         units of the point fields (:data:`pcloud.data.schema.UNITS`)
+``units``         units of the point fields (:data:`pcloud.core.schema.UNITS`)
 ``threshold_gev`` the cell threshold used by the conversion (``None``: all non-zero cells)
 ``generator``     free-form generator / reader settings (dict)
 ``seed``          random seed of the generation (or ``None``)

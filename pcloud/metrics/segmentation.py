@@ -55,11 +55,24 @@ def _weights(energy, n, where):
     return np.clip(e, 0.0, None)
 
 
-def _ratio(num, den):
+def ratio(num, den):
+    """``num / den`` elementwise (float64), NaN where ``den <= 0``."""
     num = np.asarray(num, dtype=np.float64)
     den = np.asarray(den, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def f1_score(tp, fp, fn):
+    """F1 = 2 TP / (2 TP + FP + FN) from counts (or energy sums); NaN where the denominator is 0."""
+    tp = np.asarray(tp, dtype=np.float64)
+    return ratio(2 * tp, 2 * tp + np.asarray(fp, np.float64) + np.asarray(fn, np.float64))
+
+
+def iou_score(tp, fp, fn):
+    """IoU (Jaccard) = TP / (TP + FP + FN) from counts; NaN where the denominator is 0."""
+    tp = np.asarray(tp, dtype=np.float64)
+    return ratio(tp, tp + np.asarray(fp, np.float64) + np.asarray(fn, np.float64))
 
 
 def _nanmean(a):
@@ -69,8 +82,8 @@ def _nanmean(a):
 
 def _scores_from_counts(tp, fp, fn, correct, n, e_correct=None, e_total=None) -> dict:
     out = {"n_cells": int(round(n)), "accuracy": float(correct / n) if n else float("nan"),
-           "precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn),
-           "f1": _ratio(2 * tp, 2 * tp + fp + fn), "iou": _ratio(tp, tp + fp + fn), "support": tp + fn}
+           "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn),
+           "f1": f1_score(tp, fp, fn), "iou": iou_score(tp, fp, fn), "support": tp + fn}
     out["f1_macro"] = _nanmean(out["f1"])
     out["iou_macro"] = _nanmean(out["iou"])
     if e_correct is not None:
@@ -133,7 +146,7 @@ def soft_scores(true_frac, pred_frac, energy) -> dict:
     wsum = w.sum()
     mn = np.minimum(t, p)
     mx = np.maximum(t, p)
-    iou = _ratio(w @ mn, w @ mx)
+    iou = ratio(w @ mn, w @ mx)
     return {"overlap": float((w @ mn).sum() / wsum) if wsum > 0 else float("nan"),
             "l1": float(w @ np.abs(t - p).sum(axis=1) / wsum) if wsum > 0 else float("nan"),
             "iou": iou, "iou_macro": _nanmean(iou), "n_unlabelled": int((~labelled).sum())}

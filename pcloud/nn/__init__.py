@@ -6,7 +6,9 @@ models return dicts of outputs (``"logits"``, ``"energy"`` GeV, ``"regression"``
 """
 from .dgcnn import DGCNN
 from .edgeconv import EdgeConv
-from .heads import GlobalHead, MaskedMLP, MultiTaskLoss, PointCloudModel, SegHead, masked_pool
+from .heads import GlobalHead, PointCloudModel, SegHead
+from .layers import MaskedMLP, masked_pool
+from .losses import MultiTaskLoss
 from .knn import knn, knn_graph
 from .pointnet import PointNet, TNet
 from .registry import MODEL_REGISTRY, build_model, list_models, register_model

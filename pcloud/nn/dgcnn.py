@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from .edgeconv import EdgeConv
-from .heads import GlobalHead, MaskedMLP, PointCloudModel, SegHead, masked_pool, pooled_dim, reset_children
+from .heads import GlobalHead, PointCloudModel, SegHead
+from .layers import MaskedMLP, masked_pool, pooled_dim, reset_children
 from .knn import knn
 
 __all__ = ["DGCNN"]

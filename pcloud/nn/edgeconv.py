@@ -34,7 +34,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .heads import _activation, _norm, make_mlp_layers, reset_children
+from .layers import activation, make_mlp_layers, norm_layer, reset_children
 
 __all__ = ["EdgeConv"]
 
@@ -61,7 +61,7 @@ class EdgeConv(nn.Module):
         self.in_channels, self.out_channels, self.aggr = int(in_channels), int(out_channels), aggr
         dims = [2 * self.in_channels, *hidden, self.out_channels]
         self.lin0 = nn.Linear(dims[0], dims[1], bias=norm != "batch")
-        tail: list[nn.Module] = [m for m in (_norm(norm, dims[1]), _activation(act)) if m is not None]
+        tail: list[nn.Module] = [m for m in (norm_layer(norm, dims[1]), activation(act)) if m is not None]
         if len(dims) > 2:
             tail += make_mlp_layers(dims[1:], norm, act)
         self.tail = nn.Sequential(*tail)

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .heads import GlobalHead, MaskedMLP, PointCloudModel, SegHead, masked_pool, pooled_dim, reset_children
+from .heads import GlobalHead, PointCloudModel, SegHead
+from .layers import MaskedMLP, masked_pool, pooled_dim, reset_children
 
 __all__ = ["TNet", "PointNet"]
 

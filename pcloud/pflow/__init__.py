@@ -7,7 +7,7 @@ the learned segmenters, so saved normalisers resolve their feature names.
 from __future__ import annotations
 
 from . import clouds  # noqa: F401  (registers the pflow point features)
-from .attribution import Attribution, truth_attribution
+from ..core.attribution import Attribution, truth_attribution
 from ..core.clusters import TopoClusters
 from .topocluster import cell_neighbours, expected_noise_seeds, topo_cluster, topo_cluster_events
 

@@ -1,4 +1,4 @@
-"""Non-learned particle-flow baselines; every one returns an :class:`~pcloud.pflow.attribution.Attribution`.
+"""Non-learned particle-flow baselines; every one returns an :class:`~pcloud.core.attribution.Attribution`.
 
 * :func:`rule_based` — topo-clusters + the ATLAS cell-based E/p subtraction (seed 002, backup slide "ATLAS p-flow
   algorithm [ATL-PERF-2015-09]"; ATLAS Collaboration, "Jet reconstruction and performance using particle flow with
@@ -61,7 +61,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..geometry.base import wrap_phi as _wrap
-from .attribution import Attribution
+from ..core.attribution import Attribution
 
 # ------------------------------------------------------------------------------------------------ the E/p table
 #: Shipped <E/p> table; regenerate with ``fit_eop_table(get_geometry("atlas"), n_pions=40000, seed=2024).to_dict()``.
@@ -375,7 +375,7 @@ def trivial(events, majority: str, geometry=None) -> Attribution:
 
 
 def _truth_labels(events) -> np.ndarray:
-    from .attribution import truth_attribution
+    from ..core.attribution import truth_attribution
 
     e = events.cells["energy_gev"]
     return truth_attribution(events).dominant_track(e.size, e)
@@ -427,7 +427,7 @@ def rule_based(events, geometry=None, clusters=None, eop_table: EOpTable | None 
                remnant_sigma: float = 1.5, ref_layer: str = "EMB2") -> Attribution:
     """ATLAS-style rule-based particle flow: topo-clusters + cell-based E/p subtraction (module docstring).
 
-    ``clusters``: :class:`~pcloud.pflow.topocluster.TopoClusters` on ``events.cells`` rows (default: the 4/2/0
+    ``clusters``: :class:`~pcloud.core.clusters.TopoClusters` on ``events.cells`` rows (default: the 4/2/0
     topo-clusters of the events). ``eop_table``: default :func:`default_eop_table`.
     """
     from .topocluster import topo_cluster_events

@@ -42,7 +42,7 @@ pT (GeV), ``track_chi2_ndf = chi2 / ndf``, ``track_index`` the track's index wit
 
 Truth: per cell point, the per-particle deposits of ``events.hits`` (``truth_index`` = particle index within the
 event, ``truth_energy`` = its true deposit in the cell, GeV), so hard / binary / soft targets derive through the
-schema label policy (:func:`pcloud.data.schema.hard_labels`, ``target_fractions`` with ``focal_truth_index``; cells
+schema label policy (:func:`pcloud.core.schema.hard_labels`, ``target_fractions`` with ``focal_truth_index``; cells
 with no positive truth deposit, i.e. noise only, are "not focal": fraction 0, hard label -1). Track points have
 empty truth lists.
 
@@ -90,7 +90,7 @@ def delta_phi(phi1, phi2) -> np.ndarray:
 def _check_events(events, geometry, where: str):
     for attr in ("tracks", "cells", "hits", "particles", "cell_offsets", "track_offsets", "particle_offsets"):
         if not hasattr(events, attr):
-            raise TypeError(f"{where}: expected pcloud.sim.events.TrackCellEvents, found {type(events).__name__} "
+            raise TypeError(f"{where}: expected pcloud.core.events.TrackCellEvents, found {type(events).__name__} "
                             f"without {attr!r}")
     n_layers = sum(s.n_layers for s in geometry.sections)
     if events.tracks["layer_eta"].ndim != 2 or events.tracks["layer_eta"].shape[1] != n_layers:

@@ -4,7 +4,7 @@ Building an iterative segmentation system").
 Both functions take any *segmenter* with ``predict_fraction(clouds) -> (n_cell_points,)`` fractions in [0, 1] of
 each CELL point's (current) energy that belongs to the cloud's focal track (:class:`pcloud.pflow.learned.
 FocalTrackSegmenter`, :class:`~pcloud.pflow.learned.OracleSegmenter`, ...) and return an
-:class:`~pcloud.pflow.attribution.Attribution`. Only positive cell energy is ever attributed; everything not given
+:class:`~pcloud.core.attribution.Attribution`. Only positive cell energy is ever attributed; everything not given
 to a track is neutral, so ``sum_tracks + neutral = measured`` holds per cell and per event by construction.
 
 Common inference (:func:`common_inference`)
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .attribution import Attribution
+from ..core.attribution import Attribution
 from .clouds import cloud_cell_rows, cloud_track_rows, track_clouds
 
 __all__ = ["common_inference", "iterative_inference", "track_order"]

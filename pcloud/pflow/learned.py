@@ -7,7 +7,7 @@ CELL point, the fraction of the cell's energy that belongs to the focal track.
 per cell, the fraction of its energy from particles that have a track (any track).
 :class:`OracleSegmenter` returns the true fractions (an upper bound for the inference algorithms).
 
-Targets (``target=``), derived through the schema label policy (:mod:`pcloud.data.schema`)
+Targets (``target=``), derived through the schema label policy (:mod:`pcloud.core.schema`)
 -------------------------------------------------------------------------------------------
 * ``"soft"``: focal energy fraction ``f = e_focal / sum_k max(e_k, 0)`` (truth clipped at 0); 2-class output
   ``[1 - f, f]``, trained with cross-entropy against the fractions; predicted fraction = p(focal).
@@ -16,13 +16,13 @@ Targets (``target=``), derived through the schema label policy (:mod:`pcloud.dat
   a track ("other charged"), 2 = neutral (particles without a track); predicted fraction = p(class 0).
 
 **Noise-only cells** (no positive truth deposit): target "not focal" (``f = 0``, binary 0, hard class 2 =
-neutral), consistent with :func:`pcloud.pflow.attribution.truth_attribution`, which leaves their energy neutral.
+neutral), consistent with :func:`pcloud.core.attribution.truth_attribution`, which leaves their energy neutral.
 
 Losses (``loss=``), on CELL points only (track points and padding never count)
 -----------------------------------------------------------------------------
 * ``"energy_weighted"`` (default): cross-entropy weighted per cell by ``w = max(E_cell, 0)`` (GeV) and normalised
-  per batch, ``L = sum_i w_i CE_i / sum_i w_i`` (through :class:`pcloud.nn.MultiTaskLoss`). Cells with ``E <= 0``
-  get weight 0: inference only ever attributes positive energy (:class:`~pcloud.pflow.attribution.Attribution`),
+  per batch, ``L = sum_i w_i CE_i / sum_i w_i`` (:class:`pcloud.nn.losses.CellSegmentationLoss`). Cells with ``E <= 0``
+  get weight 0: inference only ever attributes positive energy (:class:`~pcloud.core.attribution.Attribution`),
   so what is learnt is the energy that matters for particle flow, not the count of noise cells.
 * ``"ce"``: unweighted mean cross-entropy over cells (every cell counts once; also through MultiTaskLoss).
 * ``"focal"``: focal loss (Lin et al., "Focal Loss for Dense Object Detection", arXiv:1708.02002, eq. 4),
@@ -49,85 +49,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.batch import _select, to_padded
-from ..data.normalise import Normaliser
+from ..core.attribution import Attribution
 from ..core.schema import PointType
+from ..data.batch import POINT_TARGETS, select_points, to_padded
+from ..data.normalise import Normaliser
 from ..data.point_features import feature_columns, resolve_features
-from ..nn import MultiTaskLoss, build_model
+from ..nn import build_model
+from ..nn.losses import SEG_LOSSES, CellSegmentationLoss
 from ..train.trainer import Trainer, select_device
-from . import clouds as _clouds  # noqa: F401  (registers the pflow features)
 from .clouds import cloud_track_rows, event_clouds, track_clouds
-from .attribution import Attribution
 
-__all__ = ["FocalTrackSegmenter", "ChargedFractionSegmenter", "OracleSegmenter", "CellSegmentationLoss",
-           "focal_loss", "DEFAULT_FEATURES", "EVENT_FEATURES", "TARGETS", "LOSSES"]
+__all__ = ["FocalTrackSegmenter", "ChargedFractionSegmenter", "OracleSegmenter", "DEFAULT_FEATURES",
+           "EVENT_FEATURES"]
 
 DEFAULT_FEATURES = ["type_onehot", "delta_r", "deta", "dphi", "layer", "log_energy", "noise_sigma", "log_track_pt",
                     "track_chi2_ndf"]
 EVENT_FEATURES = ["type_onehot", "dr_nearest_track", "deta", "dphi", "layer", "log_energy", "noise_sigma",
                   "log_track_pt", "track_chi2_ndf"]
-TARGETS = ("soft", "binary", "hard")
-LOSSES = ("energy_weighted", "ce", "focal", "energy_weighted_focal")
 _SMALL = {"pointnet": dict(channels=(64, 128, 128), seg_hidden=(128, 64), head_hidden=()),
           "dgcnn": dict(k=16, edge_channels=(64, 64, 128), emb_dim=128, seg_hidden=(128, 64), head_hidden=())}
-
-
-# ---------------------------------------------------------------------------------------------------- losses
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
-    """Per-point focal loss (arXiv:1708.02002 eq. 4 with alpha = 1), ``(..., C)`` logits.
-
-    ``target``: int64 labels ``(...)`` (negative entries give 0) or class fractions ``(..., C)``:
-    ``-sum_c y_c (1 - p_c)^gamma log p_c``. With ``gamma = 0`` this is the cross-entropy.
-    """
-    logp = torch.log_softmax(logits.float(), -1)
-    mod = (1.0 - logp.exp()).clamp_min(0.0) ** gamma
-    if target.dtype in (torch.int64, torch.int32):
-        lab = target.long()
-        lp = logp.gather(-1, lab.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-        m = mod.gather(-1, lab.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-        return torch.where(lab >= 0, -m * lp, torch.zeros_like(lp))
-    return -(target.float() * mod * logp).sum(-1)
-
-
-class CellSegmentationLoss(nn.Module):
-    """Segmentation loss on CELL points only (module docstring, "Losses").
-
-    ``forward(outputs, batch) -> (loss, parts)`` as :class:`pcloud.train.trainer.Trainer` expects; ``batch`` holds
-    ``"y"`` ((B, N) int64 labels, -1 = ignore, or (B, N) float focal fractions for 2 classes), ``"cell_mask"`` (B, N)
-    bool and ``"energy"`` (B, N) GeV (padding 0).
-    """
-
-    def __init__(self, kind: str = "energy_weighted", gamma: float = 2.0):
-        super().__init__()
-        if kind not in LOSSES:
-            raise ValueError(f"CellSegmentationLoss: loss must be one of {LOSSES}, found {kind!r}")
-        if gamma < 0:
-            raise ValueError(f"CellSegmentationLoss: gamma must be >= 0, found {gamma}")
-        self.kind, self.gamma = kind, float(gamma)
-        self.mtl = MultiTaskLoss(w_tnet=0.0)
-
-    def weights(self, batch) -> torch.Tensor:
-        cell = batch["cell_mask"].bool()
-        if self.kind.startswith("energy_weighted"):
-            return batch["energy"].float().clamp_min(0.0) * cell
-        return cell.float()
-
-    def forward(self, outputs, batch):
-        logits = outputs["seg_logits"].float()
-        y, cell = batch["y"], batch["cell_mask"].bool()
-        w = self.weights(batch)
-        if self.kind.endswith("focal"):
-            if y.is_floating_point():
-                if logits.shape[-1] != 2:
-                    raise ValueError("CellSegmentationLoss: fraction targets need 2 output classes")
-                y = torch.stack([1.0 - y, y], -1)
-            else:
-                w = w * (y >= 0)
-            per = focal_loss(logits, y, self.gamma)
-            loss = (per * w).sum() / w.sum().clamp_min(1e-12)
-            return loss, {"seg": loss.detach()}
-        key = "seg_fraction" if y.is_floating_point() else "seg_label"
-        return self.mtl(outputs, {"mask": cell, key: y, "seg_weight": w})
 
 
 # ---------------------------------------------------------------------------------------------------- base
@@ -141,10 +81,10 @@ class _CellSegmenter:
                  device="auto", seed=1, binary_threshold=0.5, gamma=2.0, **model_cfg):
         if model not in _SMALL:
             raise ValueError(f"{type(self).__name__}: model must be one of {sorted(_SMALL)}, found {model!r}")
-        if target not in TARGETS:
-            raise ValueError(f"{type(self).__name__}: target must be one of {TARGETS}, found {target!r}")
-        if loss not in LOSSES:
-            raise ValueError(f"{type(self).__name__}: loss must be one of {LOSSES}, found {loss!r}")
+        if target not in POINT_TARGETS:
+            raise ValueError(f"{type(self).__name__}: target must be one of {POINT_TARGETS}, found {target!r}")
+        if loss not in SEG_LOSSES:
+            raise ValueError(f"{type(self).__name__}: loss must be one of {SEG_LOSSES}, found {loss!r}")
         if not 0.0 <= binary_threshold < 1.0:
             raise ValueError(f"{type(self).__name__}: binary_threshold must be in [0, 1), found {binary_threshold}")
         if max_points is not None and int(max_points) < 1:
@@ -192,7 +132,7 @@ class _CellSegmenter:
             ((self.target,) if with_targets and self.cloud_kind == "track" else ())
         pad = to_padded(clouds, self.features, max_points=self.max_points, sort_by="energy", targets=targets,
                         binary_threshold=self.binary_threshold, normaliser=self.normaliser)
-        sel = _select(clouds, self.max_points, "energy")  # the selection to_padded made (same arguments)
+        sel = select_points(clouds, self.max_points, "energy")  # the selection to_padded made (same arguments)
         n = pad["x"].shape[1]
         batch = {"x": pad["x"], "pos": pad["pos"], "mask": pad["mask"], "energy": pad["energy"],
                  "cell_mask": pad["type"] == int(PointType.CELL)}
@@ -405,7 +345,7 @@ class OracleSegmenter:
     fraction of the cell's *current* energy (the cloud's ``energy``) that truly belongs to the focal track.
 
     The focal track's true share of a cell is ``s = f_true * max(E_measured, 0)`` with ``f_true`` its fraction of
-    the clipped truth deposits (as in :func:`pcloud.pflow.attribution.truth_attribution`); the returned fraction is
+    the clipped truth deposits (as in :func:`pcloud.core.attribution.truth_attribution`); the returned fraction is
     ``min(s / E_current, 1)`` (``f_true`` where the energy is untouched, 0 for ``E_current <= 0``). So common
     inference and iterative inference with subtraction both reproduce the truth attribution inside the cone.
     ``binary=True`` returns ``f_true > threshold`` instead (the best a binary classifier can do).

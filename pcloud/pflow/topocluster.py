@@ -225,7 +225,7 @@ def topo_cluster(geometry, event, cell_id, energy_gev, noise_sigma_gev=None, n_e
 
 
 def topo_cluster_events(geometry, events, **kwargs) -> TopoClusters:
-    """Topo-clusters of a :class:`pcloud.sim.events.TrackCellEvents` (cell energies with noise)."""
+    """Topo-clusters of a :class:`pcloud.core.events.TrackCellEvents` (cell energies with noise)."""
     c = events.cells
     return topo_cluster(geometry, c["event"], c["id"], c["energy_gev"], c["noise_sigma_gev"],
                         n_events=events.n_events, **kwargs)
@@ -237,3 +237,15 @@ def expected_noise_seeds(n_cells: int, seed_sigma: float = 4.0, use_abs: bool = 
 
     p = erfc(seed_sigma / np.sqrt(2.0))  # two-sided tail
     return float(n_cells * (p if use_abs else p / 2))
+
+
+def clustered_cell_mask(events, geometry=None, clusters=None):
+    """Boolean mask of the cell rows of ``events`` that belong to a 4/2/0 topo-cluster (the MLTree cell
+    population); ``clusters`` (a :class:`~pcloud.core.clusters.TopoClusters` on those rows) or the geometry
+    (default: the events' own) to cluster them."""
+    if clusters is None:
+        if geometry is None:
+            from ..geometry import get_geometry
+            geometry = get_geometry(events.geometry_name)
+        clusters = topo_cluster_events(geometry, events)
+    return clusters.cell_cluster >= 0

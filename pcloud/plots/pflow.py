@@ -2,7 +2,7 @@
 
 * :func:`plot_metrics_vs_dr`: per method, focal-track F1, energy-weighted accuracy, soft IoU, median response
   E_pred/E_true and its robust width in bins of DeltaR from the track to the nearest other truth particle (``by_dr``
-  of :func:`pcloud.pflow.metrics.evaluate_attribution`), and the neutral energy recovered per event bin
+  of :func:`pcloud.metrics.particle_flow.evaluate_attribution`), and the neutral energy recovered per event bin
   (``by_event_dr``).
 * :func:`plot_response`: per-track E_attributed / E_true histograms, one line per method.
 * :func:`plot_event_attribution`: eta-phi maps of EMB2 and TileBar0 cells of one event, coloured by the dominant

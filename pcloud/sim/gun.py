@@ -60,7 +60,7 @@ def particle_gun(geometry: Geometry, particle, n: int, rng, energy_gev=(1.0, 100
                  **options) -> dict:
     """Draw ``n`` particles. Returns a dict with ``pdg`` (n,), ``energy_gev``, ``origin_mm`` (n,3), ``direction``
     (n,3), ``window_eta`` (n,) for :func:`pcloud.sim.deposit.deposit_particles`, and ``truth`` (the per-shower truth
-    keys of :mod:`pcloud.showers` known at generation time).
+    keys of :mod:`pcloud.core.showers` known at generation time).
 
     options: ``max_angle_deg``, ``max_displacement_mm`` (cone guns); ``theta_range_rad`` (CLIC-like);
     ``eta_range``, ``phi_range`` (collider frame).

@@ -1,6 +1,6 @@
 """Single-particle shower samples from the parametrised fast simulation (dense images or sparse cells).
 
-:func:`simulate_showers` returns :class:`pcloud.showers.ShowerImages` (dense per-section images, GeV) for the small
+:func:`simulate_showers` returns :class:`pcloud.core.showers.ShowerImages` (dense per-section images, GeV) for the small
 geometries (calogan, clic, cms); :func:`simulate_sparse` returns (event, cell, energy) triplets for any geometry
 (atlas included). Both are reproducible for a given ``seed`` and ``chunk_size``.
 
@@ -82,7 +82,7 @@ def simulate_showers(geometry, particle, n, energy_gev=(1.0, 100.0), spectrum="u
     particle: name (``e+``, ``gamma``, ``pi0``, ``pi+``...) or PDG id. energy_gev: (lo, hi) or a fixed value.
     spectrum: ``uniform`` or ``log``. mode: ``total`` or ``visible``. noise: None (geometry default), True, False.
     gun_options: see :func:`pcloud.sim.gun.particle_gun`; also ``n_spots`` (see ``deposit_particles``).
-    Truth: the keys of :mod:`pcloud.showers` (``deposited_gev`` = total-mode energy in cells before sampling/noise).
+    Truth: the keys of :mod:`pcloud.core.showers` (``deposited_gev`` = total-mode energy in cells before sampling/noise).
     """
     geometry = _geometry(geometry)
     if geometry.n_cells > MAX_DENSE_CELLS:

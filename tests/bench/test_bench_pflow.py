@@ -1,5 +1,4 @@
 """``pcloud bench pflow`` in a tiny configuration, event subsetting and the CLI registration."""
-import argparse
 import json
 
 import numpy as np
@@ -9,7 +8,7 @@ from pcloud.bench.pflow import PFLOW_MODES, PflowConfig, run_pflow
 from pcloud.cli.main import build_parser
 from pcloud.core.events import select_events
 from pcloud.geometry import get_geometry
-from pcloud.pflow.attribution import truth_attribution
+from pcloud.core.attribution import truth_attribution
 from pcloud.sim.events import generate_events
 
 METHODS = ("pointnet_iterative", "pointnet_common", "dgcnn_iterative", "dgcnn_common", "event_pointnet",

@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from pcloud.bench.singles import SinglesConfig, run_singles
-from pcloud.bench.tasks import TASKS, build_dataset, em_scale
+from pcloud.bench.singles.tasks import TASKS, build_dataset, em_scale
 
 
 def test_gamma_pi0_selection_and_matched_spectra():
@@ -131,12 +131,12 @@ def test_resume_continues_from_checkpoints(tmp_path):
                                           (105.0, 103.0, "105 ± 103"), (1.07, 0.028, "1.070 ± 0.028"),
                                           (1234.0, 560.0, "1234 ± 560")])
 def test_report_value_with_error(v, err, text):
-    from pcloud.bench.report import value_pm
+    from pcloud.bench.singles.report import value_pm
     assert value_pm(v, err) == text
 
 
 def test_report_rejection_lower_limit_has_no_exponent():
-    from pcloud.bench.report import _rej_cell
+    from pcloud.bench.singles.report import _rej_cell
     assert _rej_cell(float("inf"), None, 1004.3) == "> 1004"
     assert _rej_cell(float("inf"), None, 35.0) == "> 35"
     assert _rej_cell(None, None, None) == "n/a"

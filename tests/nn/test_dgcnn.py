@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from pcloud.nn import DGCNN, EdgeConv, MultiTaskLoss, build_model, knn
+from pcloud.nn import DGCNN, EdgeConv, build_model, knn
+from pcloud.nn.losses import MultiTaskLoss
 
 F, G = 4, 2
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from pcloud.nn import DGCNN, GlobalHead, MultiTaskLoss, PointNet, SegHead, build_model, list_models, register_model
+from pcloud.nn import DGCNN, GlobalHead, PointNet, SegHead, build_model, list_models, register_model
+from pcloud.nn.losses import MultiTaskLoss
 from pcloud.nn import registry
 
 

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from pcloud.nn import MultiTaskLoss, PointNet, TNet, build_model, masked_pool
+from pcloud.nn.losses import MultiTaskLoss
+from pcloud.nn import PointNet, TNet, build_model, masked_pool
 
 F, G = 4, 2
 

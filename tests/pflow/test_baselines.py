@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from pcloud.pflow import baselines as B
-from pcloud.pflow.metrics import energy_conservation
+from pcloud.metrics.particle_flow import energy_conservation
 from pcloud.core.events import TrackCellEvents
 from pcloud.sim.events import generate_events
 
@@ -231,7 +231,7 @@ def test_priors_from_training_events(atlas, generated):
     assert 0.0 < p < 1.0
     assert B.majority_class(generated) in ("neutral", "charged")
     # with every cell masked out but one truth-charged cell, the prior is 1 and the majority charged
-    from pcloud.pflow.attribution import truth_attribution
+    from pcloud.core.attribution import truth_attribution
     e = generated.cells["energy_gev"]
     lab = truth_attribution(generated).dominant_track(e.size, e)
     one = np.zeros(e.size, bool)
@@ -242,7 +242,8 @@ def test_priors_from_training_events(atlas, generated):
 def test_rule_based_on_isolated_pions_recovers_their_energy(atlas):
     """Isolated single pi+: the E/p subtraction gives each track its own deposit (median response ~1, width near
     sigma(E/p) / <E/p> ~ 0.2), as the ATLAS algorithm does for isolated hadrons (EPJC 77 (2017) 466, section 6)."""
-    from pcloud.pflow.metrics import clustered_cell_mask, evaluate_attribution
+    from pcloud.pflow.topocluster import clustered_cell_mask
+    from pcloud.metrics.particle_flow import evaluate_attribution
     from pcloud.core.particles import M_PI_CHARGED
     from pcloud.core.events import TruthParticles
     from pcloud.sim.events import simulate_events

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pcloud.pflow.attribution import truth_attribution
+from pcloud.core.attribution import truth_attribution
 from pcloud.pflow.clouds import cell_counts
 from pcloud.pflow.inference import common_inference, iterative_inference, track_order
 from pcloud.pflow.learned import FocalTrackSegmenter, OracleSegmenter

@@ -6,8 +6,8 @@ import torch
 
 from pcloud.core.schema import PointType
 from pcloud.pflow.clouds import track_clouds
-from pcloud.pflow.learned import (CellSegmentationLoss, ChargedFractionSegmenter, FocalTrackSegmenter,
-                                  OracleSegmenter, focal_loss)
+from pcloud.nn.losses import CellSegmentationLoss, focal_loss
+from pcloud.pflow.learned import ChargedFractionSegmenter, FocalTrackSegmenter, OracleSegmenter
 from pcloud.sim.events import generate_events
 
 from .test_clouds import make_hand_event

@@ -85,7 +85,7 @@ def test_gamma_pi0_not_separated_by_sparsity_at_small_opening_angle():
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import cross_val_predict
 
-    from pcloud.bench.tasks import TASKS, build_dataset
+    from pcloud.bench.singles.tasks import TASKS, build_dataset
     from pcloud.features.shower_shapes import shower_shapes
 
     d = build_dataset(TASKS["gamma_vs_pi0"], 200, 2, mode="visible", log=lambda *a: None)

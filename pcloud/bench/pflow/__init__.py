@@ -19,8 +19,8 @@ Recipe (seed 002: JetPointNet on rho and Delta events; ATLAS rule-based particle
 4. Baselines on the same test events: :func:`~pcloud.pflow.baselines.rule_based` (topo-clusters + ATLAS E/p cell
    subtraction), :func:`~pcloud.pflow.baselines.dr_nearest`, :func:`~pcloud.pflow.baselines.random_baseline` (charged
    prior from the training split) and :func:`~pcloud.pflow.baselines.trivial` (training-split majority class).
-5. Every method's Attribution must conserve energy to 1e-6 GeV (:func:`pcloud.pflow.metrics.energy_conservation`);
-   metrics (:func:`pcloud.pflow.metrics.evaluate_attribution`) on the topo-clustered cells of the test events,
+5. Every method's Attribution must conserve energy to 1e-6 GeV (:func:`pcloud.metrics.particle_flow.energy_conservation`);
+   metrics (:func:`pcloud.metrics.particle_flow.evaluate_attribution`) on the topo-clustered cells of the test events,
    overall, in bins of DeltaR to the nearest other particle, and in the dedicated dense summary (DeltaR < 0.1).
 6. MLTree round trip: the test events and their topo-clusters are written with :func:`pcloud.io.mltree.write_mltree`,
    read back, and events/tracks/clustered cells/energies/truth compared.

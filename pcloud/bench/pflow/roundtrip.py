@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ...io.mltree import read_mltree, write_mltree
-from ...pflow.attribution import truth_attribution
+from ...core.attribution import truth_attribution
 
 
 def mltree_roundtrip(events, clusters, geometry, path) -> dict:

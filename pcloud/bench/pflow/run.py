@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ...core.attribution import truth_attribution
 from ...core.events import select_events
 from ...data.splits import Splits
 from ...geometry import get_geometry
 from ...pflow import baselines as bl
-from ...pflow import metrics as pm
+from ...metrics import particle_flow as pm
 from ...pflow.inference import common_inference, iterative_inference
 from ...pflow.learned import ChargedFractionSegmenter, FocalTrackSegmenter, OracleSegmenter
 from ...pflow.topocluster import topo_cluster_events
@@ -154,7 +155,7 @@ class _Run:
     def evaluate(self):
         """Energy conservation and the metrics of every method on the topo-clustered test cells."""
         test = self.test
-        self.truth = pm.truth_attribution(test)
+        self.truth = truth_attribution(test)
         self.methods, self.per_track, self.conservation = {}, {}, {}
         for name, a in self.attributions.items():
             cons = pm.energy_conservation(test, a)

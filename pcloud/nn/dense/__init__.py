@@ -1,6 +1,6 @@
 """Dense (voxel/image) CNN baselines of DESIGN.md §6, built from any :class:`pcloud.geometry.Geometry`.
 
-All models take ``images = {section: (B, n_layers, n_u, n_v)}`` in GeV (as :class:`pcloud.showers.ShowerImages`)
+All models take ``images = {section: (B, n_layers, n_u, n_v)}`` in GeV (as :class:`pcloud.core.showers.ShowerImages`)
 and optional ``global_features`` (B, n_global), and return the point models' output dict (the same head,
 :class:`pcloud.nn.heads.GlobalHead`): ``{"logits": (B, n_classes), "energy": (B,) GeV, "regression":
 (B, n_targets), "global": (B, F)}`` ("energy" when ``regress_energy``, "regression" when ``n_targets > 0``).

@@ -1,7 +1,7 @@
 """Input handling shared by the dense (voxel) models: validation, section energies and the intensity transform.
 
 The models take ``images = {section: (B, n_layers, n_u, n_v)}`` in GeV, exactly the arrays of
-:class:`pcloud.showers.ShowerImages` (numpy arrays or tensors; converted with :func:`torch.as_tensor`).
+:class:`pcloud.core.showers.ShowerImages` (numpy arrays or tensors; converted with :func:`torch.as_tensor`).
 Raw cell energies span five decades (MeV noise to hundreds of GeV in the core cell), so each model compresses
 them with an :class:`ImageTransform` chosen in its constructor. The *raw* GeV section sums are kept aside for the
 energy skip connection (seed 001 §5.1) and as per-event features of the head.

@@ -235,3 +235,21 @@ def write_singles_report(results: dict, path: Path) -> None:
     if results.get("plots"):
         L += ["## Plots", ""] + [f"- [{Path(p).name}]({Path(p).name})" for p in results["plots"]] + [""]
     Path(path).write_text("\n".join(L) + "\n")
+
+
+def headline(e: dict) -> str:
+    """One log line of a model's results: AUC, accuracy, resolution fits, regression MAE, speed, memory."""
+    parts = []
+    if "auc" in e:
+        parts.append(f"AUC {e['auc']:.4f}")
+    if "accuracy" in e:
+        parts.append(f"acc {e['accuracy']:.3f}")
+    for cls, f in e.get("resolution_fit", {}).items():
+        parts.append(f"{cls} sigma/E: a={f['a']:.3f} b={f['b']:.3f} c={f['c']:.2f}")
+    if "regression" in e:
+        parts.append(" ".join(f"{k}:MAE={v['mae']:.3g}" for k, v in e["regression"].items()))
+    if "events_per_s" in e:
+        parts.append(f"{e['events_per_s']:.0f} ev/s")
+    if "peak_memory_mb" in e:
+        parts.append(f"{e['peak_memory_mb']:.1f} MB")
+    return ", ".join(parts)

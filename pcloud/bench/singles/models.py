@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data.convert import images_to_clouds
-from ..data.normalise import Normaliser
-from ..core.showers import ShowerImages
+from ...data.convert import images_to_clouds
+from ...data.normalise import Normaliser
+from ...core.showers import ShowerImages
 
 POINT_FEATURES = ("x", "y", "z", "layer", "log_energy")
 POINT_MODELS = ("pointnet", "dgcnn")
@@ -24,7 +24,7 @@ DENSE_MODELS = ("dense_fcn", "cnn3d", "multistream_cnn", "densenet", "upsample_c
 def point_tensors(showers: ShowerImages, train_mask: np.ndarray, threshold_gev: float, max_points: int
                   ) -> tuple[dict[str, torch.Tensor], dict]:
     """Padded, normalised clouds of all events; the normaliser is fitted on the training events only."""
-    from ..data.batch import to_padded
+    from ...data.batch import to_padded
 
     clouds = images_to_clouds(showers, threshold_gev=threshold_gev)
     norm = Normaliser.fit(clouds[train_mask], list(POINT_FEATURES))
@@ -62,7 +62,7 @@ class DenseAdapter(torch.nn.Module):
 def build(name: str, geometry, n_classes: int, regress_energy: bool, n_targets: int, n_sections: int,
           quick: bool, overrides: dict | None = None) -> torch.nn.Module:
     """A point or dense model configured for the benchmark (small widths in quick mode)."""
-    from ..nn import build_model
+    from ...nn import build_model
 
     cfg: dict = {}
     if name in POINT_MODELS:

@@ -25,8 +25,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.showers import ShowerImages
-from ..core.particles import particle_pdg
+from ...core.showers import ShowerImages
+from ...core.particles import particle_pdg
 
 
 def _hcal_over_ecal_below(limit: float) -> Callable[[ShowerImages], np.ndarray]:
@@ -107,7 +107,7 @@ def em_scale(showers: ShowerImages) -> ShowerImages:
     fraction of its stack (f_mip * e/mip, :func:`pcloud.sim.media.em_sampling_fraction`), as calorimeters do with
     test-beam electrons (Wigmans, "Calorimetry", ch. 3). An electron's calibrated energy then estimates its true
     energy; hadrons stay below it (e/h > 1)."""
-    from ..sim.media import em_sampling_fraction
+    from ...sim.media import em_sampling_fraction
 
     g = showers.geometry
     images = {s.name: (showers.images[s.name] / np.float32(em_sampling_fraction(s.stack))).astype(np.float32)
@@ -130,8 +130,8 @@ def build_dataset(task: SinglesTask, n_per_class: int, seed: int, mode: str = "t
     HCAL/ECAL < 0.1 keeps ~1% of the pions: one 60 000-shower round of unselected CLIC images would be 5.5 GB).
     A request of at most ``chunk`` showers is one simulation call with the round's seed, as without chunking.
     """
-    from ..geometry import get_geometry
-    from ..sim.showers import simulate_showers
+    from ...geometry import get_geometry
+    from ...sim.showers import simulate_showers
 
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"build_dataset: chunk must be a positive int (showers per simulation call), found {chunk!r}")

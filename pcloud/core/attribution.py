@@ -6,7 +6,7 @@ Conservation is built in: for every cell ``sum_tracks(attributed) + neutral = me
 remainder is derived, never stored), and every method must produce non-negative attributions whose sum does not
 exceed a cell's positive energy (cells with E <= 0, i.e. noise, keep all of it as neutral).
 
-Layout (flat arrays, rows of the :class:`pcloud.sim.events.TrackCellEvents` they refer to):
+Layout (flat arrays, rows of the :class:`pcloud.core.events.TrackCellEvents` they refer to):
 
 =====================  ==============================================================================
 ``cell_row``    (K,)   row of the cell in ``events.cells`` (so event, cell_id and energy come from there)
@@ -85,7 +85,7 @@ class Attribution:
 
 
 def truth_attribution(events) -> Attribution:
-    """The true attribution of :class:`pcloud.sim.events.TrackCellEvents` (see the module docstring)."""
+    """The true attribution of :class:`pcloud.core.events.TrackCellEvents` (see the module docstring)."""
     cells, hits, tracks = events.cells, events.hits, events.tracks
     n_cells = cells["event"].size
     # particle row -> track row (-1 for particles without a track)

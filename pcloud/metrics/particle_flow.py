@@ -1,6 +1,6 @@
-"""Event-level particle-flow metrics: an :class:`~pcloud.pflow.attribution.Attribution` against the truth.
+"""Event-level particle-flow metrics: an :class:`~pcloud.core.attribution.Attribution` against the truth.
 
-The truth is :func:`~pcloud.pflow.attribution.truth_attribution` (each cell's measured energy shared between tracks
+The truth is :func:`~pcloud.core.attribution.truth_attribution` (each cell's measured energy shared between tracks
 like the true deposits of their particles). All metrics are computed on the *evaluated cells*: cells with measured
 energy E > 0 and, if given, in ``cell_mask`` (the benchmark uses the topo-clustered cells, the cell population of
 the MLTree / JetPointNet data; the noise window around every particle otherwise dominates cell counts with pure
@@ -10,7 +10,7 @@ Cell level (hard labels = :meth:`Attribution.dominant_track`: the track with the
 when the neutral remainder is larger):
 
 * ``f1``, ``iou``, ``precision``, ``recall``: charged (label >= 0) vs neutral, F1 = 2TP / (2TP + FP + FN),
-  IoU = TP / (TP + FP + FN) for the charged class;
+  IoU = TP / (TP + FP + FN) for the charged class (:func:`pcloud.metrics.segmentation.f1_score`, ``iou_score``);
 * ``accuracy``: exact label agreement (the right track, or neutral); ``energy_weighted_accuracy``: the same weighted
   by E_cell;
 * ``f1_track_macro`` / ``iou_track_macro``: per track, the binary F1 / IoU of "cell labelled this track" over the
@@ -51,20 +51,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..metrics.regression import robust_width
+from ..core.attribution import Attribution, truth_attribution
 from ..geometry.base import wrap_phi as _wrap
-from .attribution import Attribution, truth_attribution
+from .regression import robust_width
+from .segmentation import f1_score, iou_score, ratio
 
 DEFAULT_DR_EDGES = (0.0, 0.05, 0.1, 0.2, np.inf)
-
-
-
-
-def _ratio(a, b):
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(b > 0, a / np.where(b > 0, b, 1.0), np.nan)
 
 
 def _check(events, attribution: Attribution, what: str):
@@ -173,13 +165,12 @@ def _per_track_stats(events, truth: Attribution, pred: Attribution, lab_t, lab_p
 
 def _track_summary(st: dict, m: np.ndarray, min_true_gev: float) -> dict:
     """Track-level metrics over the tracks of mask ``m``."""
-    den = 2 * st["tp"] + st["fp"] + st["fn"]
-    has = m & (den > 0)
-    f1 = _ratio(2 * st["tp"], den)[has]
-    iou = _ratio(st["tp"], st["tp"] + st["fp"] + st["fn"])[has]
+    has = m & (2 * st["tp"] + st["fp"] + st["fn"] > 0)
+    f1 = f1_score(st["tp"], st["fp"], st["fn"])[has]
+    iou = iou_score(st["tp"], st["fp"], st["fn"])[has]
     r_ok = m & (st["e_true"] > min_true_gev)
     resp = st["e_pred"][r_ok] / st["e_true"][r_ok]
-    soft = _ratio(st["soft_min"], st["soft_max"])[m & (st["soft_max"] > 0)]
+    soft = ratio(st["soft_min"], st["soft_max"])[m & (st["soft_max"] > 0)]
     erel = st["e_relevant"][m]
     out = {"n_tracks": int(m.sum()), "n_tracks_response": int(r_ok.sum()),
            "f1": float(np.mean(f1)) if f1.size else float("nan"),
@@ -202,7 +193,7 @@ def _event_summary(ev_stats: dict, m: np.ndarray, min_neutral_gev: float) -> dic
     rec = npred[evm] / nt[evm]
     return {"n_events": int(m.sum()), "n_cells": int(ev_stats["n_cells"][m].sum()),
             "n_events_neutral": int(evm.sum()),
-            "f1": float(_ratio(2 * tp, 2 * tp + fp + fn)), "iou": float(_ratio(tp, tp + fp + fn)),
+            "f1": float(f1_score(tp, fp, fn)), "iou": float(iou_score(tp, fp, fn)),
             "energy_weighted_accuracy": w_ok / w if w > 0 else float("nan"),
             "neutral_energy_recovered": float(np.median(rec)) if rec.size else float("nan"),
             "neutral_energy_recovered_total": float(npred[evm].sum() / nt[evm].sum()) if evm.any() else
@@ -260,8 +251,8 @@ def evaluate_attribution(events, pred: Attribution, truth: Attribution | None = 
     allm = np.ones(iso.size, bool)
     trk = _track_summary(st, allm, min_true_gev)
     out = {"n_events": int(events.n_events), "n_cells": int(cells.size), "n_tracks": int(iso.size),
-           "f1": float(_ratio(2 * tp, 2 * tp + fp + fn)), "iou": float(_ratio(tp, tp + fp + fn)),
-           "precision": float(_ratio(tp, tp + fp)), "recall": float(_ratio(tp, tp + fn)),
+           "f1": float(f1_score(tp, fp, fn)), "iou": float(iou_score(tp, fp, fn)),
+           "precision": float(ratio(tp, tp + fp)), "recall": float(ratio(tp, tp + fn)),
            "accuracy": float(same.mean()) if cells.size else float("nan"),
            "energy_weighted_accuracy": float(w[same].sum() / w.sum()) if w.sum() > 0 else float("nan"),
            "f1_track_macro": trk["f1"], "iou_track_macro": trk["iou"], "soft_iou_track_macro": trk["soft_iou"],
@@ -304,26 +295,3 @@ def evaluate_attribution(events, pred: Attribution, truth: Attribution | None = 
         out["arrays"] = {"e_true_gev": st["e_true"], "e_pred_gev": st["e_pred"], "isolation_dr": iso,
                          "label_true": lab_t, "label_pred": lab_p, "evaluated": sel}
     return out
-
-
-def clustered_cell_mask(events, geometry=None, clusters=None) -> np.ndarray:
-    """Boolean mask of the cell rows that belong to a 4/2/0 topo-cluster (the MLTree cell population)."""
-    from .topocluster import topo_cluster_events
-
-    if clusters is None:
-        if geometry is None:
-            from ..geometry import get_geometry
-            geometry = get_geometry(events.geometry_name)
-        clusters = topo_cluster_events(geometry, events)
-    return clusters.cell_cluster >= 0
-
-
-def format_table(results: dict, keys=("f1", "iou", "accuracy", "energy_weighted_accuracy", "f1_track_macro",
-                                      "soft_overlap", "track_energy_response", "track_energy_resolution",
-                                      "neutral_energy_recovered")) -> str:
-    """A markdown table: one row per method of ``results`` ({method: evaluate_attribution(...)})."""
-    head = "| method | " + " | ".join(keys) + " |"
-    lines = [head, "|" + "---|" * (len(keys) + 1)]
-    for name, r in results.items():
-        lines.append(f"| {name} | " + " | ".join(f"{r.get(k, float('nan')):.3f}" for k in keys) + " |")
-    return "\n".join(lines)

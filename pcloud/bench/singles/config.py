@@ -1,0 +1,85 @@
+"""Configuration of ``pcloud bench singles``: :class:`SinglesConfig`, its mode defaults and the YAML layout."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .models import DENSE_MODELS, POINT_MODELS
+from .tasks import TASKS
+
+CLASSICAL_ID = ("ss_fcn", "ss_gbt")
+CLASSICAL_ENERGY = ("linear", "tree_regression")
+REFERENCE = "ss_fcn"
+
+
+@dataclass
+class SinglesConfig:
+    out: str = "out/bench_singles"
+    quick: bool = False
+    device: str = "auto"
+    seed: int = 1
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    models: list[str] = field(default_factory=lambda: list(POINT_MODELS + DENSE_MODELS))
+    n_per_class: int | None = None
+    epochs: int | None = None
+    batch_size: int = 128
+    lr: float = 1e-3
+    patience: int = 5
+    threshold_mev: float = 0.0
+    max_points: int | None = None
+    occupancy_study: bool = True
+    max_minutes_per_model: float | None = None
+    split_seed: int | None = None
+    #: continue every model from its ``runs/<task>/<model>/last.pt`` checkpoint (the data are regenerated
+    #: identically from the seed)
+    resume: bool = False
+    #: CPU-sized model widths (default: on in quick mode); full widths follow the papers more closely
+    small_models: bool | None = None
+
+    def resolved(self) -> "SinglesConfig":
+        c = SinglesConfig(**asdict(self))
+        for k in ("n_per_class", "epochs", "max_points"):
+            v = getattr(c, k)
+            if v is not None and v <= 0:
+                raise ValueError(f"{k} must be a positive integer, got {v}")
+        c.n_per_class = c.n_per_class or (700 if c.quick else 20000)
+        c.epochs = c.epochs or (8 if c.quick else 40)
+        c.max_points = c.max_points or (96 if c.quick else 384)
+        if c.max_minutes_per_model is None and c.quick:
+            c.max_minutes_per_model = 1.5
+        if c.small_models is None:
+            c.small_models = c.quick
+        unknown = [t for t in c.tasks if t not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; known: {sorted(TASKS)}")
+        bad = [m for m in c.models if m not in POINT_MODELS + DENSE_MODELS]
+        if bad:
+            raise ValueError(f"unknown model(s) {bad}; known: {list(POINT_MODELS + DENSE_MODELS)}")
+        return c
+
+
+TASK_MODE = {"calogan": "total", "clic": "visible", "cms": "visible"}
+
+#: config keys (pcloud.train.config layout) -> SinglesConfig fields
+_CONFIG_KEYS = {("seed",): "seed", ("device",): "device", ("train", "epochs"): "epochs",
+                ("train", "batch_size"): "batch_size", ("train", "lr"): "lr", ("train", "patience"): "patience",
+                ("split", "seed"): "split_seed"}
+
+
+def config_from_dict(cfg: dict) -> SinglesConfig:
+    """A :class:`SinglesConfig` from a nested config (``pcloud/configs/singles.yaml`` layout: top-level ``seed``,
+    ``device``, ``train.*``, ``split.seed`` and the ``singles`` section with the remaining fields). Unknown keys in
+    ``singles`` are an error naming the key; ``null`` values keep the mode's defaults."""
+    out = SinglesConfig()
+    fields = set(asdict(out))
+    for path, name in _CONFIG_KEYS.items():
+        node = cfg
+        for p in path:
+            node = node.get(p) if isinstance(node, dict) else None
+        if node is not None and name in fields:
+            setattr(out, name, node)
+    for k, v in (cfg.get("singles") or {}).items():
+        if k not in fields:
+            raise ValueError(f"config: unknown key singles.{k}; known: {sorted(fields)}")
+        if v is not None:
+            setattr(out, k, list(v) if isinstance(v, (list, tuple)) else v)
+    return out
