@@ -1,7 +1,7 @@
 """Throughput of pcloud's parametrised fast simulation (showers per second, one core).
 
 Run with ``OMP_NUM_THREADS=1 python scripts/bench_sim.py [--n N] [--repeat R]``. Prints a table; the CaloGAN goal
-(DESIGN.md sec. 5) is >= 10k showers/s per core for 1..100 GeV e+ in total mode.
+(the project's speed goal) is >= 10k showers/s per core for 1..100 GeV e+ in total mode.
 """
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ import torch
 
 
 def main() -> None:
-    from pcloud.bench.singles.models import DENSE_MODELS, POINT_MODELS, build, image_tensors, point_tensors
+    from pcloud.bench.singles.models import DENSE_MODEL_NAMES, POINT_MODEL_NAMES, build, image_tensors, point_tensors
     from pcloud.bench.singles.config import TASK_MODE
     from pcloud.bench.singles.run import _loss, _targets
     from pcloud.bench.singles.tasks import TASKS, build_dataset
@@ -34,7 +34,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS))
-    ap.add_argument("--models", nargs="+", default=list(POINT_MODELS + DENSE_MODELS))
+    ap.add_argument("--models", nargs="+", default=list(POINT_MODEL_NAMES + DENSE_MODEL_NAMES))
     ap.add_argument("--n-per-class", type=int, default=20000)
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--max-points", type=int, default=384)
@@ -68,7 +68,7 @@ def main() -> None:
             model = build(name, showers.geometry, n_classes, task.kind == "id+energy", len(task.regression_targets),
                           len(showers.geometry.sections), a.small_models).to(device)
             opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-            data = {**targets, **(pts if name in POINT_MODELS else imgs)}
+            data = {**targets, **(pts if name in POINT_MODEL_NAMES else imgs)}
             batch = to_device({k: v[:a.batch] for k, v in data.items()}, device)
             times = []
             for i in range(a.steps + 1):

@@ -52,7 +52,7 @@ from . import hadronic as _had
 from .media import DepthMedia, depth_media
 from .pi0 import decay_pi0, orthonormal_basis
 
-MODES = ("total", "visible")
+DEPOSIT_MODES = ("total", "visible")
 #: Default spot budgets. ``em_per_gev`` / ``had_per_gev``: expected *depth* spots per GeV of a (sub-)shower's
 #: deposited energy (EM shower; hadronic non-EM component after the invisible share), randomised-rounded onto
 #: :data:`pcloud.sim.em.SPOT_LADDER` (:func:`pcloud.sim.em.spot_counts`), so a pi0's two photons get together as
@@ -522,8 +522,8 @@ def _simulate_spots(geometry: Geometry, pdg, energy_gev, origin_mm, direction, r
     spots: ``particle``, ``cell`` (only spots inside cells), ``energy_gev`` (mode), ``energy_total_gev``, ``em``.
     extras: per particle ``photon1_energy_gev``, ``photon2_energy_gev``, ``opening_angle_rad`` (NaN unless pi0).
     """
-    if mode not in MODES:
-        raise ValueError(f"deposit_particles: mode must be one of {MODES}, got {mode!r}")
+    if mode not in DEPOSIT_MODES:
+        raise ValueError(f"deposit_particles: mode must be one of {DEPOSIT_MODES}, got {mode!r}")
     pdg, energy, origin, direction = _check_inputs(geometry, pdg, energy_gev, origin_mm, direction)
     spots_n = _spot_options(n_spots)
     p = pdg.size
@@ -622,8 +622,8 @@ def deposit_em_showers(geometry, energy_gev, origin_mm, direction, rng, owner=No
     if isinstance(geometry, str):
         from ..geometry import get_geometry
         geometry = get_geometry(geometry)
-    if mode not in MODES:
-        raise ValueError(f"deposit_em_showers: mode must be one of {MODES}, got {mode!r}")
+    if mode not in DEPOSIT_MODES:
+        raise ValueError(f"deposit_em_showers: mode must be one of {DEPOSIT_MODES}, got {mode!r}")
     n = np.size(energy_gev)
     pdg, energy, origin, direction = _check_inputs(geometry, np.full(n, 22), energy_gev, origin_mm, direction)
     owner = np.arange(n) if owner is None else np.asarray(owner, dtype=np.int64)

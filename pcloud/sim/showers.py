@@ -17,7 +17,7 @@ import numpy as np
 from ..geometry import Geometry, get_geometry
 from ..core.showers import ShowerImages
 from ..core.particles import particle_pdg
-from .deposit import MODES, _simulate_spots, add_noise, sparse_noise
+from .deposit import DEPOSIT_MODES, _simulate_spots, add_noise, sparse_noise
 from .gun import particle_gun
 from .media import em_sampling_fraction
 
@@ -41,8 +41,8 @@ def _noise_on(geometry: Geometry, noise) -> bool:
 
 
 def _chunks(geometry, particle, n, energy_gev, spectrum, mode, seed, chunk_size, gun_options):
-    if mode not in MODES:
-        raise ValueError(f"simulate: mode must be one of {MODES}, got {mode!r}")
+    if mode not in DEPOSIT_MODES:
+        raise ValueError(f"simulate: mode must be one of {DEPOSIT_MODES}, got {mode!r}")
     if int(n) < 1:
         raise ValueError(f"simulate: n must be >= 1, got {n}")
     if int(chunk_size) < 1:

@@ -8,7 +8,6 @@ is an error that names the key.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import yaml
@@ -97,7 +96,3 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for o in overrides or []:
         apply_override(cfg, o)
     return cfg
-
-
-def save_config(cfg: dict, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(json.loads(json.dumps(cfg, default=str)), sort_keys=False))

@@ -32,7 +32,7 @@ def test_pb_lar_mixture_by_hand():
     assert st.ec_mev == pytest.approx(21.2052 * st.x0_mm / st.moliere_mm)
     # MIP sampling fraction: LAr 0.4 cm * 2.121 MeV/cm vs Pb 0.2 cm * 12.73 MeV/cm -> ~0.25
     assert st.sampling_fraction_mip == pytest.approx(0.2498, abs=2e-3)
-    # a = 2.7% sqrt(d/f) ~ 10.8%, consistent with the ~10%/sqrt(E) of DESIGN.md section 5
+    # a = 2.7% sqrt(d/f) ~ 10.8%, consistent with the ~10%/sqrt(E) of Pb/LAr sampling calorimeters
     assert 0.09 < st.sampling_term < 0.12
     # CaloGAN total depth ~ 30.8 X0 and ~1.3 lambda_I
     tot = get_geometry("calogan").total_depth()

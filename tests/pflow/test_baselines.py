@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pcloud.pflow import baselines as B
+from pcloud.baselines import particle_flow as B
 from pcloud.metrics.particle_flow import energy_conservation
 from pcloud.core.events import TrackCellEvents
 from pcloud.sim.events import generate_events

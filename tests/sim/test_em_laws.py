@@ -1,4 +1,4 @@
-"""EM shower laws of DESIGN.md sec. 5, measured on the simulation's spots and cells.
+"""EM shower laws (PDG review "Passage of particles through matter", GFlash), measured on the simulation's spots and cells.
 
 Laws (PDG Review, "Passage of particles through matter", sec. 34.5): t_max = ln(E/E_c) + C with C = -0.5 (e),
 +0.5 (gamma); ~90% of the energy inside one Moliere radius; 95% containment depth ~ t_max + 0.08 Z + 9.6 X0.

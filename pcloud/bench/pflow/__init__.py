@@ -16,16 +16,16 @@ Recipe (seed 002: JetPointNet on rho and Delta events; ATLAS rule-based particle
    (``event_pointnet``: charged fraction per cell, given to the nearest track at the cell's layer). In non-quick
    modes a PointNet ablation of targets and losses (binary target + cross-entropy, hard 3-class target + focal
    loss) with iterative inference. The oracle segmenter (true focal fractions) is the upper bound.
-4. Baselines on the same test events: :func:`~pcloud.pflow.baselines.rule_based` (topo-clusters + ATLAS E/p cell
-   subtraction), :func:`~pcloud.pflow.baselines.dr_nearest`, :func:`~pcloud.pflow.baselines.random_baseline` (charged
-   prior from the training split) and :func:`~pcloud.pflow.baselines.trivial` (training-split majority class).
+4. Baselines on the same test events: :func:`~pcloud.baselines.particle_flow.rule_based` (topo-clusters + ATLAS E/p cell
+   subtraction), :func:`~pcloud.baselines.particle_flow.dr_nearest`, :func:`~pcloud.baselines.particle_flow.random_baseline` (charged
+   prior from the training split) and :func:`~pcloud.baselines.particle_flow.trivial` (training-split majority class).
 5. Every method's Attribution must conserve energy to 1e-6 GeV (:func:`pcloud.metrics.particle_flow.energy_conservation`);
    metrics (:func:`pcloud.metrics.particle_flow.evaluate_attribution`) on the topo-clustered cells of the test events,
    overall, in bins of DeltaR to the nearest other particle, and in the dedicated dense summary (DeltaR < 0.1).
 6. MLTree round trip: the test events and their topo-clusters are written with :func:`pcloud.io.mltree.write_mltree`,
    read back, and events/tracks/clustered cells/energies/truth compared.
 
-Modes (:data:`MODES`): ``quick`` (600 events, 2 epochs, < 5 min on 2 CPU cores), ``medium`` (3000 events, 8 epochs,
+Modes (:data:`PFLOW_MODES`): ``quick`` (600 events, 2 epochs, < 5 min on 2 CPU cores), ``medium`` (3000 events, 8 epochs,
 per-model time budgets checked after each epoch, ablation; <= 20 min on 2 CPU cores) and full (4000 events,
 15 epochs, 256 points per cloud, no budgets).
 

@@ -14,7 +14,7 @@ from ...core.attribution import truth_attribution
 from ...core.events import select_events
 from ...data.splits import Splits
 from ...geometry import get_geometry
-from ...pflow import baselines as bl
+from ...baselines import particle_flow as bl
 from ...metrics import particle_flow as pm
 from ...pflow.inference import common_inference, iterative_inference
 from ...pflow.learned import ChargedFractionSegmenter, FocalTrackSegmenter, OracleSegmenter

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .models import DENSE_MODELS, POINT_MODELS
+from .models import DENSE_MODEL_NAMES, POINT_MODEL_NAMES
 from .tasks import TASKS
 
 CLASSICAL_ID = ("ss_fcn", "ss_gbt")
@@ -18,7 +18,7 @@ class SinglesConfig:
     device: str = "auto"
     seed: int = 1
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
-    models: list[str] = field(default_factory=lambda: list(POINT_MODELS + DENSE_MODELS))
+    models: list[str] = field(default_factory=lambda: list(POINT_MODEL_NAMES + DENSE_MODEL_NAMES))
     n_per_class: int | None = None
     epochs: int | None = None
     batch_size: int = 128
@@ -51,9 +51,9 @@ class SinglesConfig:
         unknown = [t for t in c.tasks if t not in TASKS]
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; known: {sorted(TASKS)}")
-        bad = [m for m in c.models if m not in POINT_MODELS + DENSE_MODELS]
+        bad = [m for m in c.models if m not in POINT_MODEL_NAMES + DENSE_MODEL_NAMES]
         if bad:
-            raise ValueError(f"unknown model(s) {bad}; known: {list(POINT_MODELS + DENSE_MODELS)}")
+            raise ValueError(f"unknown model(s) {bad}; known: {list(POINT_MODEL_NAMES + DENSE_MODEL_NAMES)}")
         return c
 
 

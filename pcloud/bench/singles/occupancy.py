@@ -8,7 +8,7 @@ import torch
 
 from ..compute import inference_cost
 from .config import SinglesConfig
-from .models import DENSE_MODELS, POINT_MODELS, build, image_tensors, point_tensors
+from .models import DENSE_MODEL_NAMES, POINT_MODEL_NAMES, build, image_tensors, point_tensors
 
 
 def occupancy_study(cfg: SinglesConfig, device: torch.device, log=print) -> dict:
@@ -23,7 +23,7 @@ def occupancy_study(cfg: SinglesConfig, device: torch.device, log=print) -> dict
     sh.truth["label"] = np.zeros(n, np.int64)
     train = np.ones(n, bool)
     dense_cost = {}
-    for name in DENSE_MODELS:
+    for name in DENSE_MODEL_NAMES:
         if name in cfg.models:
             m = build(name, g, 2, False, 0, 3, cfg.small_models).to(device)
             dense_cost[name] = inference_cost(m, image_tensors(sh), device)
@@ -31,7 +31,7 @@ def occupancy_study(cfg: SinglesConfig, device: torch.device, log=print) -> dict
         pts, info = point_tensors(sh, train, thr_mev / 1000.0, 100000)
         row = {"threshold_mev": thr_mev, "points_per_event_mean": info["points_per_event_mean"],
                "points_per_event_max": info["points_per_event_max"], "models": {}}
-        for name in POINT_MODELS:
+        for name in POINT_MODEL_NAMES:
             if name in cfg.models:
                 m = build(name, g, 2, False, 0, 3, cfg.small_models).to(device)
                 row["models"][name] = inference_cost(m, {**pts, "g": torch.zeros(n, 3)}, device)
@@ -48,7 +48,7 @@ def occupancy_study(cfg: SinglesConfig, device: torch.device, log=print) -> dict
             if name == "upsample_cnn":
                 continue  # its common grid is capped (max_cells), so it does not follow the granularity
             m = build(name, gc, 2, False, 0, 2, cfg.small_models).to(device)
-            data = {**pts, "g": torch.zeros(64, 2)} if name in POINT_MODELS else image_tensors(sc)
+            data = {**pts, "g": torch.zeros(64, 2)} if name in POINT_MODEL_NAMES else image_tensors(sc)
             row["models"][name] = inference_cost(m, data, device)
         out["granularity"].append(row)
         log(f"[occupancy] clic ECAL {cells}x{cells}: {info['points_per_event_mean']:.0f} points/event")

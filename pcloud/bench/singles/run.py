@@ -19,7 +19,7 @@ from ...train.trainer import Trainer, select_device
 from ..compute import inference_cost
 from .classical import run_classical
 from .config import REFERENCE, TASK_MODE, SinglesConfig
-from .models import POINT_MODELS, build, image_tensors, point_tensors
+from .models import POINT_MODEL_NAMES, build, image_tensors, point_tensors
 from .occupancy import occupancy_study
 from .report import headline
 from .tasks import TASKS, SinglesTask, build_dataset
@@ -145,13 +145,13 @@ def _learned_models(task: SinglesTask, cfg: SinglesConfig, device: torch.device,
         torch.manual_seed(cfg.seed)
         model = build(name, d.showers.geometry, d.n_classes, regress_energy, n_targets,
                       len(d.showers.geometry.sections), cfg.small_models)
-        data = {**d.targets, **(d.points if name in POINT_MODELS else d.images)}
+        data = {**d.targets, **(d.points if name in POINT_MODEL_NAMES else d.images)}
         trainer = Trainer(model, _loss(task), run_dir=out / "runs" / task.name / name, epochs=cfg.epochs,
                           batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience, device=str(device),
                           seed=cfg.seed, max_minutes=cfg.max_minutes_per_model, log=None)
         result = trainer.fit(_select(data, d.idx["train"]), _select(data, d.idx["val"]), resume=cfg.resume)
         pred = trainer.predict(_select(data, test))
-        entry: dict = {"family": "point" if name in POINT_MODELS else "dense",
+        entry: dict = {"family": "point" if name in POINT_MODEL_NAMES else "dense",
                        "n_params": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
                        "train_seconds": float(result.seconds), "epochs": int(result.epochs_run),
                        "best_epoch": int(result.best_epoch), "best_val_loss": float(result.best_val_loss)}

@@ -1,4 +1,4 @@
-"""Dense (voxel/image) CNN baselines of DESIGN.md §6, built from any :class:`pcloud.geometry.Geometry`.
+"""Dense (voxel/image) CNN baselines (seeds 000, 001, 004), built from any :class:`pcloud.geometry.Geometry`.
 
 All models take ``images = {section: (B, n_layers, n_u, n_v)}`` in GeV (as :class:`pcloud.core.showers.ShowerImages`)
 and optional ``global_features`` (B, n_global), and return the point models' output dict (the same head,

@@ -60,8 +60,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.attribution import Attribution, truth_attribution
+from ..core.events import TruthParticles
+from ..core.particles import M_PI_CHARGED
+from ..geometry import get_geometry
 from ..geometry.base import wrap_phi as _wrap
-from ..core.attribution import Attribution
+from ..pflow.topocluster import topo_cluster_events
+from ..sim.events import simulate_events
 
 # ------------------------------------------------------------------------------------------------ the E/p table
 #: Shipped <E/p> table; regenerate with ``fit_eop_table(get_geometry("atlas"), n_pions=40000, seed=2024).to_dict()``.
@@ -206,10 +211,6 @@ def fit_eop_table(geometry, n_pions: int = 40000, seed: int = 2024, p_range_gev=
                   p_edges_gev=(1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 110, 200), abs_eta_edges=(0.0, 0.45, 0.9, 1.4),
                   eta_max: float = 1.35, cone_dr: float = 0.2, chunk: int = 5000) -> EOpTable:
     """Fit <E/p> and sigma(E/p) of single charged pions in (p, |eta|) bins (see the module docstring)."""
-    from ..core.particles import M_PI_CHARGED
-    from ..core.events import TruthParticles
-    from ..sim.events import simulate_events
-    from .topocluster import topo_cluster_events
 
     if n_pions < 10 * (len(p_edges_gev) - 1) * (len(abs_eta_edges) - 1):
         raise ValueError(f"fit_eop_table: n_pions = {n_pions} is too small for the {len(p_edges_gev) - 1} x "
@@ -270,7 +271,6 @@ def fit_eop_table(geometry, n_pions: int = 40000, seed: int = 2024, p_range_gev=
 def _geometry_of(events, geometry):
     if geometry is not None:
         return geometry
-    from ..geometry import get_geometry
 
     try:
         return get_geometry(events.geometry_name)
@@ -375,7 +375,6 @@ def trivial(events, majority: str, geometry=None) -> Attribution:
 
 
 def _truth_labels(events) -> np.ndarray:
-    from ..core.attribution import truth_attribution
 
     e = events.cells["energy_gev"]
     return truth_attribution(events).dominant_track(e.size, e)
@@ -430,7 +429,6 @@ def rule_based(events, geometry=None, clusters=None, eop_table: EOpTable | None 
     ``clusters``: :class:`~pcloud.core.clusters.TopoClusters` on ``events.cells`` rows (default: the 4/2/0
     topo-clusters of the events). ``eop_table``: default :func:`default_eop_table`.
     """
-    from .topocluster import topo_cluster_events
 
     g = _geometry_of(events, geometry)
     if clusters is None:
