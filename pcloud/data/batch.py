@@ -204,7 +204,12 @@ def to_pyg_batch(clouds: ak.Array, features: Sequence[str], y: str | None = None
     ``sort_by="energy"`` order of :func:`to_padded` (truncation policy too). Built without a per-event loop; the
     batch supports ``num_graphs``, ``get_example`` and ``to_data_list``.
     """
-    from torch_geometric.data import Batch
+    try:
+        from torch_geometric.data import Batch
+    except ImportError as err:
+        raise ImportError("to_pyg_batch needs the optional package torch-geometric (PyG interchange): "
+                          "pip install 'pcloud[pyg]' (torch-geometric 2.8.x); pcloud's own models do not need it"
+                          ) from err
 
     clouds = validate_clouds(clouds, "to_pyg_batch")
     feats = resolve_features(features)

@@ -154,3 +154,11 @@ def test_truncation_random_events_energy_bookkeeping():
         want = np.sort(e[starts[i]:starts[i + 1]].astype(np.float32))[::-1][:k]
         np.testing.assert_array_equal(b["energy"][i, :len(want)].numpy(), want)
         assert b["n_truncated"][i] == max(0, counts[i] - k)
+
+
+def test_pyg_batch_without_torch_geometric_says_how_to_install(small, monkeypatch):
+    # PyG is an optional extra: without it, to_pyg_batch names the extra instead of failing deep inside
+    monkeypatch.setitem(__import__("sys").modules, "torch_geometric", None)
+    monkeypatch.setitem(__import__("sys").modules, "torch_geometric.data", None)
+    with pytest.raises(ImportError, match=r"pcloud\[pyg\]"):
+        to_pyg_batch(small, ["energy"])

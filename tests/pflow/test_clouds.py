@@ -7,58 +7,11 @@ from pcloud.data.batch import to_padded
 from pcloud.core.schema import PointType, hard_labels, target_fractions, validate_clouds
 from pcloud.pflow.clouds import NO_TRACK_DR, event_clouds, reference_layer, track_clouds
 from pcloud.pflow.learned import hard3_labels
-from pcloud.core.events import TrackCellEvents
 from pcloud.sim.events import generate_events
-from pcloud.sim.tracks import layer_mid_radii_mm
+
+from helpers.events import make_hand_event
 
 CELL, FOCAL, OTHER = int(PointType.CELL), int(PointType.FOCAL_TRACK), int(PointType.OTHER_TRACK)
-
-
-def _nearest_cell(g, layer, eta, phi):
-    c = g.cells
-    m = np.nonzero(c["layer"] == layer)[0]
-    d = (c["eta"][m] - eta) ** 2 + (np.mod(c["phi"][m] - phi + np.pi, 2 * np.pi) - np.pi) ** 2
-    return int(m[np.argmin(d)])
-
-
-def make_hand_event(g):
-    """One event: particle 0 = pi+ (track 0, pT 10 GeV) at (eta, phi) = (0.1, 0.2), particle 1 = pi0, particle 2 =
-    pi- (track 1, pT 5 GeV) at (0.15, 0.25); cells (named by the dict below) with hand-set truth deposits."""
-    names, radii = layer_mid_radii_mm(g)
-    L = len(names)
-    trk_eta, trk_phi = np.array([0.1, 0.15]), np.array([0.2, 0.25])
-    lay_eta = np.repeat(trk_eta[:, None], L, 1)
-    lay_phi = np.repeat(trk_phi[:, None], L, 1)
-    r = np.broadcast_to(radii, (2, L))
-    tracks = {"event": np.zeros(2, np.int64), "particle": np.array([0, 2]), "pt_gev": np.array([10.0, 5.0]),
-              "p_gev": np.array([10.05, 5.06]), "eta": trk_eta, "phi": trk_phi, "charge": np.array([1, -1]),
-              "true_pt_gev": np.array([10.0, 5.0]), "chi2": np.array([12.0, 30.0]), "ndf": np.array([12, 15]),
-              "layer_eta": lay_eta, "layer_phi": lay_phi, "layer_x_mm": r * np.cos(lay_phi),
-              "layer_y_mm": r * np.sin(lay_phi), "layer_z_mm": r * np.sinh(lay_eta),
-              "layer_reached": np.ones((2, L), bool)}
-    # name: (layer, eta, phi, measured E, {particle: true deposit})
-    spec = {"c0": (1, 0.1, 0.2, 4.0, {0: 3.0, 1: 1.0}),     # focal 0.75 -> hard: focal
-            "c1": (1, 0.15, 0.25, 4.1, {1: 2.0, 2: 2.0}),   # tie -> lowest index 1 (neutral); focal 0
-            "c2": (1, 0.1, 0.3, 1.2, {2: 1.0}),             # other charged only
-            "c3": (0, 0.12, 0.21, 0.05, {}),                # noise only
-            "c4": (3, 0.1, 0.2, 0.9, {0: 1.0, 1: -0.5}),    # negative truth clipped -> focal fraction 1
-            "c5": (1, 0.6, 0.2, 2.0, {1: 2.0})}             # outside DeltaR 0.2 of both tracks
-    ids = {k: _nearest_cell(g, v[0], v[1], v[2]) for k, v in spec.items()}
-    order = sorted(spec, key=lambda k: ids[k])
-    row = {k: i for i, k in enumerate(order)}
-    hits = sorted((row[k], p, e) for k in order for p, e in spec[k][4].items())
-    cells = {"event": np.zeros(len(order), np.int64), "id": np.array([ids[k] for k in order]),
-             "energy_gev": np.array([spec[k][3] for k in order]),
-             "true_energy_gev": np.array([sum(spec[k][4].values()) for k in order]),
-             "noise_sigma_gev": g.cells["noise_sigma_gev"][[ids[k] for k in order]]}
-    hits = {"cell": np.array([h[0] for h in hits], np.int64), "particle": np.array([h[1] for h in hits], np.int64),
-            "energy_gev": np.array([h[2] for h in hits], float), "energy_em_gev": np.zeros(len(hits))}
-    particles = {"event": np.zeros(3, np.int64), "pdg": np.array([211, 111, -211]), "charge": np.array([1, 0, -1]),
-                 "energy_gev": np.array([10.0, 8.0, 5.0]), "pt_gev": np.array([10.0, 8.0, 5.0]),
-                 "eta": np.array([0.1, 0.12, 0.15]), "phi": np.array([0.2, 0.22, 0.25])}
-    ev = TrackCellEvents(n_events=1, geometry_name=g.name, layer_names=list(names), particles=particles,
-                         parents={}, tracks=tracks, cells=cells, hits=hits)
-    return ev, row
 
 
 @pytest.fixture(scope="module")

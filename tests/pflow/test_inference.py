@@ -8,7 +8,7 @@ from pcloud.pflow.inference import common_inference, iterative_inference, track_
 from pcloud.pflow.learned import FocalTrackSegmenter, OracleSegmenter
 from pcloud.sim.events import generate_events
 
-from .test_clouds import make_hand_event
+from helpers.events import make_hand_event
 
 
 class ConstSegmenter:

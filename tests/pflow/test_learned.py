@@ -10,7 +10,7 @@ from pcloud.nn.losses import CellSegmentationLoss, focal_loss
 from pcloud.pflow.learned import ChargedFractionSegmenter, FocalTrackSegmenter, OracleSegmenter
 from pcloud.sim.events import generate_events
 
-from .test_clouds import make_hand_event
+from helpers.events import make_hand_event
 
 TINY = dict(channels=(16, 32), seg_hidden=(32,))
 

@@ -6,7 +6,7 @@ from pcloud.core.attribution import Attribution, truth_attribution
 from pcloud.pflow.topocluster import clustered_cell_mask
 from pcloud.metrics.particle_flow import energy_conservation, evaluate_attribution, event_isolation_dr, track_isolation_dr
 
-from .test_baselines import centre, make_events
+from helpers.events import centre, make_events
 
 IU, IV = 56, 128
 

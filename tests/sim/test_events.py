@@ -11,7 +11,7 @@ from pcloud.sim import kinematics as K
 from pcloud.sim import pythia as PY
 from pcloud.sim.tracks import extrapolate_to_layers
 
-from .conftest import line_deposit
+from helpers.events import line_deposit
 
 
 def _dr(eta1, phi1, eta2, phi2):

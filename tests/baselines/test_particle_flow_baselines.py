@@ -4,58 +4,12 @@ import pytest
 
 from pcloud.baselines import particle_flow as B
 from pcloud.metrics.particle_flow import energy_conservation
-from pcloud.core.events import TrackCellEvents
 from pcloud.sim.events import generate_events
+
+from helpers.events import centre, make_events
 
 
 IU, IV = 56, 128  # EMB2 cell at eta 0.0125, phi ~ 0.0123
-
-
-# ---- hand-built TrackCellEvents (also used by test_pflow_metrics.py)
-def cell_id(geometry, section: str, iu: int, iv: int) -> int:
-    si = [s.name for s in geometry.sections].index(section)
-    s = geometry.sections[si]
-    return int(geometry.section_offsets[si] + iu * s.n_v + iv)
-
-
-def centre(geometry, section: str, iu: int, iv: int) -> tuple[float, float]:
-    c = cell_id(geometry, section, iu, iv)
-    return float(geometry.cells["eta"][c]), float(geometry.cells["phi"][c])
-
-
-def make_events(geometry, n_events, cells, tracks, particles, hits=()) -> TrackCellEvents:
-    """cells: (event, section, iu, iv, energy_gev); tracks: (event, particle, eta, phi, p_gev) (same point in every
-    layer); particles: (event, charge, eta, phi); hits: (cell index in ``cells``, particle, energy_gev)."""
-    n_lay = len(geometry.sections)
-    rows = sorted(((e, cell_id(geometry, s, iu, iv), en) for e, s, iu, iv, en in cells))
-    order = np.argsort([e * (1 << 32) + cell_id(geometry, s, iu, iv) for e, s, iu, iv, _ in cells], kind="stable")
-    inv = np.empty(len(cells), np.int64)
-    inv[order] = np.arange(len(cells))
-    ev = np.array([r[0] for r in rows], np.int64)
-    cid = np.array([r[1] for r in rows], np.int64)
-    en = np.array([r[2] for r in rows], np.float64)
-    sig = geometry.cells["noise_sigma_gev"][cid] if cid.size else np.zeros(0)
-    t = np.array(tracks, dtype=np.float64).reshape(-1, 5)
-    nt = t.shape[0]
-    p = np.array(particles, dtype=np.float64).reshape(-1, 4)
-    h = np.array(hits, dtype=np.float64).reshape(-1, 3)
-    h_cell = inv[h[:, 0].astype(np.int64)] if h.size else np.zeros(0, np.int64)
-    ho = np.argsort(h_cell, kind="stable")
-    h_e = h[:, 2][ho] if h.size else np.zeros(0)
-    true_e = np.bincount(h_cell, h[:, 2] if h.size else None, minlength=cid.size) if h.size else np.zeros(cid.size)
-    return TrackCellEvents(
-        n_events=n_events, geometry_name=geometry.name, layer_names=[s.name for s in geometry.sections],
-        particles={"event": p[:, 0].astype(np.int64), "charge": p[:, 1].astype(np.int64), "eta": p[:, 2],
-                   "phi": p[:, 3], "pdg": np.where(p[:, 1] != 0, 211, 22).astype(np.int64),
-                   "showered": np.ones(p.shape[0], bool), "parent": np.full(p.shape[0], -1, np.int64)},
-        parents={"event": np.zeros(0, np.int64)},
-        tracks={"event": t[:, 0].astype(np.int64), "particle": t[:, 1].astype(np.int64), "eta": t[:, 2],
-                "phi": t[:, 3], "p_gev": t[:, 4], "pt_gev": t[:, 4] / np.cosh(t[:, 2]),
-                "layer_eta": np.repeat(t[:, 2:3], n_lay, axis=1), "layer_phi": np.repeat(t[:, 3:4], n_lay, axis=1),
-                "layer_reached": np.ones((nt, n_lay), bool)},
-        cells={"event": ev, "id": cid, "energy_gev": en, "true_energy_gev": true_e, "noise_sigma_gev": sig},
-        hits={"cell": h_cell[ho], "particle": (h[:, 1].astype(np.int64)[ho] if h.size else np.zeros(0, np.int64)),
-              "energy_gev": h_e, "energy_em_gev": np.zeros(h_e.size)})
 
 
 def _as_dict(a):
