@@ -296,21 +296,25 @@ def collate_clouds(items, features: Sequence[str], **to_padded_kwargs) -> dict[s
 
 # ---------------------------------------------------------------------------------------------------- dataset
 class CloudDataset(torch.utils.data.IterableDataset):
-    """Stream batches of events from a cloud array or a chunk source (read chunk by chunk).
+    """Stream batches of events from a cloud array or a chunk source, never holding more than a buffer of events.
 
     A chunk source is any object with ``chunks(chunk_size, columns)`` (an iterator of cloud-array chunks) and
-    ``n_events``, e.g. :class:`pcloud.io.native.NativeStore` for a native Parquet store.
+    ``n_events``, e.g. :class:`pcloud.io.native.NativeStore` for a native Parquet store. Sources that also have
+    ``n_row_groups`` and accept ``chunks(row_groups=...)`` are read row group by row group: with several DataLoader
+    workers each worker reads only every ``num_workers``-th row group, and with ``shuffle`` the row-group order is
+    permuted every epoch.
 
     Yields ``collate(batch)`` for each batch of ``batch_size`` events (an ak.Array when ``collate`` is None), so use
     it as ``DataLoader(CloudDataset(...), batch_size=None)``. ``splits`` / ``split`` keep only the events of one
-    split (by event number, :class:`pcloud.data.splits.Splits`). ``shuffle`` permutes events inside each chunk
-    (``chunk_size`` events, default 16 batches) and the chunk order, seeded by ``seed`` and the epoch
-    (:meth:`set_epoch`). With several DataLoader workers each worker reads every ``num_workers``-th chunk.
+    split (by event number, :class:`pcloud.data.splits.Splits`). ``shuffle``: chunks (row groups, or slices of
+    ``chunk_size`` events of an array) are taken in a permuted order and their events are shuffled inside a buffer
+    of at least ``shuffle_buffer`` events (default ``chunk_size``, itself 16 batches by default), seeded by ``seed``,
+    the epoch (:meth:`set_epoch`) and the worker. Without ``shuffle`` the stored order is kept.
     """
 
     def __init__(self, source, batch_size: int = 64, collate: Callable | None = None, shuffle: bool = False,
                  seed: int = 0, splits=None, split: str | None = None, columns=None, chunk_size: int | None = None,
-                 drop_last: bool = False):
+                 drop_last: bool = False, shuffle_buffer: int | None = None):
         if batch_size <= 0:
             raise ValueError(f"CloudDataset: batch_size must be positive, found {batch_size}")
         if (splits is None) != (split is None):
@@ -330,19 +334,33 @@ class CloudDataset(torch.utils.data.IterableDataset):
         self.splits, self.split = splits, split
         self.columns = columns
         self.chunk_size = int(chunk_size) if chunk_size else 16 * self.batch_size
+        self.shuffle_buffer = int(shuffle_buffer) if shuffle_buffer else self.chunk_size
+        if self.chunk_size <= 0 or self.shuffle_buffer <= 0:
+            raise ValueError(f"CloudDataset: chunk_size and shuffle_buffer must be positive, found "
+                             f"{self.chunk_size}, {self.shuffle_buffer}")
         self.drop_last = drop_last
         self.epoch = 0
 
     def set_epoch(self, epoch: int):
         self.epoch = int(epoch)
 
-    def _chunks(self) -> Iterator[ak.Array]:
+    def _chunks(self, rng, wid: int, nw: int) -> Iterator[ak.Array]:
+        """This worker's chunks, in stored or (shuffled) permuted order."""
         if isinstance(self.source, ak.Array):
-            n = len(self.source)
-            for s in range(0, n, self.chunk_size):
+            starts = np.arange(0, len(self.source), self.chunk_size)
+            if self.shuffle:
+                starts = starts[rng.permutation(starts.size)]
+            for s in starts[wid::nw]:  # slices of an in-memory array are views: cheap to reorder
                 yield self.source[s:s + self.chunk_size]
+        elif hasattr(self.source, "n_row_groups"):
+            groups = np.arange(self.source.n_row_groups)
+            if self.shuffle:
+                groups = groups[rng.permutation(groups.size)]
+            yield from self.source.chunks(columns=self.columns, row_groups=groups[wid::nw])
         else:
-            yield from self.source.chunks(chunk_size=self.chunk_size, columns=self.columns)
+            for i, c in enumerate(self.source.chunks(chunk_size=self.chunk_size, columns=self.columns)):
+                if i % nw == wid:
+                    yield c
 
     def _filter(self, chunk):
         if self.splits is None:
@@ -367,24 +385,32 @@ class CloudDataset(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
-        rng = np.random.default_rng([self.seed, self.epoch, wid])
-        chunks = (c for i, c in enumerate(self._chunks()) if i % nw == wid)
-        if self.shuffle and isinstance(self.source, ak.Array):
-            chunks = list(chunks)  # slices of an in-memory array are views: cheap to reorder
-            chunks = [chunks[i] for i in rng.permutation(len(chunks))]
-        rest = None
-        for chunk in chunks:
+        rng = np.random.default_rng([self.seed, self.epoch])  # the same chunk order in every worker
+        shuffle_rng = np.random.default_rng([self.seed, self.epoch, wid, 1])
+        pending, n_pending = [], 0
+        for chunk in self._chunks(rng, wid, nw):
             chunk = self._filter(chunk)
-            if self.shuffle and len(chunk):
-                chunk = chunk[rng.permutation(len(chunk))]
-            if rest is not None and len(rest):
-                chunk = ak.concatenate([rest, chunk])
-            n_full = len(chunk) // self.batch_size * self.batch_size
-            for s in range(0, n_full, self.batch_size):
-                yield self._out(chunk[s:s + self.batch_size])
-            rest = chunk[n_full:]
-        if rest is not None and len(rest) and not self.drop_last:
-            yield self._out(rest)
+            if not len(chunk):
+                continue
+            pending.append(chunk)
+            n_pending += len(chunk)
+            if n_pending >= self.shuffle_buffer:
+                rest = yield from self._emit(pending, shuffle_rng)
+                pending, n_pending = ([rest], len(rest)) if len(rest) else ([], 0)
+        if n_pending:
+            rest = yield from self._emit(pending, shuffle_rng)
+            if len(rest) and not self.drop_last:
+                yield self._out(rest)
+
+    def _emit(self, pending, rng):
+        """Yield the full batches of the buffered chunks (shuffled when asked); return the remainder."""
+        buf = pending[0] if len(pending) == 1 else ak.concatenate(pending)
+        if self.shuffle:
+            buf = buf[rng.permutation(len(buf))]
+        n_full = len(buf) // self.batch_size * self.batch_size
+        for s in range(0, n_full, self.batch_size):
+            yield self._out(buf[s:s + self.batch_size])
+        return buf[n_full:]
 
     def _out(self, batch):
         return batch if self.collate is None else self.collate(batch)

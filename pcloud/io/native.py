@@ -121,12 +121,15 @@ def _chunks_of(clouds_or_chunks) -> Iterator[ak.Array]:
 
 
 def write_clouds(path, clouds_or_chunks: ak.Array | Iterable[ak.Array], meta: dict | None = None,
-                 row_group_events: int = DEFAULT_ROW_GROUP_EVENTS, compression: str = "zstd") -> dict:
+                 row_group_events: int = DEFAULT_ROW_GROUP_EVENTS, compression: str = "zstd",
+                 meta_at_close=None) -> dict:
     """Write a cloud array, or an iterable of cloud-array chunks (streamed one at a time), to ``path``.
 
     ``meta`` must name the geometry unless the clouds carry it (arrays made by :mod:`pcloud.data.convert` do; their
     threshold is taken too); see the module docstring for the stored keys. All chunks must have the same
     fields and dtypes. Returns the metadata written (with ``n_events``). The file appears only when complete.
+    ``meta_at_close``: a callable returning extra metadata known only once every chunk was written (e.g. counts
+    made while streaming); its keys are merged into the stored metadata.
     """
     import pyarrow.parquet as pq
 
@@ -157,6 +160,8 @@ def write_clouds(path, clouds_or_chunks: ak.Array | Iterable[ak.Array], meta: di
             if final is None or n_events == 0:
                 raise ValueError(f"write_clouds({path}): nothing to write (no chunks or only empty chunks)")
             final["n_events"] = n_events
+            if meta_at_close is not None:
+                final.update(meta_at_close())
             writer.add_key_value_metadata({META_KEY.decode(): json.dumps(final, default=_json_default)})
         finally:
             if writer is not None:
@@ -266,20 +271,26 @@ def _read_groups(pf, groups, leaf, path):
                           f"a read error ({err})") from None
 
 
-def iter_clouds(path, chunk_size: int | None = None, columns=None) -> Iterator[ak.Array]:
+def iter_clouds(path, chunk_size: int | None = None, columns=None, row_groups=None) -> Iterator[ak.Array]:
     """Yield the store's events as cloud-array chunks, reading one row group at a time.
 
     ``chunk_size=None`` yields one chunk per row group; an integer re-buffers to chunks of exactly that many events
     (the last may be shorter). ``columns`` selects fields (``"event_number"``, ``"points.energy"``...; nested
-    columns are pruned at the Parquet level).
+    columns are pruned at the Parquet level). ``row_groups``: the row groups to read, in this order (default all,
+    in file order; a shuffled or sharded order streams a shuffled or partial view).
     """
     pf = _open(path)
     meta = _meta_of(pf, path)
     leaf = _leaf_columns(pf, columns, path)
     if chunk_size is not None and int(chunk_size) <= 0:
         raise ValueError(f"iter_clouds: chunk_size must be positive or None, found {chunk_size}")
+    n_rg = pf.metadata.num_row_groups
+    groups = range(n_rg) if row_groups is None else [int(g) for g in row_groups]
+    bad = [g for g in groups if not 0 <= g < n_rg]
+    if bad:
+        raise ValueError(f"iter_clouds({path}): row groups {bad[:5]} out of range [0, {n_rg})")
     buffer, n_buf = [], 0
-    for rg in range(pf.metadata.num_row_groups):
+    for rg in groups:
         arr = _to_clouds(_read_groups(pf, [rg], leaf, path), meta)
         if chunk_size is None:
             yield arr
@@ -334,9 +345,14 @@ class NativeStore:
     def geometry(self) -> Geometry:
         return geometry_from_meta(self.meta, self.path)
 
-    def chunks(self, chunk_size: int | None = None, columns=None) -> Iterator[ak.Array]:
+    @property
+    def n_row_groups(self) -> int:
+        """Row groups of the file (the units in which it is streamed, sharded and shuffled)."""
+        return int(_open(self.path).metadata.num_row_groups)
+
+    def chunks(self, chunk_size: int | None = None, columns=None, row_groups=None) -> Iterator[ak.Array]:
         """:func:`iter_clouds` of the store."""
-        return iter_clouds(self.path, chunk_size=chunk_size, columns=columns)
+        return iter_clouds(self.path, chunk_size=chunk_size, columns=columns, row_groups=row_groups)
 
     def read(self, start: int | None = None, stop: int | None = None, columns=None) -> ak.Array:
         """:func:`read_clouds` of the store."""

@@ -56,6 +56,7 @@ from ..data.normalise import Normaliser
 from ..data.point_features import feature_columns, resolve_features
 from ..nn import build_model
 from ..nn.losses import SEG_LOSSES, CellSegmentationLoss
+from ..train.checkpoint import safe_load
 from ..train.trainer import Trainer, select_device
 from .clouds import cloud_track_rows, event_clouds, track_clouds
 
@@ -221,7 +222,7 @@ class _CellSegmenter:
 
     @classmethod
     def load(cls, path, device: str | None = None):
-        st = torch.load(path, map_location="cpu", weights_only=False)
+        st = safe_load(path, map_location="cpu")
         if not isinstance(st, dict) or "config" not in st or "state_dict" not in st:
             raise ValueError(f"{path}: expected a saved {cls.__name__} (keys config, state_dict, normaliser), found "
                              f"{sorted(st) if isinstance(st, dict) else type(st).__name__}")

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..core.atomic import atomic_output
+from .checkpoint import safe_load
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -58,6 +59,13 @@ def iterate_batches(data, batch_size: int, shuffle: bool, generator: torch.Gener
     for i in range(0, n, batch_size):
         idx = order[i:i + batch_size]
         yield {k: v[idx] for k, v in data.items()}
+
+
+def _set_epoch(data, epoch: int) -> None:
+    """Tell a stream (or the dataset of a DataLoader) the epoch, for its shuffling."""
+    target = getattr(data, "dataset", data)
+    if hasattr(target, "set_epoch"):
+        target.set_epoch(epoch)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -124,7 +132,7 @@ class Trainer:
         """Load ``run_dir/last.pt`` if present; returns True when a checkpoint was loaded."""
         if self.run_dir is None or not (self.run_dir / "last.pt").exists():
             return False
-        st = torch.load(self.run_dir / "last.pt", map_location=self.device, weights_only=False)
+        st = safe_load(self.run_dir / "last.pt", map_location=self.device)
         self.model.load_state_dict(st["model"])
         self.optimizer.load_state_dict(st["optimizer"])
         self.start_epoch = int(st["epoch"]) + 1
@@ -138,7 +146,7 @@ class Trainer:
 
     def load_best(self) -> None:
         if self.run_dir is not None and (self.run_dir / "best.pt").exists():
-            st = torch.load(self.run_dir / "best.pt", map_location=self.device, weights_only=False)
+            st = safe_load(self.run_dir / "best.pt", map_location=self.device)
             self.model.load_state_dict(st["model"])
         elif getattr(self, "_best_state", None) is not None:
             self.model.load_state_dict(self._best_state)
@@ -169,7 +177,9 @@ class Trainer:
         return tot / n, {k: v / n for k, v in logs.items()}
 
     def fit(self, train, val, resume: bool = False) -> TrainResult:
-        if n_events(train) == 0:
+        """Train on ``train`` with early stopping on ``val`` (dicts of tensors or re-iterables of batches; a stream
+        with ``set_epoch`` (or a DataLoader over one) is told the epoch, so it can reshuffle)."""
+        if isinstance(train, dict) and n_events(train) == 0:
             raise ValueError("Trainer.fit: training data is empty")
         seed_everything(self.seed)
         if resume:
@@ -179,6 +189,7 @@ class Trainer:
         self._best_state = None
         for epoch in range(self.start_epoch, self.epochs):
             self.model.train()
+            _set_epoch(train, epoch)
             batches = iterate_batches(train, self.batch_size, shuffle=True, generator=self.generator)
             if self.progress:
                 from tqdm import tqdm
@@ -202,6 +213,8 @@ class Trainer:
                 b = int(next(iter(batch.values())).shape[0])
                 tr_loss += float(loss.detach()) * b
                 tr_n += b
+            if tr_n == 0:
+                raise ValueError("Trainer.fit: training data is empty (no batch of at least 2 events)")
             val_loss, parts = self.evaluate_loss(val)
             elapsed = time.perf_counter() - t0
             rec = {"epoch": epoch, "train_loss": tr_loss / max(tr_n, 1), "val_loss": val_loss, "seconds": elapsed,
