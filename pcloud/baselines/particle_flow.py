@@ -420,6 +420,179 @@ def _cell_volume_mm3(geometry, cell_id):
             * r * np.asarray(c["du"], np.float64)[cell_id] / np.cosh(np.asarray(c["eta"], np.float64)[cell_id]))
 
 
+@dataclass
+class _RuleBasedInputs:
+    """What :func:`rule_based` computes once per call: cell geometry, per-track reference points and expected
+    deposits, and the topo-cluster membership of the cells."""
+
+    tracks: dict              # events.tracks
+    c_eta: np.ndarray         # per cell row: centre eta, phi, global layer, volume (mm^3)
+    c_phi: np.ndarray
+    c_layer: np.ndarray
+    vol: np.ndarray
+    pitch: np.ndarray         # per layer: cell pitch sqrt(d eta d phi)
+    te_ref: np.ndarray        # per track: (eta, phi, reached) at the reference layer, momentum, <E_dep>, sigma
+    tp_ref: np.ndarray
+    ref_reached: np.ndarray
+    p_trk: np.ndarray
+    e_dep: np.ndarray
+    s_dep: np.ndarray
+    cell_cl: np.ndarray       # per cell row: cluster index (-1 none)
+    in_cl: np.ndarray         # cell rows in a cluster
+    cl_off: np.ndarray        # cluster offsets per event
+    n_clusters: int
+    n_lay: int
+
+
+def _layer_pitch(geometry, n_lay: int) -> np.ndarray:
+    """Cell pitch sqrt(d eta d phi) of every layer (median cell sizes)."""
+    pitch = np.zeros(n_lay)
+    for li in range(n_lay):  # the few layers
+        sel = np.asarray(geometry.cells["layer"]) == li
+        pitch[li] = np.sqrt(np.median(np.asarray(geometry.cells["du"])[sel]) *
+                            np.median(np.asarray(geometry.cells["dv"])[sel]))
+    return pitch
+
+
+def _rank_by_pt(events, pt: np.ndarray) -> np.ndarray:
+    """Rank of every track in its event by decreasing pT."""
+    n_tracks = pt.size
+    order = np.lexsort((-pt, events.tracks["event"]))
+    rank = np.empty(n_tracks, np.int64)
+    rank[order] = np.arange(n_tracks) - events.track_offsets[events.tracks["event"][order]]
+    return rank
+
+
+def _cluster_kinematics(inp: _RuleBasedInputs, cc, e_now, min_width: float) -> dict:
+    """Per cluster, from what is left of its cells (``e_now`` of the clustered rows, clusters ``cc``): energy ``E``,
+    positive weight sum ``sw``, centroid ``eta``, ``phi`` and widths ``s_eta``, ``s_phi`` floored at ``min_width``."""
+    K, in_cl = inp.n_clusters, inp.in_cl
+    c_eta, c_phi = inp.c_eta[in_cl], inp.c_phi[in_cl]
+    w = np.clip(e_now, 0, None)
+    E_k = np.bincount(cc, e_now, minlength=K)
+    sw = np.bincount(cc, w, minlength=K)
+    safe = np.where(sw > 0, sw, 1.0)
+    eta_k = np.bincount(cc, w * c_eta, minlength=K) / safe
+    phi_k = np.arctan2(np.bincount(cc, w * np.sin(c_phi), minlength=K), np.bincount(cc, w * np.cos(c_phi), minlength=K))
+    s_eta = np.sqrt(np.bincount(cc, w * (c_eta - eta_k[cc]) ** 2, minlength=K) / safe)
+    s_phi = np.sqrt(np.bincount(cc, w * _wrap(c_phi - phi_k[cc]) ** 2, minlength=K) / safe)
+    return {"E": E_k, "sw": sw, "eta": eta_k, "phi": phi_k, "s_eta": np.maximum(s_eta, min_width),
+            "s_phi": np.maximum(s_phi, min_width)}
+
+
+def _match_clusters(inp: _RuleBasedInputs, T, kin: dict, match_dr_prime: float, min_eop_match: float):
+    """Match each track of ``T`` to its closest candidate cluster in DeltaR' (step 2 of the module docstring).
+
+    Returns the (track, cluster) pairs of the same event ``(pi, pk, dr, drp)`` (index into T, cluster, DeltaR,
+    DeltaR'), ``cl_trk`` (cluster -> index into T of its track, -1), ``matched`` and the matched energy per track;
+    None when no track has a candidate."""
+    ev = inp.tracks["event"][T]
+    cl_off = inp.cl_off
+    n_k = cl_off[ev + 1] - cl_off[ev]
+    pi = np.repeat(np.arange(T.size), n_k)
+    pk = np.repeat(cl_off[ev] - np.cumsum(n_k) + n_k, n_k) + np.arange(int(n_k.sum()))
+    deta = kin["eta"][pk] - inp.te_ref[T[pi]]
+    dphi = _wrap(kin["phi"][pk] - inp.tp_ref[T[pi]])
+    dr = np.hypot(deta, dphi)
+    drp = np.hypot(deta / kin["s_eta"][pk], dphi / kin["s_phi"][pk])
+    cand = (kin["sw"][pk] > 0) & (kin["E"][pk] / inp.p_trk[T[pi]] > min_eop_match) & (drp < match_dr_prime)
+    cl_trk = np.full(inp.n_clusters, -1, np.int64)
+    ci = np.nonzero(cand)[0]
+    if ci.size == 0:
+        return None
+    o = ci[np.lexsort((drp[ci], pi[ci]))]
+    prim = o[np.r_[True, np.diff(pi[o]) != 0]]
+    matched = np.zeros(T.size, bool)
+    matched[pi[prim]] = True
+    cl_trk[pk[prim]] = pi[prim]
+    e_m = np.zeros(T.size)
+    e_m[pi[prim]] = kin["E"][pk[prim]]
+    return (pi, pk, dr, drp), cl_trk, matched, e_m
+
+
+def _add_split_clusters(pairs, cl_trk, matched, e_m, e_dep, s_dep, kin: dict, split_dr: float,
+                        split_significance: float) -> None:
+    """Split showers (step 4): for matched tracks with (E_matched - <E_dep>) / sigma < ``split_significance``, add
+    the clusters within ``split_dr`` in order of increasing DeltaR' while the significance stays below it.
+    Updates ``cl_trk`` and ``e_m`` in place."""
+    pi, pk, dr, drp = pairs
+    E_k = kin["E"]
+    need = matched & ((e_m - e_dep) / s_dep < split_significance)
+    extra = np.nonzero(need[pi] & (cl_trk[pk] < 0) & (dr < split_dr) & (E_k[pk] > 0) & (kin["sw"][pk] > 0))[0]
+    if extra.size:
+        extra = extra[np.lexsort((drp[extra], pi[extra]))]
+        start = np.r_[True, np.diff(pi[extra]) != 0]
+        before = _segment_cumsum_exclusive(E_k[pk[extra]], start)
+        add = e_m[pi[extra]] + before < e_dep[pi[extra]] + split_significance * s_dep[pi[extra]]
+        extra = extra[add]
+        cl_trk[pk[extra]] = pi[extra]
+        e_m += np.bincount(pi[extra], E_k[pk[extra]], minlength=e_m.size)
+
+
+def _ring_fractions(inp: _RuleBasedInputs, T, r_rows, r_ti, r_e, rem, e_dep) -> np.ndarray:
+    """Fraction of each cell (rows ``r_rows`` of tracks ``r_ti``, energy ``r_e``) that ring-by-ring subtraction
+    gives to its track (step 5): layers by decreasing energy density, rings of the layer's pitch by radius, whole
+    rings while the running sum stays below <E_dep>, the crossing ring scaled."""
+    tr_all, n_lay = inp.tracks, inp.n_lay
+    lay = inp.c_layer[r_rows]
+    tr = T[r_ti]
+    te = tr_all["layer_eta"][tr, lay]
+    tp = tr_all["layer_phi"][tr, lay]
+    ok = np.asarray(tr_all["layer_reached"][tr, lay], bool) & np.isfinite(te) & np.isfinite(tp)
+    te = np.where(ok, te, inp.te_ref[tr])
+    tp = np.where(ok, tp, inp.tp_ref[tr])
+    ring = np.floor(np.hypot(inp.c_eta[r_rows] - te, _wrap(inp.c_phi[r_rows] - tp)) / inp.pitch[lay]).astype(np.int64)
+    # layer order per track: decreasing energy density sum(E / V) of its matched cells
+    tl = r_ti * n_lay + lay
+    dens = np.bincount(tl, rem[r_rows] / inp.vol[r_rows], minlength=T.size * n_lay).reshape(T.size, n_lay)
+    lrank = np.argsort(np.argsort(-dens, axis=1, kind="stable"), axis=1)[r_ti, lay]
+    o = np.lexsort((ring, lrank, r_ti))
+    key = (r_ti[o] * n_lay + lrank[o]) * (int(ring.max()) + 1) + ring[o]
+    new_ring = np.r_[True, np.diff(key) != 0]
+    gid = np.cumsum(new_ring) - 1
+    ring_e = np.bincount(gid, r_e[o])
+    ring_trk = r_ti[o][new_ring]
+    ring_start = np.r_[True, np.diff(ring_trk) != 0]
+    before = _segment_cumsum_exclusive(ring_e, ring_start)
+    f_ring = np.clip((e_dep[ring_trk] - before) / np.where(ring_e > 0, ring_e, 1.0), 0.0, 1.0)
+    f = np.empty(r_rows.size)
+    f[o] = f_ring[gid]
+    return f
+
+
+def _subtracted_fraction(inp: _RuleBasedInputs, T, rows, ti, e_cell, rem, e_m, e_dep, s_dep,
+                         remnant_sigma: float) -> np.ndarray:
+    """Fraction of each matched cell (``rows``, track index ``ti`` into T) given to its track: all of it when
+    <E_dep> >= E_matched, else ring by ring, then all of the remnant within ``remnant_sigma`` (steps 5-6)."""
+    take_all = e_dep[ti] >= e_m[ti]
+    frac = np.ones(rows.size)
+    ring_rows = np.nonzero(~take_all)[0]
+    if ring_rows.size:
+        r_ti = ti[ring_rows]
+        frac[ring_rows] = _ring_fractions(inp, T, rows[ring_rows], r_ti, e_cell[ring_rows], rem, e_dep)
+        # remnant removal: what is left of the matched clusters within remnant_sigma of the expectation
+        remnant = (e_m - e_dep) < remnant_sigma * s_dep
+        frac[ring_rows[remnant[r_ti]]] = 1.0
+    return frac
+
+
+def _rule_based_inputs(events, g, clusters, table: EOpTable, ref_layer: str) -> _RuleBasedInputs:
+    """Cell geometry, track reference points and <E_dep> expectations, and cluster membership (validated)."""
+    T_all = events.tracks
+    c_eta, c_phi, c_layer = _cell_geometry(events, g)
+    n_lay = events.n_layers
+    pitch = _layer_pitch(g, n_lay)
+    vol = _cell_volume_mm3(g, events.cells["id"])
+    te_ref, tp_ref, reached_ref = _track_ref_point(events, ref_layer)
+    p_trk = np.asarray(T_all["p_gev"], np.float64)
+    e_dep_all, s_dep_all = table.expected(p_trk, T_all["eta"])
+    return _RuleBasedInputs(tracks=T_all, c_eta=c_eta, c_phi=c_phi, c_layer=c_layer, vol=vol, pitch=pitch,
+                            te_ref=te_ref, tp_ref=tp_ref, ref_reached=reached_ref, p_trk=p_trk, e_dep=e_dep_all,
+                            s_dep=np.maximum(s_dep_all, 1e-6), cell_cl=clusters.cell_cluster,
+                            in_cl=np.nonzero(clusters.cell_cluster >= 0)[0], cl_off=clusters.offsets,
+                            n_clusters=clusters.event.size, n_lay=n_lay)
+
+
 def rule_based(events, geometry=None, clusters=None, eop_table: EOpTable | None = None, pt_min_gev: float = 0.5,
                pt_max_gev: float = np.inf, match_dr_prime: float = 1.64, min_eop_match: float = 0.1,
                min_cluster_width: float = 0.05, split_dr: float = 0.2, split_significance: float = -1.0,
@@ -437,123 +610,30 @@ def rule_based(events, geometry=None, clusters=None, eop_table: EOpTable | None 
     if clusters.cell_cluster.size != n_cells:
         raise ValueError(f"rule_based: clusters were built on {clusters.cell_cluster.size} cell rows, events have "
                          f"{n_cells}")
-    table = eop_table or default_eop_table()
-    T_all = events.tracks
-    n_tracks = T_all["event"].size
-    c_eta, c_phi, c_layer = _cell_geometry(events, g)
-    n_lay = events.n_layers
-    pitch = np.zeros(n_lay)
-    for li in range(n_lay):  # cell pitch sqrt(d eta d phi) per layer
-        sel = np.asarray(g.cells["layer"]) == li
-        pitch[li] = np.sqrt(np.median(np.asarray(g.cells["du"])[sel]) * np.median(np.asarray(g.cells["dv"])[sel]))
-    vol = _cell_volume_mm3(g, events.cells["id"])
-    te_ref, tp_ref, reached_ref = _track_ref_point(events, ref_layer)
-    p_trk = np.asarray(T_all["p_gev"], np.float64)
-    e_dep_all, s_dep_all = table.expected(p_trk, T_all["eta"])
-    s_dep_all = np.maximum(s_dep_all, 1e-6)
-    pt = np.asarray(T_all["pt_gev"], np.float64)
-    selected = (pt > pt_min_gev) & (pt < pt_max_gev) & reached_ref
-
-    # rank of every track in its event by decreasing pT
-    order = np.lexsort((-pt, T_all["event"]))
-    rank = np.empty(n_tracks, np.int64)
-    rank[order] = np.arange(n_tracks) - events.track_offsets[T_all["event"][order]]
-
-    cell_cl = clusters.cell_cluster
-    in_cl = np.nonzero(cell_cl >= 0)[0]
-    K = clusters.event.size
-    cl_off = clusters.offsets
+    inp = _rule_based_inputs(events, g, clusters, eop_table or default_eop_table(), ref_layer)
+    pt = np.asarray(inp.tracks["pt_gev"], np.float64)
+    selected = (pt > pt_min_gev) & (pt < pt_max_gev) & inp.ref_reached
+    rank = _rank_by_pt(events, pt)
     rem = np.asarray(events.cells["energy_gev"], np.float64).copy()
     out_c, out_t, out_e = [], [], []
-    for k in range(int(rank.max()) + 1 if n_tracks else 0):  # the k-th track of every event at once
+    for k in range(int(rank.max()) + 1 if pt.size else 0):  # the k-th track of every event at once
         T = np.nonzero((rank == k) & selected)[0]
-        if T.size == 0 or K == 0:
+        if T.size == 0 or inp.n_clusters == 0:
             continue
-        # ---- cluster kinematics from what is left of the cells
-        cc = cell_cl[in_cl]
-        e_now = rem[in_cl]
-        w = np.clip(e_now, 0, None)
-        E_k = np.bincount(cc, e_now, minlength=K)
-        sw = np.bincount(cc, w, minlength=K)
-        safe = np.where(sw > 0, sw, 1.0)
-        eta_k = np.bincount(cc, w * c_eta[in_cl], minlength=K) / safe
-        phi_k = np.arctan2(np.bincount(cc, w * np.sin(c_phi[in_cl]), minlength=K),
-                           np.bincount(cc, w * np.cos(c_phi[in_cl]), minlength=K))
-        s_eta = np.sqrt(np.bincount(cc, w * (c_eta[in_cl] - eta_k[cc]) ** 2, minlength=K) / safe)
-        s_phi = np.sqrt(np.bincount(cc, w * _wrap(c_phi[in_cl] - phi_k[cc]) ** 2, minlength=K) / safe)
-        s_eta = np.maximum(s_eta, min_cluster_width)
-        s_phi = np.maximum(s_phi, min_cluster_width)
-        # ---- (track, cluster) pairs of the same event
-        ev = T_all["event"][T]
-        n_k = cl_off[ev + 1] - cl_off[ev]
-        pi = np.repeat(np.arange(T.size), n_k)
-        pk = np.repeat(cl_off[ev] - np.cumsum(n_k) + n_k, n_k) + np.arange(int(n_k.sum()))
-        deta = eta_k[pk] - te_ref[T[pi]]
-        dphi = _wrap(phi_k[pk] - tp_ref[T[pi]])
-        dr = np.hypot(deta, dphi)
-        drp = np.hypot(deta / s_eta[pk], dphi / s_phi[pk])
-        cand = (sw[pk] > 0) & (E_k[pk] / p_trk[T[pi]] > min_eop_match) & (drp < match_dr_prime)
-        cl_trk = np.full(K, -1, np.int64)  # cluster -> index into T of the track it is matched to
-        ci = np.nonzero(cand)[0]
-        if ci.size == 0:
+        cc, e_now = inp.cell_cl[inp.in_cl], rem[inp.in_cl]
+        kin = _cluster_kinematics(inp, cc, e_now, min_cluster_width)
+        match = _match_clusters(inp, T, kin, match_dr_prime, min_eop_match)
+        if match is None:
             continue
-        o = ci[np.lexsort((drp[ci], pi[ci]))]
-        prim = o[np.r_[True, np.diff(pi[o]) != 0]]
-        matched = np.zeros(T.size, bool)
-        matched[pi[prim]] = True
-        cl_trk[pk[prim]] = pi[prim]
-        e_dep, s_dep = e_dep_all[T], s_dep_all[T]
-        e_m = np.zeros(T.size)
-        e_m[pi[prim]] = E_k[pk[prim]]
-        # ---- split showers: add clusters within split_dr while the significance stays below split_significance
-        need = matched & ((e_m - e_dep) / s_dep < split_significance)
-        extra = np.nonzero(need[pi] & (cl_trk[pk] < 0) & (dr < split_dr) & (E_k[pk] > 0) & (sw[pk] > 0))[0]
-        if extra.size:
-            extra = extra[np.lexsort((drp[extra], pi[extra]))]
-            start = np.r_[True, np.diff(pi[extra]) != 0]
-            before = _segment_cumsum_exclusive(E_k[pk[extra]], start)
-            add = e_m[pi[extra]] + before < e_dep[pi[extra]] + split_significance * s_dep[pi[extra]]
-            extra = extra[add]
-            cl_trk[pk[extra]] = pi[extra]
-            e_m += np.bincount(pi[extra], E_k[pk[extra]], minlength=T.size)
-        # ---- cells of the matched clusters (positive remaining energy only)
-        rows = in_cl[(cl_trk[cc] >= 0) & (e_now > 0)]
+        pairs, cl_trk, matched, e_m = match
+        e_dep, s_dep = inp.e_dep[T], inp.s_dep[T]
+        _add_split_clusters(pairs, cl_trk, matched, e_m, e_dep, s_dep, kin, split_dr, split_significance)
+        rows = inp.in_cl[(cl_trk[cc] >= 0) & (e_now > 0)]  # cells of the matched clusters with energy left
         if rows.size == 0:
             continue
-        ti = cl_trk[cell_cl[rows]]
+        ti = cl_trk[inp.cell_cl[rows]]
         e_cell = rem[rows]
-        take_all = e_dep[ti] >= e_m[ti]
-        frac = np.ones(rows.size)
-        ring_rows = np.nonzero(~take_all)[0]
-        if ring_rows.size:
-            r_rows, r_ti = rows[ring_rows], ti[ring_rows]
-            lay = c_layer[r_rows]
-            tr = T[r_ti]
-            te = T_all["layer_eta"][tr, lay]
-            tp = T_all["layer_phi"][tr, lay]
-            ok = np.asarray(T_all["layer_reached"][tr, lay], bool) & np.isfinite(te) & np.isfinite(tp)
-            te = np.where(ok, te, te_ref[tr])
-            tp = np.where(ok, tp, tp_ref[tr])
-            ring = np.floor(np.hypot(c_eta[r_rows] - te, _wrap(c_phi[r_rows] - tp)) / pitch[lay]).astype(np.int64)
-            # layer order per track: decreasing energy density sum(E / V) of its matched cells
-            tl = r_ti * n_lay + lay
-            dens = np.bincount(tl, rem[r_rows] / vol[r_rows], minlength=T.size * n_lay).reshape(T.size, n_lay)
-            lrank = np.argsort(np.argsort(-dens, axis=1, kind="stable"), axis=1)[r_ti, lay]
-            o = np.lexsort((ring, lrank, r_ti))
-            key = (r_ti[o] * n_lay + lrank[o]) * (int(ring.max()) + 1) + ring[o]
-            new_ring = np.r_[True, np.diff(key) != 0]
-            gid = np.cumsum(new_ring) - 1
-            ring_e = np.bincount(gid, e_cell[ring_rows][o])
-            ring_trk = r_ti[o][new_ring]
-            ring_start = np.r_[True, np.diff(ring_trk) != 0]
-            before = _segment_cumsum_exclusive(ring_e, ring_start)
-            f_ring = np.clip((e_dep[ring_trk] - before) / np.where(ring_e > 0, ring_e, 1.0), 0.0, 1.0)
-            f = np.empty(ring_rows.size)
-            f[o] = f_ring[gid]
-            frac[ring_rows] = f
-            # remnant removal: what is left of the matched clusters within remnant_sigma of the expectation
-            remnant = (e_m - e_dep) < remnant_sigma * s_dep
-            frac[ring_rows[remnant[r_ti]]] = 1.0
+        frac = _subtracted_fraction(inp, T, rows, ti, e_cell, rem, e_m, e_dep, s_dep, remnant_sigma)
         give = e_cell * frac
         nz = give > 0
         out_c.append(rows[nz])

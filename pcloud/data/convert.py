@@ -130,21 +130,8 @@ def _tag(clouds: ak.Array, geometry: Geometry, threshold) -> ak.Array:
     return ak.with_parameter(clouds, "pcloud_threshold_gev", threshold)
 
 
-def sparse_to_clouds(geometry: Geometry, truth: dict, event_index, cell, energy_gev, threshold_gev: float | None = 0.0,
-                     n_events: int | None = None, particle_index=None, truth_energy_gev=None, particles=None,
-                     dtype=np.float32, threshold_sigma: float | None = None) -> ak.Array:
-    """Sparse deposits ``(event_index, cell, energy_gev)`` to a cloud array.
-
-    Deposits of the same (event, cell) are summed first (float64), then the threshold is applied to the cell sum.
-    Events without points stay as empty lists. ``truth``: per-event arrays (length ``n_events``; ``event_number``
-    defaults to ``arange``). ``n_events`` defaults to the truth length, else ``max(event_index) + 1``.
-    Per-cell truth: give ``particle_index`` per deposit (the truth particle that made it; -1 for noise deposits,
-    which add to the cell energy but to no particle) and optionally ``truth_energy_gev`` per deposit (default: the
-    deposit energy); the truth lists then hold the per-particle sums of each cell. ``particles``: optional
-    per-event particle list (see :func:`pcloud.core.schema.make_particles`). ``threshold_sigma``: as in
-    :func:`images_to_clouds`, applied to the summed cell energies.
-    """
-    thr = _check_threshold(threshold_gev)
+def _sparse_deposits(event_index, cell, energy_gev) -> tuple:
+    """Validated deposit columns of :func:`sparse_to_clouds`: (event int64, cell int64, energy float64)."""
     ev = np.asarray(event_index)
     cell = np.asarray(cell)
     e = np.asarray(energy_gev, dtype=np.float64)
@@ -154,8 +141,11 @@ def sparse_to_clouds(geometry: Geometry, truth: dict, event_index, cell, energy_
     if not (np.issubdtype(ev.dtype, np.integer) or ev.size == 0) or not (np.issubdtype(cell.dtype, np.integer)
                                                                        or cell.size == 0):
         raise ValueError(f"sparse_to_clouds: event_index and cell must be integers, found {ev.dtype}, {cell.dtype}")
-    ev, cell = ev.astype(np.int64), cell.astype(np.int64)
-    truth = {k: np.asarray(v) for k, v in (truth or {}).items()}
+    return ev.astype(np.int64), cell.astype(np.int64), e
+
+
+def _sparse_event_count(truth: dict, ev: np.ndarray, n_events) -> int:
+    """Number of events: ``n_events``, else the truth length, else max(event_index) + 1; checked against both."""
     lengths = {k: len(v) for k, v in truth.items()}
     if n_events is None:
         if lengths:
@@ -173,13 +163,56 @@ def sparse_to_clouds(geometry: Geometry, truth: dict, event_index, cell, energy_
     if ev.size and (ev.min() < 0 or ev.max() >= n_events):
         raise ValueError(f"sparse_to_clouds: event_index must be in [0, {n_events}), found range "
                          f"[{ev.min()}, {ev.max()}]")
+    return n_events
+
+
+def _sparse_truth_lists(e, inv, keep, n_points: int, particle_index, truth_energy_gev) -> dict:
+    """Per-point truth lists (``build_clouds`` keywords): per-particle sums of the deposits of each kept cell
+    (``inv``: cell of each deposit, ``keep``: kept cells); deposits with particle index -1 count for no particle."""
+    pidx = np.asarray(particle_index).astype(np.int64)
+    te = e if truth_energy_gev is None else np.asarray(truth_energy_gev, dtype=np.float64)
+    if pidx.shape != e.shape or te.shape != e.shape:
+        raise ValueError(f"sparse_to_clouds: particle_index / truth_energy_gev must have one entry per deposit "
+                         f"({e.size}), found {pidx.shape}, {te.shape}")
+    _check_finite(te, "sparse_to_clouds: truth_energy_gev")
+    # point index of every deposit (-1 when its cell is below threshold), then sum per (point, particle).
+    point_of_key = np.full(keep.size, -1, dtype=np.int64)
+    point_of_key[keep] = np.arange(int(keep.sum()))
+    dep_point = point_of_key[inv]
+    sel = (dep_point >= 0) & (pidx >= 0)
+    n_part = int(pidx.max()) + 1 if pidx.size else 1
+    pk = dep_point[sel] * n_part + pidx[sel]
+    upk, pinv = np.unique(pk, return_inverse=True)
+    tsum = np.bincount(pinv, weights=te[sel], minlength=upk.size)
+    t_point = upk // n_part
+    return dict(truth_counts=np.bincount(t_point, minlength=n_points),
+                truth_index=(upk % n_part).astype(np.int32), truth_energy=tsum.astype(np.float32))
+
+
+def sparse_to_clouds(geometry: Geometry, truth: dict, event_index, cell, energy_gev, threshold_gev: float | None = 0.0,
+                     n_events: int | None = None, particle_index=None, truth_energy_gev=None, particles=None,
+                     dtype=np.float32, threshold_sigma: float | None = None) -> ak.Array:
+    """Sparse deposits ``(event_index, cell, energy_gev)`` to a cloud array.
+
+    Deposits of the same (event, cell) are summed first (float64), then the threshold is applied to the cell sum.
+    Events without points stay as empty lists. ``truth``: per-event arrays (length ``n_events``; ``event_number``
+    defaults to ``arange``). ``n_events`` defaults to the truth length, else ``max(event_index) + 1``.
+    Per-cell truth: give ``particle_index`` per deposit (the truth particle that made it; -1 for noise deposits,
+    which add to the cell energy but to no particle) and optionally ``truth_energy_gev`` per deposit (default: the
+    deposit energy); the truth lists then hold the per-particle sums of each cell. ``particles``: optional
+    per-event particle list (see :func:`pcloud.core.schema.make_particles`). ``threshold_sigma``: as in
+    :func:`images_to_clouds`, applied to the summed cell energies.
+    """
+    thr = _check_threshold(threshold_gev)
+    ev, cell, e = _sparse_deposits(event_index, cell, energy_gev)
+    truth = {k: np.asarray(v) for k, v in (truth or {}).items()}
+    n_events = _sparse_event_count(truth, ev, n_events)
     if cell.size and (cell.min() < 0 or cell.max() >= geometry.n_cells):
         raise ValueError(f"sparse_to_clouds: cell ids must be in [0, {geometry.n_cells}) for geometry "
                          f"{geometry.name!r}, found range [{cell.min()}, {cell.max()}] (wrong geometry?)")
     _check_finite(e, "sparse_to_clouds: energy_gev")
-
-    key = ev * geometry.n_cells + cell
-    ukey, inv = np.unique(key, return_inverse=True)
+    # sum the deposits of each (event, cell), then cut on the sums
+    ukey, inv = np.unique(ev * geometry.n_cells + cell, return_inverse=True)
     cell_e = np.bincount(inv, weights=e, minlength=ukey.size)
     keep = (cell_e != 0) if thr is None else (cell_e > thr)
     if threshold_sigma is not None:
@@ -188,27 +221,8 @@ def sparse_to_clouds(geometry: Geometry, truth: dict, event_index, cell, energy_
     p_ev, p_cell = kept_key // geometry.n_cells, kept_key % geometry.n_cells
     counts = np.bincount(p_ev, minlength=n_events)
     pts = _cell_points(geometry, p_ev, p_cell, kept_e, truth.get("window_eta"), dtype)
-
-    kw = {}
-    if particle_index is not None:
-        pidx = np.asarray(particle_index).astype(np.int64)
-        te = e if truth_energy_gev is None else np.asarray(truth_energy_gev, dtype=np.float64)
-        if pidx.shape != e.shape or te.shape != e.shape:
-            raise ValueError(f"sparse_to_clouds: particle_index / truth_energy_gev must have one entry per deposit "
-                             f"({e.size}), found {pidx.shape}, {te.shape}")
-        _check_finite(te, "sparse_to_clouds: truth_energy_gev")
-        # point index of every deposit (-1 when its cell is below threshold), then sum per (point, particle).
-        point_of_key = np.full(ukey.size, -1, dtype=np.int64)
-        point_of_key[keep] = np.arange(int(keep.sum()))
-        dep_point = point_of_key[inv]
-        sel = (dep_point >= 0) & (pidx >= 0)
-        n_part = int(pidx.max()) + 1 if pidx.size else 1
-        pk = dep_point[sel] * n_part + pidx[sel]
-        upk, pinv = np.unique(pk, return_inverse=True)
-        tsum = np.bincount(pinv, weights=te[sel], minlength=upk.size)
-        t_point = upk // n_part
-        kw = dict(truth_counts=np.bincount(t_point, minlength=kept_key.size),
-                  truth_index=(upk % n_part).astype(np.int32), truth_energy=tsum.astype(np.float32))
+    kw = {} if particle_index is None else _sparse_truth_lists(e, inv, keep, kept_key.size, particle_index,
+                                                                truth_energy_gev)
     clouds = build_clouds(counts, pts, truth, particles=particles, **kw)
     return _tag(clouds, geometry, thr)
 

@@ -208,6 +208,74 @@ def event_isolation_dr(events, track_iso: np.ndarray | None = None) -> np.ndarra
     return out
 
 
+def _evaluated_cells(e: np.ndarray, cell_mask) -> np.ndarray:
+    """Mask of the evaluated cell rows: measured energy > 0 (and in ``cell_mask``, if given)."""
+    sel = e > 0
+    if cell_mask is not None:
+        cm = np.asarray(cell_mask, bool)
+        if cm.shape != e.shape:
+            raise ValueError(f"evaluate_attribution: cell_mask must have shape {e.shape} (one per cell row), found "
+                             f"{cm.shape}")
+        sel &= cm
+    return sel
+
+
+def _neutral_cell_energy(a: Attribution, sel: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Per cell row: what ``a`` leaves neutral of an evaluated cell (E_cell minus its attributed energy; 0 for
+    cells not evaluated)."""
+    charged = np.bincount(a.cell_row[sel[a.cell_row]], a.energy_gev[sel[a.cell_row]], minlength=e.size)
+    return np.where(sel, e - charged, 0.0)
+
+
+def _dr_bins(dr_edges):
+    """(name, lo, hi) of every DeltaR bin of ``dr_edges`` (name ``"lo-hi"``, or ``">lo"`` for an infinite edge)."""
+    edges = np.asarray(dr_edges, np.float64)
+    for lo, hi in zip(edges[:-1], edges[1:]):  # loop over the few DeltaR bins
+        yield (f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">{lo:g}"), lo, hi
+
+
+def _overall_metrics(events, pred, lt, lp, w, trk: dict, overlap, nt_ev, np_ev, n_tracks: int,
+                     min_neutral_gev: float) -> dict:
+    """The top-level metrics of :func:`evaluate_attribution` (cells: labels ``lt``, ``lp`` and energies ``w`` of the
+    evaluated cells; tracks: ``trk`` of :func:`_track_summary`; neutral energy per event ``nt_ev``, ``np_ev``)."""
+    ct, cp = lt >= 0, lp >= 0
+    tp = float(np.sum(ct & cp))
+    fp = float(np.sum(~ct & cp))
+    fn = float(np.sum(ct & ~cp))
+    same = lt == lp
+    evm = nt_ev > min_neutral_gev
+    rec = np_ev[evm] / nt_ev[evm]
+    n_cells = lt.size
+    return {"n_events": int(events.n_events), "n_cells": int(n_cells), "n_tracks": int(n_tracks),
+            "f1": float(f1_score(tp, fp, fn)), "iou": float(iou_score(tp, fp, fn)),
+            "precision": float(ratio(tp, tp + fp)), "recall": float(ratio(tp, tp + fn)),
+            "accuracy": float(same.mean()) if n_cells else float("nan"),
+            "energy_weighted_accuracy": float(w[same].sum() / w.sum()) if w.sum() > 0 else float("nan"),
+            "f1_track_macro": trk["f1"], "iou_track_macro": trk["iou"], "soft_iou_track_macro": trk["soft_iou"],
+            "soft_overlap": float(overlap),
+            "track_energy_response": trk["response_median"], "track_energy_resolution": trk["resolution"],
+            "track_energy_mae_gev": trk["mae_gev"], "n_tracks_response": trk["n_tracks_response"],
+            "neutral_energy_recovered": float(np.median(rec)) if rec.size else float("nan"),
+            "neutral_energy_recovered_width": robust_width(rec) if rec.size else float("nan"),
+            "neutral_energy_recovered_total": float(np_ev[evm].sum() / nt_ev[evm].sum()) if evm.any() else
+            float("nan"),
+            "charged_fraction_true": float(ct.mean()) if n_cells else float("nan"),
+            "charged_fraction_pred": float(cp.mean()) if n_cells else float("nan"),
+            "energy_conservation": energy_conservation(events, pred)}
+
+
+def _event_stats(events, cells, lt, lp, w, nt_ev, np_ev) -> dict:
+    """Per-event sums over the evaluated ``cells`` (labels ``lt``, ``lp``, energies ``w``) for :func:`_event_summary`."""
+    ev_c = events.cells["event"][cells]
+    n_ev = events.n_events
+    ct, cp = lt >= 0, lp >= 0
+    same = lt == lp
+    return {"tp": np.bincount(ev_c, ct & cp, minlength=n_ev), "fp": np.bincount(ev_c, ~ct & cp, minlength=n_ev),
+            "fn": np.bincount(ev_c, ct & ~cp, minlength=n_ev), "w": np.bincount(ev_c, w, minlength=n_ev),
+            "w_ok": np.bincount(ev_c, np.where(same, w, 0.0), minlength=n_ev),
+            "n_cells": np.bincount(ev_c, minlength=n_ev), "n_true": nt_ev, "n_pred": np_ev}
+
+
 def evaluate_attribution(events, pred: Attribution, truth: Attribution | None = None, cell_mask=None,
                          dr_edges=DEFAULT_DR_EDGES, min_true_gev: float = 0.5, min_neutral_gev: float = 1.0,
                          keep_arrays: bool = False, dense_dr: float = 0.1) -> dict:
@@ -217,76 +285,30 @@ def evaluate_attribution(events, pred: Attribution, truth: Attribution | None = 
     truth = truth_attribution(events) if truth is None else truth
     _check(events, truth, "evaluate_attribution (truth)")
     e = np.asarray(events.cells["energy_gev"], np.float64)
-    sel = e > 0
-    if cell_mask is not None:
-        cm = np.asarray(cell_mask, bool)
-        if cm.shape != e.shape:
-            raise ValueError(f"evaluate_attribution: cell_mask must have shape {e.shape} (one per cell row), found "
-                             f"{cm.shape}")
-        sel &= cm
-    n_c = e.size
-    lab_t = truth.dominant_track(n_c, e)
-    lab_p = pred.dominant_track(n_c, e)
+    sel = _evaluated_cells(e, cell_mask)
+    lab_t = truth.dominant_track(e.size, e)
+    lab_p = pred.dominant_track(e.size, e)
     cells = np.nonzero(sel)[0]
     lt, lp, w = lab_t[cells], lab_p[cells], e[cells]
-    ct, cp = lt >= 0, lp >= 0
-    tp = float(np.sum(ct & cp))
-    fp = float(np.sum(~ct & cp))
-    fn = float(np.sum(ct & ~cp))
-    same = lt == lp
     st, (k_cell, mins) = _per_track_stats(events, truth, pred, lab_t, lab_p, sel, e)
-    # soft overlap incl. the neutral remainders
-    ch_t = np.bincount(truth.cell_row[sel[truth.cell_row]], truth.energy_gev[sel[truth.cell_row]], minlength=n_c)
-    ch_p = np.bincount(pred.cell_row[sel[pred.cell_row]], pred.energy_gev[sel[pred.cell_row]], minlength=n_c)
-    n_t_cell = np.where(sel, e - ch_t, 0.0)
-    n_p_cell = np.where(sel, e - ch_p, 0.0)
+    # soft overlap incl. the neutral remainders; neutral energy per event
+    n_t_cell = _neutral_cell_energy(truth, sel, e)
+    n_p_cell = _neutral_cell_energy(pred, sel, e)
     overlap = (mins.sum() + np.minimum(n_t_cell, n_p_cell)[sel].sum()) / w.sum() if w.sum() > 0 else float("nan")
-    # neutral energy per event
-    ev = events.cells["event"]
-    nt_ev = np.bincount(ev, n_t_cell, minlength=events.n_events)
-    np_ev = np.bincount(ev, n_p_cell, minlength=events.n_events)
-    evm = nt_ev > min_neutral_gev
-    rec = np_ev[evm] / nt_ev[evm]
+    nt_ev = np.bincount(events.cells["event"], n_t_cell, minlength=events.n_events)
+    np_ev = np.bincount(events.cells["event"], n_p_cell, minlength=events.n_events)
     iso = track_isolation_dr(events)
-    allm = np.ones(iso.size, bool)
-    trk = _track_summary(st, allm, min_true_gev)
-    out = {"n_events": int(events.n_events), "n_cells": int(cells.size), "n_tracks": int(iso.size),
-           "f1": float(f1_score(tp, fp, fn)), "iou": float(iou_score(tp, fp, fn)),
-           "precision": float(ratio(tp, tp + fp)), "recall": float(ratio(tp, tp + fn)),
-           "accuracy": float(same.mean()) if cells.size else float("nan"),
-           "energy_weighted_accuracy": float(w[same].sum() / w.sum()) if w.sum() > 0 else float("nan"),
-           "f1_track_macro": trk["f1"], "iou_track_macro": trk["iou"], "soft_iou_track_macro": trk["soft_iou"],
-           "soft_overlap": float(overlap),
-           "track_energy_response": trk["response_median"], "track_energy_resolution": trk["resolution"],
-           "track_energy_mae_gev": trk["mae_gev"], "n_tracks_response": trk["n_tracks_response"],
-           "neutral_energy_recovered": float(np.median(rec)) if rec.size else float("nan"),
-           "neutral_energy_recovered_width": robust_width(rec) if rec.size else float("nan"),
-           "neutral_energy_recovered_total": float(np_ev[evm].sum() / nt_ev[evm].sum()) if evm.any() else
-           float("nan"),
-           "charged_fraction_true": float(ct.mean()) if cells.size else float("nan"),
-           "charged_fraction_pred": float(cp.mean()) if cells.size else float("nan"),
-           "energy_conservation": energy_conservation(events, pred)}
-    edges = np.asarray(dr_edges, np.float64)
-    by = {}
-    for lo, hi in zip(edges[:-1], edges[1:]):  # loop over the few DeltaR bins
-        name = f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">{lo:g}"
-        by[name] = {"dr_lo": float(lo), "dr_hi": float(hi), **_track_summary(st, (iso >= lo) & (iso < hi),
-                                                                             min_true_gev)}
-    out["by_dr"] = by
+    trk = _track_summary(st, np.ones(iso.size, bool), min_true_gev)
+    out = _overall_metrics(events, pred, lt, lp, w, trk, overlap, nt_ev, np_ev, iso.size, min_neutral_gev)
+    out["by_dr"] = {name: {"dr_lo": float(lo), "dr_hi": float(hi),
+                           **_track_summary(st, (iso >= lo) & (iso < hi), min_true_gev)}
+                    for name, lo, hi in _dr_bins(dr_edges)}
     # events binned by their densest track: cell-level metrics and neutral energy per event
-    ev_c = ev[cells]
-    n_ev = events.n_events
-    ev_stats = {"tp": np.bincount(ev_c, ct & cp, minlength=n_ev), "fp": np.bincount(ev_c, ~ct & cp, minlength=n_ev),
-                "fn": np.bincount(ev_c, ct & ~cp, minlength=n_ev), "w": np.bincount(ev_c, w, minlength=n_ev),
-                "w_ok": np.bincount(ev_c, np.where(same, w, 0.0), minlength=n_ev),
-                "n_cells": np.bincount(ev_c, minlength=n_ev), "n_true": nt_ev, "n_pred": np_ev}
+    ev_stats = _event_stats(events, cells, lt, lp, w, nt_ev, np_ev)
     ev_iso = event_isolation_dr(events, iso)
-    by_ev = {}
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        name = f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">{lo:g}"
-        by_ev[name] = {"dr_lo": float(lo), "dr_hi": float(hi),
-                       **_event_summary(ev_stats, (ev_iso >= lo) & (ev_iso < hi), min_neutral_gev)}
-    out["by_event_dr"] = by_ev
+    out["by_event_dr"] = {name: {"dr_lo": float(lo), "dr_hi": float(hi),
+                                 **_event_summary(ev_stats, (ev_iso >= lo) & (ev_iso < hi), min_neutral_gev)}
+                          for name, lo, hi in _dr_bins(dr_edges)}
     out["dense"] = {"dr": float(dense_dr), "tracks": _track_summary(st, iso < dense_dr, min_true_gev),
                     "events": _event_summary(ev_stats, ev_iso < dense_dr, min_neutral_gev),
                     "isolated_tracks": _track_summary(st, iso >= dense_dr, min_true_gev),

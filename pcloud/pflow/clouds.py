@@ -211,49 +211,25 @@ def cell_counts(clouds) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------- per track
-def track_clouds(events, geometry, dr_max: float = 0.2, cell_energy_gev=None, tracks=None,
-                 max_pairs: int = _MAX_PAIRS) -> ak.Array:
-    """One cloud per focal track (module docstring). ``tracks``: rows of ``events.tracks`` (default: all tracks
-    reaching the calorimeter); ``cell_energy_gev``: current energy per row of ``events.cells`` (default: measured)."""
-    where = "track_clouds"
-    _check_events(events, geometry, where)
-    if not (np.isfinite(dr_max) and dr_max > 0):
-        raise ValueError(f"{where}: dr_max must be a positive number, found {dr_max!r}")
-    e_cur, e0 = _cell_energy(events, cell_energy_gev, where)
-    T = events.tracks
-    reached = np.asarray(T["layer_reached"], bool)
-    n_trk = T["event"].size
+def _focal_rows(events, tracks, reached: np.ndarray, where: str) -> np.ndarray:
+    """Rows of ``events.tracks`` that get a cloud (default: every track reaching a calorimeter layer), validated."""
+    n_trk = events.tracks["event"].size
     if tracks is None:
-        rows = np.nonzero(reached.any(1))[0].astype(np.int64)
-    else:
-        rows = np.asarray(tracks, np.int64).ravel()
-        if rows.size and (rows.min() < 0 or rows.max() >= n_trk):
-            raise ValueError(f"{where}: tracks must be rows of events.tracks in [0, {n_trk}), found "
-                             f"[{rows.min()}, {rows.max()}]")
-        bad = rows[~reached[rows].any(1)]
-        if bad.size:
-            raise ValueError(f"{where}: tracks {bad[:5].tolist()} reach no calorimeter layer (no reference point)")
-    n_cl = rows.size
-    ev = T["event"][rows].astype(np.int64)
-    ref_l = reference_layer(events, rows)
-    ref_eta = T["layer_eta"][rows, ref_l]
-    ref_phi = T["layer_phi"][rows, ref_l]
-    lay_eta = np.asarray(T["layer_eta"], np.float64)
-    lay_phi = np.asarray(T["layer_phi"], np.float64)
-    gc = geometry.cells
-    C = events.cells
+        return np.nonzero(reached.any(1))[0].astype(np.int64)
+    rows = np.asarray(tracks, np.int64).ravel()
+    if rows.size and (rows.min() < 0 or rows.max() >= n_trk):
+        raise ValueError(f"{where}: tracks must be rows of events.tracks in [0, {n_trk}), found "
+                         f"[{rows.min()}, {rows.max()}]")
+    bad = rows[~reached[rows].any(1)]
+    if bad.size:
+        raise ValueError(f"{where}: tracks {bad[:5].tolist()} reach no calorimeter layer (no reference point)")
+    return rows
 
-    def rel(cl, layer, eta, phi):
-        """(deta, dphi) of points of clouds ``cl`` at global layers ``layer`` to the focal track at that layer."""
-        fr = rows[cl]
-        ok = (layer >= 0) & (layer < reached.shape[1])
-        lc = np.where(ok, layer, 0)
-        use = ok & reached[fr, lc]
-        t_eta = np.where(use, lay_eta[fr, lc], ref_eta[cl])
-        t_phi = np.where(use, lay_phi[fr, lc], ref_phi[cl])
-        return eta - t_eta, delta_phi(phi, t_phi)
 
-    # ---- cells: all (cloud, cell of its event) pairs, in chunks, cut at dr_max around the reference point
+def _cells_in_cone(events, geometry, ev, ref_eta, ref_phi, dr_max: float, emptied, max_pairs: int) -> tuple:
+    """(cloud, cell row) of every cell of the cloud's event within ``dr_max`` of its reference point, built from
+    all (cloud, cell of its event) pairs in chunks; cells marked in ``emptied`` (if given) are dropped."""
+    gc, C = geometry.cells, events.cells
     c_off = events.cell_offsets
     n_ev_cells = c_off[ev + 1] - c_off[ev]
     sel_cl, sel_row = [], []
@@ -266,23 +242,22 @@ def track_clouds(events, geometry, dr_max: float = 0.2, cell_energy_gev=None, tr
         owner, crow, cid, d_eta = owner[keep], crow[keep], cid[keep], d_eta[keep]
         dr = np.hypot(d_eta, delta_phi(gc["phi"][cid], ref_phi[owner]))
         keep = dr < dr_max
-        if cell_energy_gev is not None:
-            keep &= ~((e_cur[crow] <= 0) & (e0[crow] > 0))  # emptied by subtraction (drop policy)
+        if emptied is not None:
+            keep &= ~emptied[crow]  # emptied by subtraction (drop policy)
         sel_cl.append(owner[keep])
         sel_row.append(crow[keep])
     cell_cl = np.concatenate(sel_cl) if sel_cl else np.zeros(0, np.int64)
     cell_row = np.concatenate(sel_row) if sel_row else np.zeros(0, np.int64)
-    cid = C["id"][cell_row]
-    c_eta, c_phi = gc["eta"][cid].astype(np.float64), gc["phi"][cid].astype(np.float64)
-    c_layer = gc["layer"][cid].astype(np.int64)
+    return cell_cl, cell_row
 
-    # ---- focal-track points: one per reached layer
-    f_cl, f_lay = np.nonzero(reached[rows])
-    f_row = rows[f_cl]
-    # ---- other-track points within dr_max of the reference point
+
+def _other_track_points(events, rows, ev, reached, ref_eta, ref_phi, dr_max: float) -> tuple:
+    """(cloud, track row, layer) of the layer points of the other tracks of each cloud's event within ``dr_max``
+    of the reference point."""
+    lay_eta = np.asarray(events.tracks["layer_eta"], np.float64)
+    lay_phi = np.asarray(events.tracks["layer_phi"], np.float64)
     t_off = events.track_offsets
-    n_ev_trk = t_off[ev + 1] - t_off[ev]
-    o_cl, o_row = _expand(t_off[ev], n_ev_trk)
+    o_cl, o_row = _expand(t_off[ev], t_off[ev + 1] - t_off[ev])
     other = o_row != rows[o_cl]
     o_cl, o_row = o_cl[other], o_row[other]
     L = reached.shape[1]
@@ -293,29 +268,43 @@ def track_clouds(events, geometry, dr_max: float = 0.2, cell_energy_gev=None, tr
     o_cl, o_row, o_lay = o_cl[ok], o_row[ok], o_lay[ok]
     o_dr_ref = np.hypot(lay_eta[o_row, o_lay] - ref_eta[o_cl], delta_phi(lay_phi[o_row, o_lay], ref_phi[o_cl]))
     ok = o_dr_ref < dr_max
-    o_cl, o_row, o_lay = o_cl[ok], o_row[ok], o_lay[ok]
+    return o_cl[ok], o_row[ok], o_lay[ok]
 
-    # ---- assemble: (cloud, group, order) with group 0 focal, 1 other tracks, 2 cells
-    t_cl = np.concatenate([f_cl, o_cl])
-    t_row = np.concatenate([f_row, o_row])
-    t_lay = np.concatenate([f_lay, o_lay])
-    t_grp = np.concatenate([np.zeros(f_cl.size, np.int64), np.ones(o_cl.size, np.int64)])
+
+def _relative_to_focal(events, rows, reached, ref_eta, ref_phi, cl, layer, eta, phi) -> tuple:
+    """(deta, dphi) of points of clouds ``cl`` at global layers ``layer`` to the focal track at that layer (the
+    reference point where the focal track does not reach the layer)."""
+    fr = rows[cl]
+    ok = (layer >= 0) & (layer < reached.shape[1])
+    lc = np.where(ok, layer, 0)
+    use = ok & reached[fr, lc]
+    t_eta = np.where(use, np.asarray(events.tracks["layer_eta"], np.float64)[fr, lc], ref_eta[cl])
+    t_phi = np.where(use, np.asarray(events.tracks["layer_phi"], np.float64)[fr, lc], ref_phi[cl])
+    return eta - t_eta, delta_phi(phi, t_phi)
+
+
+def _track_cloud_points(events, geometry, e_cur, rows, reached, ref_eta, ref_phi, trk_pts, cell_cl, cell_row):
+    """Point columns of all clouds in cloud order (focal-track points by layer, other-track points by track then
+    layer, cells by row); ``trk_pts`` = (cloud, track row, layer, group 0 focal / 1 other). Returns (cloud of each
+    point, point columns, cell row of each point)."""
+    T, C, gc = events.tracks, events.cells, geometry.cells
+    t_cl, t_row, t_lay, t_grp = trk_pts
+    cid = C["id"][cell_row]
+    L = reached.shape[1]
     cl = np.concatenate([t_cl, cell_cl])
     grp = np.concatenate([t_grp, np.full(cell_cl.size, 2, np.int64)])
-    key2 = np.concatenate([t_row * L + t_lay, cell_row])
-    order = np.lexsort((key2, grp, cl))
+    order = np.lexsort((np.concatenate([t_row * L + t_lay, cell_row]), grp, cl))
     nt = t_cl.size
 
     def cat(track_vals, cell_vals):
         return np.concatenate([np.asarray(track_vals), np.asarray(cell_vals)])[order]
 
-    eta = cat(lay_eta[t_row, t_lay], c_eta)
-    phi = cat(lay_phi[t_row, t_lay], c_phi)
-    layer = cat(t_lay, c_layer)
+    eta = cat(np.asarray(T["layer_eta"], np.float64)[t_row, t_lay], gc["eta"][cid].astype(np.float64))
+    phi = cat(np.asarray(T["layer_phi"], np.float64)[t_row, t_lay], gc["phi"][cid].astype(np.float64))
+    layer = cat(t_lay, gc["layer"][cid].astype(np.int64))
     cl = cl[order]
     grp = grp[order]
-    deta, dphi = rel(cl, layer, eta, phi)
-    dr_ref = np.hypot(eta - ref_eta[cl], delta_phi(phi, ref_phi[cl]))
+    deta, dphi = _relative_to_focal(events, rows, reached, ref_eta, ref_phi, cl, layer, eta, phi)
     is_trk = grp < 2
     trow_pt = np.where(is_trk, cat(t_row, np.zeros(cell_cl.size, np.int64)), -1)
     safe = np.where(is_trk, trow_pt, 0)
@@ -333,43 +322,65 @@ def track_clouds(events, geometry, dr_max: float = 0.2, cell_energy_gev=None, tr
         "delta_r": np.hypot(deta, dphi),
         "track_pt": np.where(is_trk, T["pt_gev"][safe], 0.0),
         "track_chi2_ndf": np.where(is_trk, T["chi2"][safe] / ndf[safe], 0.0),
-        "track_index": np.where(is_trk, safe - t_off[T["event"][safe]], -1),
+        "track_index": np.where(is_trk, safe - events.track_offsets[T["event"][safe]], -1),
         "cell_row": prow, "track_row": trow_pt,
-        "deta": deta, "dphi": dphi, "delta_r_ref": dr_ref,
+        "deta": deta, "dphi": dphi, "delta_r_ref": np.hypot(eta - ref_eta[cl], delta_phi(phi, ref_phi[cl])),
     }
-    counts = np.bincount(cl, minlength=n_cl)
-    tc, ti, te = _truth_lists(events, prow)
-    particle_first = events.particle_offsets[ev]
-    ev_fields = {
+    return cl, points, prow
+
+
+def _track_cloud_fields(events, rows, ev, ref_l, ref_eta, ref_phi) -> dict:
+    """Per-cloud fields of the per-track clouds (module docstring)."""
+    T, t_off = events.tracks, events.track_offsets
+    return {
         "event_number": _event_numbers(events)[ev], "event": ev, "focal_track_row": rows,
         "focal_track_index": (rows - t_off[ev]).astype(np.int32),
-        "focal_truth_index": (T["particle"][rows] - particle_first).astype(np.int32),
+        "focal_truth_index": (T["particle"][rows] - events.particle_offsets[ev]).astype(np.int32),
         "focal_track_pt": np.asarray(T["pt_gev"], np.float64)[rows],
         "focal_track_p": np.asarray(T["p_gev"], np.float64)[rows],
         "focal_track_eta": ref_eta, "focal_track_phi": ref_phi, "focal_ref_layer": ref_l.astype(np.int32),
-        "n_tracks_event": n_ev_trk.astype(np.int32),
+        "n_tracks_event": (t_off[ev + 1] - t_off[ev]).astype(np.int32),
     }
-    return build_clouds(counts, points, ev_fields, truth_counts=tc, truth_index=ti, truth_energy=te,
-                        particles=_particles_of(events, ev))
+
+
+def track_clouds(events, geometry, dr_max: float = 0.2, cell_energy_gev=None, tracks=None,
+                 max_pairs: int = _MAX_PAIRS) -> ak.Array:
+    """One cloud per focal track (module docstring). ``tracks``: rows of ``events.tracks`` (default: all tracks
+    reaching the calorimeter); ``cell_energy_gev``: current energy per row of ``events.cells`` (default: measured)."""
+    where = "track_clouds"
+    _check_events(events, geometry, where)
+    if not (np.isfinite(dr_max) and dr_max > 0):
+        raise ValueError(f"{where}: dr_max must be a positive number, found {dr_max!r}")
+    e_cur, e0 = _cell_energy(events, cell_energy_gev, where)
+    T = events.tracks
+    reached = np.asarray(T["layer_reached"], bool)
+    rows = _focal_rows(events, tracks, reached, where)
+    ev = T["event"][rows].astype(np.int64)
+    ref_l = reference_layer(events, rows)
+    ref_eta = T["layer_eta"][rows, ref_l]
+    ref_phi = T["layer_phi"][rows, ref_l]
+    emptied = None if cell_energy_gev is None else (e_cur <= 0) & (e0 > 0)
+    cell_cl, cell_row = _cells_in_cone(events, geometry, ev, ref_eta, ref_phi, dr_max, emptied, max_pairs)
+    f_cl, f_lay = np.nonzero(reached[rows])  # focal-track points: one per reached layer
+    o_cl, o_row, o_lay = _other_track_points(events, rows, ev, reached, ref_eta, ref_phi, dr_max)
+    trk_pts = (np.concatenate([f_cl, o_cl]), np.concatenate([rows[f_cl], o_row]), np.concatenate([f_lay, o_lay]),
+               np.concatenate([np.zeros(f_cl.size, np.int64), np.ones(o_cl.size, np.int64)]))
+    cl, points, prow = _track_cloud_points(events, geometry, e_cur, rows, reached, ref_eta, ref_phi, trk_pts,
+                                           cell_cl, cell_row)
+    counts = np.bincount(cl, minlength=rows.size)
+    tc, ti, te = _truth_lists(events, prow)
+    return build_clouds(counts, points, _track_cloud_fields(events, rows, ev, ref_l, ref_eta, ref_phi),
+                        truth_counts=tc, truth_index=ti, truth_energy=te, particles=_particles_of(events, ev))
 
 
 # ---------------------------------------------------------------------------------------------------- whole events
-def event_clouds(events, geometry, cell_energy_gev=None, max_pairs: int = _MAX_PAIRS) -> ak.Array:
-    """One cloud per event: all cells and all track layer points (module docstring, "Whole-event clouds")."""
-    where = "event_clouds"
-    _check_events(events, geometry, where)
-    e_cur, _ = _cell_energy(events, cell_energy_gev, where)
-    T, C, gc = events.tracks, events.cells, geometry.cells
-    reached = np.asarray(T["layer_reached"], bool)
-    L = reached.shape[1]
+def _nearest_track_at_layer(events, reached, c_eta, c_phi, c_lay, max_pairs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell row: (DeltaR, row) of the nearest track of its event at the cell's layer among the tracks reaching
+    that layer (inf, -1 when none); (cell, track of its event) pairs are built in chunks."""
+    T, C = events.tracks, events.cells
     lay_eta = np.asarray(T["layer_eta"], np.float64)
     lay_phi = np.asarray(T["layer_phi"], np.float64)
-    n_ev = events.n_events
     n_cells = C["event"].size
-    cid = C["id"]
-    c_eta, c_phi = gc["eta"][cid].astype(np.float64), gc["phi"][cid].astype(np.float64)
-    c_lay = gc["layer"][cid].astype(np.int64)
-    # ---- nearest track at the cell's layer: (cell, track of its event) pairs in chunks
     t_off = events.track_offsets
     n_trk_of_cell = (t_off[C["event"] + 1] - t_off[C["event"]]).astype(np.int64)
     best_dr = np.full(n_cells, np.inf)
@@ -384,18 +395,41 @@ def event_clouds(events, geometry, cell_energy_gev=None, max_pairs: int = _MAX_P
         first = o[np.r_[True, np.diff(owner[o]) != 0]] if o.size else o
         best_dr[owner[first]] = dr[first]
         best_row[owner[first]] = trow[first]
+    return best_dr, best_row
+
+
+def _charged_fraction(events, n_cells: int) -> np.ndarray:
+    """Per cell row: clipped truth energy of particles with a track / clipped truth energy (0 without truth)."""
+    hits = events.hits
+    has_track = np.zeros(events.particles["event"].size, bool)
+    has_track[events.tracks["particle"]] = True
+    he = np.clip(hits["energy_gev"], 0, None)
+    tot = np.bincount(hits["cell"], he, minlength=n_cells)
+    chg = np.bincount(hits["cell"], he * has_track[hits["particle"]], minlength=n_cells)
+    return np.divide(chg, tot, out=np.zeros(n_cells), where=tot > 0)
+
+
+def _event_cloud_points(events, geometry, e_cur, reached, max_pairs: int) -> tuple:
+    """Point columns of the whole-event clouds (per event: track points by track then layer, then cells by row);
+    returns (event of each point, point columns, cell row of each point)."""
+    T, C, gc = events.tracks, events.cells, geometry.cells
+    L = reached.shape[1]
+    n_cells = C["event"].size
+    cid = C["id"]
+    c_eta, c_phi = gc["eta"][cid].astype(np.float64), gc["phi"][cid].astype(np.float64)
+    c_lay = gc["layer"][cid].astype(np.int64)
+    best_dr, best_row = _nearest_track_at_layer(events, reached, c_eta, c_phi, c_lay, max_pairs)
+    lay_eta = np.asarray(T["layer_eta"], np.float64)
+    lay_phi = np.asarray(T["layer_phi"], np.float64)
     has = best_row >= 0
     sr = np.maximum(best_row, 0)
     c_deta = np.where(has, c_eta - lay_eta[sr, c_lay], 0.0)
     c_dphi = np.where(has, delta_phi(c_phi, lay_phi[sr, c_lay]), 0.0)
     c_dr = np.where(has, best_dr, NO_TRACK_DR)
-    # ---- track points
-    t_row, t_lay = np.nonzero(reached)
-    t_ev = T["event"][t_row]
-    ev_all = np.concatenate([t_ev, C["event"]])
+    t_row, t_lay = np.nonzero(reached)  # track points
+    ev_all = np.concatenate([T["event"][t_row], C["event"]])
     grp = np.concatenate([np.zeros(t_row.size, np.int64), np.ones(n_cells, np.int64)])
-    key2 = np.concatenate([t_row * L + t_lay, np.arange(n_cells)])
-    order = np.lexsort((key2, grp, ev_all))
+    order = np.lexsort((np.concatenate([t_row * L + t_lay, np.arange(n_cells)]), grp, ev_all))
     nt = t_row.size
 
     def cat(a, b):
@@ -407,14 +441,7 @@ def event_clouds(events, geometry, cell_energy_gev=None, max_pairs: int = _MAX_P
     safe = np.maximum(trow, 0)
     crow = cat(np.full(nt, -1, np.int64), np.arange(n_cells))
     sc = np.maximum(crow, 0)
-    # charged fraction per cell: clipped truth of particles with a track / clipped truth
-    hits = events.hits
-    has_track = np.zeros(events.particles["event"].size, bool)
-    has_track[T["particle"]] = True
-    he = np.clip(hits["energy_gev"], 0, None)
-    tot = np.bincount(hits["cell"], he, minlength=n_cells)
-    chg = np.bincount(hits["cell"], he * has_track[hits["particle"]], minlength=n_cells)
-    cfrac = np.divide(chg, tot, out=np.zeros(n_cells), where=tot > 0)
+    cfrac = _charged_fraction(events, n_cells)
     points = {
         "type": np.where(is_trk, PointType.OTHER_TRACK, PointType.CELL),
         "x": cat(T["layer_x_mm"][t_row, t_lay], gc["x"][cid]),
@@ -427,16 +454,28 @@ def event_clouds(events, geometry, cell_energy_gev=None, max_pairs: int = _MAX_P
         "delta_r": np.zeros(nt + n_cells),
         "track_pt": np.where(is_trk, T["pt_gev"][safe], 0.0),
         "track_chi2_ndf": np.where(is_trk, T["chi2"][safe] / ndf[safe], 0.0),
-        "track_index": np.where(is_trk, safe - t_off[T["event"][safe]], -1),
+        "track_index": np.where(is_trk, safe - events.track_offsets[T["event"][safe]], -1),
         "cell_row": crow, "track_row": trow,
         "deta": np.where(is_trk, 0.0, c_deta[sc]), "dphi": np.where(is_trk, 0.0, c_dphi[sc]),
         "dr_nearest_track": np.where(is_trk, 0.0, c_dr[sc]),
         "nearest_track_row": np.where(is_trk, trow, best_row[sc]),
         "charged_fraction": np.where(is_trk, 0.0, cfrac[sc]).astype(np.float32),
     }
+    return ev_all, points, crow
+
+
+def event_clouds(events, geometry, cell_energy_gev=None, max_pairs: int = _MAX_PAIRS) -> ak.Array:
+    """One cloud per event: all cells and all track layer points (module docstring, "Whole-event clouds")."""
+    where = "event_clouds"
+    _check_events(events, geometry, where)
+    e_cur, _ = _cell_energy(events, cell_energy_gev, where)
+    reached = np.asarray(events.tracks["layer_reached"], bool)
+    ev_all, points, crow = _event_cloud_points(events, geometry, e_cur, reached, max_pairs)
+    n_ev = events.n_events
     counts = np.bincount(ev_all, minlength=n_ev)
     tc, ti, te = _truth_lists(events, crow)
     ev_idx = np.arange(n_ev, dtype=np.int64)
+    t_off = events.track_offsets
     ev_fields = {"event_number": _event_numbers(events), "event": ev_idx,
                  "n_tracks_event": (t_off[1:] - t_off[:-1]).astype(np.int32)}
     return build_clouds(counts, points, ev_fields, truth_counts=tc, truth_index=ti, truth_energy=te,

@@ -109,14 +109,9 @@ def cell_neighbours(geometry) -> sparse.csr_matrix:
     return m
 
 
-def topo_cluster(geometry, event, cell_id, energy_gev, noise_sigma_gev=None, n_events: int | None = None,
-                 seed_sigma: float = 4.0, grow_sigma: float = 2.0, cell_sigma: float = 0.0,
-                 use_abs: bool = True) -> TopoClusters:
-    """Topo-clusters of cells given as flat rows ``(event, cell_id, energy_gev)`` (see the module docstring).
-
-    ``cell_id``: flat cell index of ``geometry``; one row per (event, cell) (duplicates rejected).
-    ``noise_sigma_gev``: per-row noise (defaults to the geometry's section noise); must be > 0.
-    """
+def _topo_inputs(geometry, event, cell_id, energy_gev, noise_sigma_gev, n_events, thresholds) -> tuple:
+    """Validated inputs of :func:`topo_cluster`: (event, cell id, energy, noise sigma per row, n_events)."""
+    seed_sigma, grow_sigma, cell_sigma = thresholds
     if not (seed_sigma >= grow_sigma >= cell_sigma >= 0):
         raise ValueError(f"topo_cluster: thresholds must satisfy seed >= grow >= cell >= 0, found "
                          f"{(seed_sigma, grow_sigma, cell_sigma)}")
@@ -135,20 +130,24 @@ def topo_cluster(geometry, event, cell_id, energy_gev, noise_sigma_gev=None, n_e
         np.broadcast_to(np.asarray(noise_sigma_gev, dtype=np.float64), e.shape)
     if np.any(~(sigma > 0)):
         raise ValueError("topo_cluster: noise_sigma_gev must be > 0 for every cell (significance E / sigma)")
-    n = e.size
+    return event, cid, e, sigma, n_events
+
+
+def _sorted_cell_keys(event, cid, nc: int) -> tuple[np.ndarray, np.ndarray]:
+    """(order, sorted keys) of the rows by key event * n_cells + cell id; rejects duplicate (event, cell) rows."""
     key = event * nc + cid
     order = np.argsort(key, kind="stable")
     skey = key[order]
-    if n and np.any(np.diff(skey) == 0):
+    if key.size and np.any(np.diff(skey) == 0):
         raise ValueError("topo_cluster: duplicate (event, cell_id) rows; sum them first")
-    sig = e / sigma
-    s = np.abs(sig) if use_abs else sig
-    is_seed = s > seed_sigma
-    is_grow = s > grow_sigma
-    is_cand = s > cell_sigma
+    return order, skey
 
-    # ---- edges from every present cell above N to its present neighbours above P (only these edges matter:
-    # N-N edges for the growth, N-P edges for the perimeter), via the geometry's neighbour lists
+
+def _neighbour_edges(geometry, event, cid, order, skey, is_grow, is_cand) -> tuple[np.ndarray, np.ndarray]:
+    """Row pairs (src, dst): every present cell above N to its present neighbours above P (only these edges
+    matter: N-N edges for the growth, N-P edges for the perimeter), via the geometry's neighbour lists."""
+    nc = geometry.n_cells
+    n = event.size
     nb = cell_neighbours(geometry)
     cand = np.nonzero(is_grow)[0]
     deg = np.diff(nb.indptr)[cid[cand]]
@@ -162,9 +161,12 @@ def topo_cluster(geometry, event, cell_id, energy_gev, noise_sigma_gev=None, n_e
     dst = order[j[found]]
     src = src[found]
     keep = is_cand[dst]
-    src, dst = src[keep], dst[keep]
+    return src[keep], dst[keep]
 
-    # ---- connected components of the > N subgraph; those with a seed are clusters
+
+def _grow_clusters(src, dst, is_grow, is_seed) -> np.ndarray:
+    """Cluster label per row (-1: none): connected components of the > N subgraph that hold a seed."""
+    n = is_grow.size
     grow_rows = np.nonzero(is_grow)[0]
     gidx = np.full(n, -1, np.int64)
     gidx[grow_rows] = np.arange(grow_rows.size)
@@ -176,8 +178,12 @@ def topo_cluster(geometry, event, cell_id, energy_gev, noise_sigma_gev=None, n_e
     seeded[comp[is_seed[grow_rows]]] = True
     label = np.full(n, -1, np.int64)
     label[grow_rows] = np.where(seeded[comp], comp, -1)
+    return label
 
-    # ---- perimeter: unclustered candidates next to a clustered > N cell -> cluster of the most significant one
+
+def _assign_perimeter(label, src, dst, s, is_grow, is_seed) -> np.ndarray:
+    """Give every unclustered candidate next to a clustered > N cell the cluster of its most significant such
+    neighbour (``label`` updated in place); returns the cell roles (0 none, 1 seed, 2 growth, 3 perimeter)."""
     pe = (label[dst] < 0) & (label[src] >= 0)
     p_src, p_dst = dst[pe], src[pe]  # (perimeter candidate, clustered cell above N)
     if p_src.size:
@@ -188,13 +194,17 @@ def topo_cluster(geometry, event, cell_id, energy_gev, noise_sigma_gev=None, n_e
         perim_label = label[p_dst[first]]
     else:
         perim_rows = perim_label = np.zeros(0, np.int64)
-    role = np.zeros(n, np.int8)
+    role = np.zeros(label.size, np.int8)
     role[(label >= 0) & is_grow] = 2
     role[(label >= 0) & is_seed] = 1
     label[perim_rows] = perim_label
     role[perim_rows] = 3
+    return role
 
-    # ---- renumber clusters: by event, then decreasing energy
+
+def _number_clusters(label, event, e) -> tuple:
+    """Renumber the clusters by event, then decreasing energy: (clustered rows, their new cluster index, the
+    cluster count, per-cluster energy and event in the old numbering, the new order of the old clusters)."""
     clustered = np.nonzero(label >= 0)[0]
     uniq, inv = np.unique(label[clustered], return_inverse=True)
     k = uniq.size
@@ -204,9 +214,11 @@ def topo_cluster(geometry, event, cell_id, energy_gev, noise_sigma_gev=None, n_e
     new_order = np.lexsort((-c_e, c_event))
     rank = np.empty(k, np.int64)
     rank[new_order] = np.arange(k)
-    cl = rank[inv]
-    cell_cluster = np.full(n, -1, np.int64)
-    cell_cluster[clustered] = cl
+    return clustered, rank[inv], k, c_e, c_event, new_order
+
+
+def _cluster_centroids(geometry, cid, clustered, cl, e, k) -> tuple[np.ndarray, np.ndarray]:
+    """|E|-weighted (eta, phi) centroids of the clusters (phi as a circular mean)."""
     w = np.abs(e[clustered])
     eta_c = geometry.cells["eta"][cid[clustered]]
     phi_c = geometry.cells["phi"][cid[clustered]]
@@ -214,8 +226,33 @@ def topo_cluster(geometry, event, cell_id, energy_gev, noise_sigma_gev=None, n_e
     safe = np.where(sw > 0, sw, 1.0)
     c_eta = np.bincount(cl, w * eta_c, minlength=k) / safe
     c_phi = np.arctan2(np.bincount(cl, w * np.sin(phi_c), minlength=k), np.bincount(cl, w * np.cos(phi_c), minlength=k))
-    mo = np.argsort(cl, kind="stable")
-    members = clustered[mo]
+    return c_eta, c_phi
+
+
+def topo_cluster(geometry, event, cell_id, energy_gev, noise_sigma_gev=None, n_events: int | None = None,
+                 seed_sigma: float = 4.0, grow_sigma: float = 2.0, cell_sigma: float = 0.0,
+                 use_abs: bool = True) -> TopoClusters:
+    """Topo-clusters of cells given as flat rows ``(event, cell_id, energy_gev)`` (see the module docstring).
+
+    ``cell_id``: flat cell index of ``geometry``; one row per (event, cell) (duplicates rejected).
+    ``noise_sigma_gev``: per-row noise (defaults to the geometry's section noise); must be > 0.
+    """
+    event, cid, e, sigma, n_events = _topo_inputs(geometry, event, cell_id, energy_gev, noise_sigma_gev, n_events,
+                                                  (seed_sigma, grow_sigma, cell_sigma))
+    order, skey = _sorted_cell_keys(event, cid, geometry.n_cells)
+    sig = e / sigma
+    s = np.abs(sig) if use_abs else sig
+    is_seed = s > seed_sigma
+    is_grow = s > grow_sigma
+    is_cand = s > cell_sigma
+    src, dst = _neighbour_edges(geometry, event, cid, order, skey, is_grow, is_cand)
+    label = _grow_clusters(src, dst, is_grow, is_seed)
+    role = _assign_perimeter(label, src, dst, s, is_grow, is_seed)
+    clustered, cl, k, c_e, c_event, new_order = _number_clusters(label, event, e)
+    cell_cluster = np.full(e.size, -1, np.int64)
+    cell_cluster[clustered] = cl
+    c_eta, c_phi = _cluster_centroids(geometry, cid, clustered, cl, e, k)
+    members = clustered[np.argsort(cl, kind="stable")]
     n_cells = np.bincount(cl, minlength=k)
     return TopoClusters(n_events=n_events, event=c_event[new_order], energy_gev=c_e[new_order], eta=c_eta,
                         phi=c_phi, n_cells=n_cells.astype(np.int64), cell_cluster=cell_cluster, cell_role=role,

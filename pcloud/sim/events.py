@@ -115,100 +115,109 @@ def _window_cells(geometry, ev: np.ndarray, eta: np.ndarray, phi: np.ndarray, re
     return np.concatenate(keys) if keys else np.zeros(0, np.int64)
 
 
-def simulate_events(geometry, truth: TruthParticles, rng: np.random.Generator, deposit_fn=None,
-                    deposit_mode: str = "total", window_dr: float = 0.4, b_field_t: float = trk.B_FIELD_T,
-                    track_pt_min_gev: float = 0.5, track_eta_max: float = 2.5, noise: bool = True,
-                    chunk_events: int = 256, window_e_min_gev: float = 0.0) -> TrackCellEvents:
-    """Tracks, cell energies and per-cell truth for the events of ``truth`` in a collider-frame geometry.
-
-    ``deposit_fn`` defaults to :func:`pcloud.sim.deposit.deposit_particles` (same signature). See the module
-    docstring for the physics, the noise window and the output layout.
-    """
+def _check_simulation_args(geometry, window_dr: float, window_e_min_gev: float) -> None:
+    """Reject non-collider geometries and invalid noise-window settings."""
     if geometry.frame != "collider":
         raise ValueError(f"simulate_events: geometry {geometry.name!r} is not a collider-frame (etaphi) geometry")
     if window_dr <= 0:
         raise ValueError(f"simulate_events: window_dr must be > 0, found {window_dr}")
     if not window_e_min_gev >= 0:
         raise ValueError(f"simulate_events: window_e_min_gev must be >= 0 GeV, found {window_e_min_gev}")
-    deposit_fn = deposit_fn or _default_deposit()
-    n_ev = truth.n_events
-    n_cells = geometry.n_cells
-    layer_names, radii = trk.layer_mid_radii_mm(geometry)
-    r_front = float(geometry.sections[0].layer_edges_mm[0])
-    noise_sigma = geometry.cells["noise_sigma_gev"]
 
-    pdg = truth.pdg
-    charge = charge_of(pdg)
-    mass = mass_of(pdg)
+
+def _truth_kinematics(truth: TruthParticles) -> dict:
+    """Per truth particle: charge, mass, momentum (P, 3), pT, |p|, eta and phi."""
     p3 = np.stack([truth.px_gev, truth.py_gev, truth.pz_gev], axis=1)
     pt = np.hypot(p3[:, 0], p3[:, 1])
-    ptot = np.linalg.norm(p3, axis=1)
-    eta = np.arcsinh(np.divide(p3[:, 2], pt, out=np.full(pt.shape, np.inf), where=pt > 0))
-    phi = np.arctan2(p3[:, 1], p3[:, 0])
+    return {"charge": charge_of(truth.pdg), "mass": mass_of(truth.pdg), "p3": p3, "pt": pt,
+            "ptot": np.linalg.norm(p3, axis=1),
+            "eta": np.arcsinh(np.divide(p3[:, 2], pt, out=np.full(pt.shape, np.inf), where=pt > 0)),
+            "phi": np.arctan2(p3[:, 1], p3[:, 0])}
 
-    # ---- tracks (all events at once: a few per event)
-    is_trk = (charge != 0) & (pt > track_pt_min_gev) & (np.abs(eta) < track_eta_max)
-    ti = np.nonzero(is_trk)[0]
+
+def _simulate_tracks(geometry, truth: TruthParticles, kin: dict, rng, b_field_t: float, track_pt_min_gev: float,
+                     track_eta_max: float) -> dict:
+    """Tracks of the charged particles above the pT cut (all events at once): helix extrapolation to every layer,
+    measured pT and charge, fit quality (draws: pT smearing, then chi2 / ndf)."""
+    charge, pt, eta, phi, p3 = kin["charge"], kin["pt"], kin["eta"], kin["phi"], kin["p3"]
+    ti = np.nonzero((charge != 0) & (pt > track_pt_min_gev) & (np.abs(eta) < track_eta_max))[0]
     ext = trk.extrapolate_to_layers(geometry, truth.vertex_mm[ti], p3[ti], charge[ti], b_field_t)
     pt_meas, q_meas = trk.smear_pt(pt[ti], charge[ti], rng)
     chi2, ndf = trk.draw_fit_quality(ti.size, rng)
-    tracks = {"event": truth.event[ti], "particle": ti.astype(np.int64), "pt_gev": pt_meas,
-              "p_gev": pt_meas * np.cosh(eta[ti]), "eta": eta[ti], "phi": phi[ti], "charge": q_meas.astype(np.int64),
-              "true_pt_gev": pt[ti], "chi2": chi2, "ndf": ndf, "layer_eta": ext.eta, "layer_phi": ext.phi,
-              "layer_x_mm": ext.x_mm, "layer_y_mm": ext.y_mm, "layer_z_mm": ext.z_mm, "layer_reached": ext.reached}
+    return {"event": truth.event[ti], "particle": ti.astype(np.int64), "pt_gev": pt_meas,
+            "p_gev": pt_meas * np.cosh(eta[ti]), "eta": eta[ti], "phi": phi[ti], "charge": q_meas.astype(np.int64),
+            "true_pt_gev": pt[ti], "chi2": chi2, "ndf": ndf, "layer_eta": ext.eta, "layer_phi": ext.phi,
+            "layer_x_mm": ext.x_mm, "layer_y_mm": ext.y_mm, "layer_z_mm": ext.z_mm, "layer_reached": ext.reached}
 
-    # ---- calorimeter entry of every particle: helix (charged) or straight line (neutral) to the front surface
+
+def _shower_starts(truth: TruthParticles, kin: dict, r_front: float, b_field_t: float) -> dict:
+    """What the deposit function gets per particle: shower pdg, deposited energy (nucleons: E - m), whether it
+    showers, and the start point and direction at the calorimeter front (helix for charged, vertex for neutral)."""
+    charge, p3 = kin["charge"], kin["p3"]
     front = trk.propagate_to_radius(truth.vertex_mm, p3, charge, [r_front], b_field_t)
-    at_layers = trk.propagate_to_radius(truth.vertex_mm, p3, charge, radii, b_field_t)
-    sp = shower_pdg(pdg)
-    e_dep = np.where(np.isin(np.abs(pdg), list(BARYONS)), truth.energy_gev - mass, truth.energy_gev)
+    sp = shower_pdg(truth.pdg)
+    e_dep = np.where(np.isin(np.abs(truth.pdg), list(BARYONS)), truth.energy_gev - kin["mass"], truth.energy_gev)
     charged = charge != 0
     showers = (sp != 0) & (e_dep > 0) & np.where(charged, front["reached"][:, 0], True)
     origin = np.where(charged[:, None], np.nan_to_num(np.stack([front["x"][:, 0], front["y"][:, 0],
                                                                 front["z"][:, 0]], axis=1)), truth.vertex_mm)
     direction = np.where(charged[:, None], np.nan_to_num(front["direction"][:, 0]),
-                         p3 / np.maximum(ptot, 1e-300)[:, None])
+                         p3 / np.maximum(kin["ptot"], 1e-300)[:, None])
+    return {"pdg": sp, "e_dep": e_dep, "showers": showers, "origin": origin, "direction": direction}
 
-    cell_parts, hit_parts = [], []
-    off = offsets_from_index(truth.event, n_ev)
-    for c0 in range(0, n_ev, chunk_events):  # chunks of events, vectorised inside
-        c1 = min(n_ev, c0 + chunk_events)
-        rows = np.arange(off[c0], off[c1])
-        srows = rows[showers[rows]]
-        if srows.size:
-            dep = deposit_fn(geometry, sp[srows], e_dep[srows], origin[srows], direction[srows], rng,
-                             mode=deposit_mode)
-            h_part = srows[np.asarray(dep.particle, dtype=np.int64)]
-            h_cell = np.asarray(dep.cell, dtype=np.int64)
-            ok = (h_cell >= 0) & (h_cell < n_cells)
-            h_part, h_cell = h_part[ok], h_cell[ok]
-            h_e = np.asarray(dep.energy_gev, dtype=np.float64)[ok]
-            h_em = np.asarray(dep.energy_em_gev, dtype=np.float64)[ok]
-        else:
-            h_part = h_cell = np.zeros(0, np.int64)
-            h_e = h_em = np.zeros(0)
-        h_key = truth.event[h_part] * n_cells + h_cell
-        w_rows = rows[np.any(at_layers["reached"][rows], axis=1) & (truth.energy_gev[rows] >= window_e_min_gev)]
-        win = _window_cells(geometry, truth.event[w_rows], at_layers["eta"][w_rows], at_layers["phi"][w_rows],
-                            at_layers["reached"][w_rows], window_dr) if noise else np.zeros(0, np.int64)
-        keys = np.unique(np.concatenate([h_key, win]))
-        # combine hits of the same (particle, cell) (the deposit function sums already; be safe)
-        order = np.lexsort((h_part, h_key))
-        h_key, h_part, h_e, h_em = h_key[order], h_part[order], h_e[order], h_em[order]
-        if h_key.size:
-            new = np.concatenate([[True], (np.diff(h_key) != 0) | (np.diff(h_part) != 0)])
-            grp = np.cumsum(new) - 1
-            h_e = np.bincount(grp, h_e)
-            h_em = np.bincount(grp, h_em)
-            h_key, h_part = h_key[new], h_part[new]
-        h_row = np.searchsorted(keys, h_key)
-        true_e = np.bincount(h_row, h_e, minlength=keys.size)
-        cid = keys % n_cells
-        sig = noise_sigma[cid]
-        meas = true_e + (sig * rng.standard_normal(keys.size) if noise else 0.0)
-        cell_parts.append((keys // n_cells, cid, meas, true_e, sig))
-        hit_parts.append((h_row, h_part, h_e, h_em))
 
+def _deposit_hits(geometry, starts: dict, srows: np.ndarray, rng, deposit_fn, deposit_mode: str) -> tuple:
+    """Showers of the particle rows ``srows``: (particle row, flat cell, energy, EM energy) of every hit in the
+    geometry."""
+    if not srows.size:
+        z = np.zeros(0, np.int64)
+        return z, z, np.zeros(0), np.zeros(0)
+    dep = deposit_fn(geometry, starts["pdg"][srows], starts["e_dep"][srows], starts["origin"][srows],
+                     starts["direction"][srows], rng, mode=deposit_mode)
+    h_part = srows[np.asarray(dep.particle, dtype=np.int64)]
+    h_cell = np.asarray(dep.cell, dtype=np.int64)
+    ok = (h_cell >= 0) & (h_cell < geometry.n_cells)
+    return (h_part[ok], h_cell[ok], np.asarray(dep.energy_gev, dtype=np.float64)[ok],
+            np.asarray(dep.energy_em_gev, dtype=np.float64)[ok])
+
+
+def _merge_hits(h_key, h_part, h_e, h_em) -> tuple:
+    """Sort hits by (event cell key, particle) and sum those of the same (particle, cell)."""
+    order = np.lexsort((h_part, h_key))
+    h_key, h_part, h_e, h_em = h_key[order], h_part[order], h_e[order], h_em[order]
+    if h_key.size:
+        new = np.concatenate([[True], (np.diff(h_key) != 0) | (np.diff(h_part) != 0)])
+        grp = np.cumsum(new) - 1
+        h_e = np.bincount(grp, h_e)
+        h_em = np.bincount(grp, h_em)
+        h_key, h_part = h_key[new], h_part[new]
+    return h_key, h_part, h_e, h_em
+
+
+def _simulate_chunk(geometry, truth, rows, starts, at_layers, rng, deposit_fn, deposit_mode, noise, window_dr,
+                    window_e_min_gev) -> tuple:
+    """Deposits, noise window and noisy cell energies of the particle ``rows`` of a chunk of events (draws: the
+    showers, then the noise). Returns (cell columns, hit columns) with hit cells as rows of the chunk's cells."""
+    n_cells = geometry.n_cells
+    h_part, h_cell, h_e, h_em = _deposit_hits(geometry, starts, rows[starts["showers"][rows]], rng, deposit_fn,
+                                              deposit_mode)
+    h_key = truth.event[h_part] * n_cells + h_cell
+    w_rows = rows[np.any(at_layers["reached"][rows], axis=1) & (truth.energy_gev[rows] >= window_e_min_gev)]
+    win = _window_cells(geometry, truth.event[w_rows], at_layers["eta"][w_rows], at_layers["phi"][w_rows],
+                        at_layers["reached"][w_rows], window_dr) if noise else np.zeros(0, np.int64)
+    keys = np.unique(np.concatenate([h_key, win]))
+    # combine hits of the same (particle, cell) (the deposit function sums already; be safe)
+    h_key, h_part, h_e, h_em = _merge_hits(h_key, h_part, h_e, h_em)
+    h_row = np.searchsorted(keys, h_key)
+    true_e = np.bincount(h_row, h_e, minlength=keys.size)
+    cid = keys % n_cells
+    sig = geometry.cells["noise_sigma_gev"][cid]
+    meas = true_e + (sig * rng.standard_normal(keys.size) if noise else 0.0)
+    return (keys // n_cells, cid, meas, true_e, sig), (h_row, h_part, h_e, h_em)
+
+
+def _join_chunks(cell_parts: list, hit_parts: list) -> tuple[dict, dict]:
+    """Concatenate the chunks' cells and hits (hit cells shifted to rows of all cells)."""
     base = np.cumsum([0] + [len(c[0]) for c in cell_parts])
     cells = {"event": np.concatenate([c[0] for c in cell_parts]).astype(np.int64),
              "id": np.concatenate([c[1] for c in cell_parts]).astype(np.int64),
@@ -219,12 +228,50 @@ def simulate_events(geometry, truth: TruthParticles, rng: np.random.Generator, d
             "particle": np.concatenate([h[1] for h in hit_parts]).astype(np.int64),
             "energy_gev": np.concatenate([h[2] for h in hit_parts]),
             "energy_em_gev": np.concatenate([h[3] for h in hit_parts])}
-    particles = {"event": truth.event, "pdg": pdg, "charge": charge, "mass_gev": mass,
+    return cells, hits
+
+
+def _particle_tables(truth: TruthParticles, kin: dict, showers: np.ndarray) -> tuple[dict, dict]:
+    """The ``particles`` and ``parents`` columns of :class:`TrackCellEvents`."""
+    p3 = kin["p3"]
+    particles = {"event": truth.event, "pdg": truth.pdg, "charge": kin["charge"], "mass_gev": kin["mass"],
                  "energy_gev": truth.energy_gev, "px_gev": p3[:, 0], "py_gev": p3[:, 1], "pz_gev": p3[:, 2],
-                 "pt_gev": pt, "eta": eta, "phi": phi, "vertex_mm": truth.vertex_mm, "parent": truth.parent,
-                 "showered": showers}
+                 "pt_gev": kin["pt"], "eta": kin["eta"], "phi": kin["phi"], "vertex_mm": truth.vertex_mm,
+                 "parent": truth.parent, "showered": showers}
     parents = {"event": truth.parent_event, "pdg": truth.parent_pdg, "mass_gev": truth.parent_mass_gev,
                "energy_gev": truth.parent_energy_gev, "eta": truth.parent_eta, "phi": truth.parent_phi}
+    return particles, parents
+
+
+def simulate_events(geometry, truth: TruthParticles, rng: np.random.Generator, deposit_fn=None,
+                    deposit_mode: str = "total", window_dr: float = 0.4, b_field_t: float = trk.B_FIELD_T,
+                    track_pt_min_gev: float = 0.5, track_eta_max: float = 2.5, noise: bool = True,
+                    chunk_events: int = 256, window_e_min_gev: float = 0.0) -> TrackCellEvents:
+    """Tracks, cell energies and per-cell truth for the events of ``truth`` in a collider-frame geometry.
+
+    ``deposit_fn`` defaults to :func:`pcloud.sim.deposit.deposit_particles` (same signature). See the module
+    docstring for the physics, the noise window and the output layout.
+    """
+    _check_simulation_args(geometry, window_dr, window_e_min_gev)
+    deposit_fn = deposit_fn or _default_deposit()
+    n_ev = truth.n_events
+    layer_names, radii = trk.layer_mid_radii_mm(geometry)
+    r_front = float(geometry.sections[0].layer_edges_mm[0])
+    kin = _truth_kinematics(truth)
+    # draws in this order: track smearing (all events), then per chunk of events the showers and the noise
+    tracks = _simulate_tracks(geometry, truth, kin, rng, b_field_t, track_pt_min_gev, track_eta_max)
+    starts = _shower_starts(truth, kin, r_front, b_field_t)
+    at_layers = trk.propagate_to_radius(truth.vertex_mm, kin["p3"], kin["charge"], radii, b_field_t)
+    cell_parts, hit_parts = [], []
+    off = offsets_from_index(truth.event, n_ev)
+    for c0 in range(0, n_ev, chunk_events):  # chunks of events, vectorised inside
+        rows = np.arange(off[c0], off[min(n_ev, c0 + chunk_events)])
+        c, h = _simulate_chunk(geometry, truth, rows, starts, at_layers, rng, deposit_fn, deposit_mode, noise,
+                               window_dr, window_e_min_gev)
+        cell_parts.append(c)
+        hit_parts.append(h)
+    cells, hits = _join_chunks(cell_parts, hit_parts)
+    particles, parents = _particle_tables(truth, kin, starts["showers"])
     meta = {"deposit_mode": deposit_mode, "window_dr": window_dr, "b_field_t": b_field_t,
             "track_pt_min_gev": track_pt_min_gev, "noise": noise, "window_e_min_gev": window_e_min_gev,
             "simulation": "pcloud parametrised fast simulation (not Geant4)"}

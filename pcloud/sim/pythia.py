@@ -81,6 +81,69 @@ def pythia_settings(process: str, seed: int = 1, ecm_gev: float = 13000.0, pt_ha
     return s + [str(x) for x in extra_settings]
 
 
+_FINAL_COLUMNS = ("event", "pdg", "px", "py", "pz", "e", "x", "y", "z", "parent")
+_PARENT_COLUMNS = ("event", "pdg", "m", "e", "eta", "phi")
+
+
+def _start_pythia(settings: list[str], process: str):
+    """A Pythia instance that has read ``settings`` and is initialised (no banner)."""
+    pythia8 = _import_pythia()
+    py = pythia8.Pythia("", False)  # no banner
+    for s in settings:
+        if not py.readString(s):
+            raise ValueError(f"generate_pythia: Pythia did not accept the setting {s!r}")
+    if not py.init():
+        raise RuntimeError(f"generate_pythia: Pythia initialisation failed for process {process!r} "
+                           f"(settings: {settings})")
+    return py
+
+
+def _read_taus(rec, event: int, par: dict) -> dict:
+    """Append every decaying tau (its last copy) of the event record to ``par``; returns {record index of each of
+    its decay products (all generations): parent row}."""
+    tau_of = {}
+    for i in range(rec.size()):
+        p = rec[i]
+        if p.idAbs() == 15 and p.iBotCopyId() == i and not p.isFinal():
+            row = len(par["event"])
+            for k, v in zip(_PARENT_COLUMNS, (event, p.id(), p.m(), p.e(), p.eta(), p.phi())):
+                par[k].append(v)
+            for d in p.daughterListRecursive():
+                tau_of[int(d)] = row
+    return tau_of
+
+
+def _read_final_state(rec, event: int, tau_of: dict, cols: dict, eta_max: float, keep_neutrinos: bool) -> None:
+    """Append the kept final-state particles of the event record to ``cols`` (|eta| < eta_max, no neutrinos unless
+    ``keep_neutrinos``)."""
+    for i in range(rec.size()):
+        p = rec[i]
+        if not p.isFinal() or abs(p.eta()) >= eta_max:
+            continue
+        if not keep_neutrinos and p.idAbs() in NEUTRINOS:
+            continue
+        for k, v in zip(_FINAL_COLUMNS, (event, p.id(), p.px(), p.py(), p.pz(), p.e(), p.xProd(), p.yProd(),
+                                         p.zProd(), tau_of.get(i, -1))):
+            cols[k].append(v)
+
+
+def _truth_from_columns(n_events: int, cols: dict, par: dict, keep_neutrinos: bool) -> TruthParticles:
+    """Arrays of the collected columns as :class:`TruthParticles`; raises when a kept species has no charge/mass."""
+    a = {k: np.asarray(v, dtype=np.int64 if k in ("event", "pdg", "parent") else np.float64) for k, v in cols.items()}
+    known = np.isin(a["pdg"], list(PDG_CHARGE)) | (keep_neutrinos & np.isin(np.abs(a["pdg"]), list(NEUTRINOS)))
+    if not known.all():
+        ids, cnt = np.unique(a["pdg"][~known], return_counts=True)
+        raise RuntimeError(f"generate_pythia: final-state PDG ids {dict(zip(ids.tolist(), cnt.tolist()))} "
+                           f"(id: count) have no charge/mass in pcloud.core.particles.PDG_CHARGE/PDG_MASS; add them "
+                           f"there or let Pythia decay them (decay_radius_mm)")
+    p = {k: np.asarray(v, dtype=np.int64 if k in ("event", "pdg") else np.float64) for k, v in par.items()}
+    return TruthParticles(
+        n_events=n_events, event=a["event"], pdg=a["pdg"], px_gev=a["px"], py_gev=a["py"], pz_gev=a["pz"],
+        energy_gev=a["e"], vertex_mm=np.stack([a["x"], a["y"], a["z"]], axis=1).reshape(-1, 3), parent=a["parent"],
+        parent_event=p["event"], parent_pdg=p["pdg"], parent_mass_gev=p["m"], parent_energy_gev=p["e"],
+        parent_eta=p["eta"], parent_phi=p["phi"])
+
+
 def generate_pythia(n_events: int, process: str = "dijet", seed: int = 1, ecm_gev: float = 13000.0,
                     pt_hat_min_gev: float = 20.0, pt_hat_max_gev: float | None = None, eta_max: float = 1.4,
                     tau_decays: str = "hadronic", decay_radius_mm: float = 1500.0,
@@ -116,19 +179,10 @@ def generate_pythia(n_events: int, process: str = "dijet", seed: int = 1, ecm_ge
                                pt_hat_max_gev=pt_hat_max_gev, tau_decays=tau_decays, decay_radius_mm=decay_radius_mm,
                                decay_half_length_mm=decay_half_length_mm, vertex_sigma_z_mm=vertex_sigma_z_mm,
                                extra_settings=extra_settings)
-    pythia8 = _import_pythia()
-    py = pythia8.Pythia("", False)  # no banner
-    for s in settings:
-        if not py.readString(s):
-            raise ValueError(f"generate_pythia: Pythia did not accept the setting {s!r}")
-    if not py.init():
-        raise RuntimeError(f"generate_pythia: Pythia initialisation failed for process {process!r} "
-                           f"(settings: {settings})")
-    names = ("event", "pdg", "px", "py", "pz", "e", "x", "y", "z", "parent")
-    cols = {k: [] for k in names}
-    par = {k: [] for k in ("event", "pdg", "m", "e", "eta", "phi")}
+    py = _start_pythia(settings, process)
+    cols = {k: [] for k in _FINAL_COLUMNS}
+    par = {k: [] for k in _PARENT_COLUMNS}
     accepted, failures = 0, 0
-    with_taus = process == "tau"
     while accepted < n_events:  # the generator itself is event-by-event; outside any per-cell hot path
         if not py.next():
             failures += 1
@@ -137,40 +191,10 @@ def generate_pythia(n_events: int, process: str = "dijet", seed: int = 1, ecm_ge
                                    f"({accepted} accepted); check the settings {settings}")
             continue
         rec = py.event
-        tau_of = {}
-        if with_taus:
-            for i in range(rec.size()):
-                p = rec[i]
-                if p.idAbs() == 15 and p.iBotCopyId() == i and not p.isFinal():
-                    row = len(par["event"])
-                    for k, v in zip(("event", "pdg", "m", "e", "eta", "phi"),
-                                    (accepted, p.id(), p.m(), p.e(), p.eta(), p.phi())):
-                        par[k].append(v)
-                    for d in p.daughterListRecursive():
-                        tau_of[int(d)] = row
-        for i in range(rec.size()):
-            p = rec[i]
-            if not p.isFinal() or abs(p.eta()) >= eta_max:
-                continue
-            if not keep_neutrinos and p.idAbs() in NEUTRINOS:
-                continue
-            for k, v in zip(names, (accepted, p.id(), p.px(), p.py(), p.pz(), p.e(), p.xProd(), p.yProd(),
-                                    p.zProd(), tau_of.get(i, -1))):
-                cols[k].append(v)
+        tau_of = _read_taus(rec, accepted, par) if process == "tau" else {}
+        _read_final_state(rec, accepted, tau_of, cols, eta_max, keep_neutrinos)
         accepted += 1
-    a = {k: np.asarray(v, dtype=np.int64 if k in ("event", "pdg", "parent") else np.float64) for k, v in cols.items()}
-    known = np.isin(a["pdg"], list(PDG_CHARGE)) | (keep_neutrinos & np.isin(np.abs(a["pdg"]), list(NEUTRINOS)))
-    if not known.all():
-        ids, cnt = np.unique(a["pdg"][~known], return_counts=True)
-        raise RuntimeError(f"generate_pythia: final-state PDG ids {dict(zip(ids.tolist(), cnt.tolist()))} "
-                           f"(id: count) have no charge/mass in pcloud.core.particles.PDG_CHARGE/PDG_MASS; add them "
-                           f"there or let Pythia decay them (decay_radius_mm)")
-    p = {k: np.asarray(v, dtype=np.int64 if k in ("event", "pdg") else np.float64) for k, v in par.items()}
-    return TruthParticles(
-        n_events=n_events, event=a["event"], pdg=a["pdg"], px_gev=a["px"], py_gev=a["py"], pz_gev=a["pz"],
-        energy_gev=a["e"], vertex_mm=np.stack([a["x"], a["y"], a["z"]], axis=1).reshape(-1, 3), parent=a["parent"],
-        parent_event=p["event"], parent_pdg=p["pdg"], parent_mass_gev=p["m"], parent_energy_gev=p["e"],
-        parent_eta=p["eta"], parent_phi=p["phi"])
+    return _truth_from_columns(n_events, cols, par, keep_neutrinos)
 
 
 #: noise windows of Pythia events open around final-state particles above this energy (GeV; module docstring)

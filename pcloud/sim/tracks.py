@@ -50,18 +50,9 @@ def helix_radius_mm(pt_gev, charge, b_field_t: float = B_FIELD_T) -> np.ndarray:
                         np.inf) * np.ones_like(pt)
 
 
-def propagate_to_radius(origin_mm, momentum_gev, charge, radius_mm, b_field_t: float = B_FIELD_T) -> dict:
-    """First crossing of helices with cylinders r = ``radius_mm`` around the beam axis.
-
-    Parameters
-    ----------
-    origin_mm: (P, 3) production points (mm); momentum_gev: (P, 3) momenta (GeV); charge: (P,) in units of e.
-    radius_mm: (L,) cylinder radii (mm). b_field_t: solenoid field along +z (T).
-
-    Returns a dict of (P, L) arrays: ``x, y, z`` (mm), ``eta, phi`` of the crossing point, ``reached`` (bool; False
-    when the helix loops inside the cylinder, or the particle starts outside it, or pT = 0), ``direction`` (P, L, 3)
-    unit momentum direction at the crossing, ``path_mm`` 3D path length. Coordinates of unreached points are NaN.
-    """
+def _helix_arrays(origin_mm, momentum_gev, charge, radius_mm) -> tuple:
+    """Validated float64 inputs of :func:`propagate_to_radius`: origins (P, 3), momenta (P, 3), charges (P,),
+    radii (1, L)."""
     o = np.atleast_2d(np.asarray(origin_mm, dtype=np.float64))
     p = np.atleast_2d(np.asarray(momentum_gev, dtype=np.float64))
     q = np.asarray(charge, dtype=np.float64).reshape(-1)
@@ -69,25 +60,22 @@ def propagate_to_radius(origin_mm, momentum_gev, charge, radius_mm, b_field_t: f
     if o.shape != p.shape or o.shape[1] != 3 or q.size != o.shape[0]:
         raise ValueError(f"propagate_to_radius: origin_mm and momentum_gev must be (P, 3) and charge (P,); found "
                          f"{o.shape}, {p.shape}, {q.shape}")
-    pt = np.hypot(p[:, 0], p[:, 1])
-    ptot = np.linalg.norm(p, axis=1)
-    phi0 = np.arctan2(p[:, 1], p[:, 0])[:, None]
-    cot = np.divide(p[:, 2], pt, out=np.full(pt.shape, np.nan), where=pt > 0)[:, None]
-    R = helix_radius_mm(pt, q, b_field_t)[:, None]
-    x0, y0, z0 = o[:, 0:1], o[:, 1:2], o[:, 2:3]
-    r0sq = x0 ** 2 + y0 ** 2
-    h = (np.sign(q) * np.sign(b_field_t))[:, None]
+    return o, p, q, r
 
-    # ---- large radius (R >= 100 r, including neutrals with R = inf): chord form, solved by fixed-point iteration.
-    # After turning angle a = 2 theta the chord has length u = 2 R sin(theta) and direction rotated by -h theta, so
-    # |o + u (cos(theta) d - h sin(theta) n)|^2 = r^2 with d = (cos phi0, sin phi0), n = (-sin phi0, cos phi0):
-    # u^2 + 2 u beta + |o|^2 - r^2 = 0, beta = cos(theta) o.d - h sin(theta) o.n. Each iteration gains a factor
-    # ~ r / R, and the form has no cancellation for R >> r (unlike the circle-intersection formula below).
+
+def _chord_crossing(x0, y0, r0sq, phi0, R, h, r, big, pt) -> tuple:
+    """Crossing for a large radius (R >= 100 r, incl. neutrals with R = inf) in chord form, by fixed-point
+    iteration: (x, y, transverse path, direction azimuth, reached), each (P, L).
+
+    After turning angle a = 2 theta the chord has length u = 2 R sin(theta) and direction rotated by -h theta, so
+    |o + u (cos(theta) d - h sin(theta) n)|^2 = r^2 with d = (cos phi0, sin phi0), n = (-sin phi0, cos phi0):
+    u^2 + 2 u beta + |o|^2 - r^2 = 0, beta = cos(theta) o.d - h sin(theta) o.n. Each iteration gains a factor
+    ~ r / R, and the form has no cancellation for R >> r (unlike the circle-intersection formula).
+    """
     cphi, sphi = np.cos(phi0), np.sin(phi0)
     b_d = x0 * cphi + y0 * sphi
     b_n = -x0 * sphi + y0 * cphi
     h0 = np.where(np.isfinite(R), h, 0.0)
-    big = ~(np.isfinite(R) & (R < 100.0 * r))
     Rb = np.where(big & np.isfinite(R), R, np.inf)
     theta = np.zeros(np.broadcast_shapes(R.shape, r.shape))
     for _ in range(12):
@@ -99,9 +87,14 @@ def propagate_to_radius(origin_mm, momentum_gev, charge, radius_mm, b_field_t: f
     xb = x0 + u * (np.cos(theta) * cphi + h0 * np.sin(theta) * sphi)
     yb = y0 + u * (np.cos(theta) * sphi - h0 * np.sin(theta) * cphi)
     sb = np.where(np.isfinite(Rb), 2 * np.where(np.isfinite(Rb), Rb, 0.0) * theta, u)
+    return xb, yb, sb, phi0 - h0 * 2 * theta, ok_big
 
-    # ---- small radius: centre c = o_T + h R (sin phi0, -cos phi0); point at turning angle a: c + R u(beta0 - h a)
-    curved = ~big
+
+def _circle_crossing(x0, y0, r0sq, phi0, R, h, r, curved) -> tuple:
+    """Crossing for a small radius, intersecting the helix circle with the cylinder: (x, y, transverse path,
+    direction azimuth, reached), each (P, L). Centre c = o_T + h R (sin phi0, -cos phi0); the point at turning
+    angle a is c + R u(beta0 - h a)."""
+    cphi, sphi = np.cos(phi0), np.sin(phi0)
     Rs = np.where(curved, R, 1.0)
     hs = np.where(h == 0, 1.0, h)
     cx = x0 + hs * Rs * sphi
@@ -119,13 +112,11 @@ def propagate_to_radius(origin_mm, momentum_gev, charge, radius_mm, b_field_t: f
     a2 = np.where(a2 > two_pi - 1e-9, 0.0, a2)
     a = np.minimum(a1, a2)
     bb = beta0 - hs * a
+    return cx + Rs * np.cos(bb), cy + Rs * np.sin(bb), Rs * a, phi0 - hs * a, ok_helix
 
-    s_T = np.where(curved, Rs * a, sb)
-    reached = np.where(curved, ok_helix, ok_big)
-    phi_dir = np.where(curved, phi0 - hs * a, phi0 - h0 * 2 * theta)
-    x = np.where(curved, cx + Rs * np.cos(bb), xb)
-    y = np.where(curved, cy + Rs * np.sin(bb), yb)
-    z = z0 + s_T * cot
+
+def _crossing_fields(x, y, z, reached, phi_dir, s_T, cot, p, pt, ptot) -> dict:
+    """The output dict of :func:`propagate_to_radius` (NaN where the cylinder is not reached)."""
     nan = np.nan
     x, y, z = (np.where(reached, v, nan) for v in (x, y, z))
     rt = np.hypot(x, y)
@@ -136,8 +127,42 @@ def propagate_to_radius(origin_mm, momentum_gev, charge, radius_mm, b_field_t: f
     direction = np.stack(np.broadcast_arrays(sin_t * np.cos(phi_dir), sin_t * np.sin(phi_dir), cos_t), axis=-1)
     direction = np.where(reached[..., None], direction, nan)
     path = np.where(reached, s_T * np.sqrt(1 + np.nan_to_num(cot) ** 2), nan)
-    return {"x": x, "y": y, "z": z, "eta": eta, "phi": np.mod(phi + np.pi, two_pi) - np.pi, "reached": reached,
+    return {"x": x, "y": y, "z": z, "eta": eta, "phi": np.mod(phi + np.pi, 2 * np.pi) - np.pi, "reached": reached,
             "direction": direction, "path_mm": path}
+
+
+def propagate_to_radius(origin_mm, momentum_gev, charge, radius_mm, b_field_t: float = B_FIELD_T) -> dict:
+    """First crossing of helices with cylinders r = ``radius_mm`` around the beam axis.
+
+    Parameters
+    ----------
+    origin_mm: (P, 3) production points (mm); momentum_gev: (P, 3) momenta (GeV); charge: (P,) in units of e.
+    radius_mm: (L,) cylinder radii (mm). b_field_t: solenoid field along +z (T).
+
+    Returns a dict of (P, L) arrays: ``x, y, z`` (mm), ``eta, phi`` of the crossing point, ``reached`` (bool; False
+    when the helix loops inside the cylinder, or the particle starts outside it, or pT = 0), ``direction`` (P, L, 3)
+    unit momentum direction at the crossing, ``path_mm`` 3D path length. Coordinates of unreached points are NaN.
+    """
+    o, p, q, r = _helix_arrays(origin_mm, momentum_gev, charge, radius_mm)
+    pt = np.hypot(p[:, 0], p[:, 1])
+    ptot = np.linalg.norm(p, axis=1)
+    phi0 = np.arctan2(p[:, 1], p[:, 0])[:, None]
+    cot = np.divide(p[:, 2], pt, out=np.full(pt.shape, np.nan), where=pt > 0)[:, None]
+    R = helix_radius_mm(pt, q, b_field_t)[:, None]
+    x0, y0, z0 = o[:, 0:1], o[:, 1:2], o[:, 2:3]
+    r0sq = x0 ** 2 + y0 ** 2
+    h = (np.sign(q) * np.sign(b_field_t))[:, None]
+    # two forms of the same crossing: the chord form for large radii, the circle intersection for small ones
+    big = ~(np.isfinite(R) & (R < 100.0 * r))
+    xb, yb, sb, phi_b, ok_big = _chord_crossing(x0, y0, r0sq, phi0, R, h, r, big, pt)
+    curved = ~big
+    xs, ys, ss, phi_s, ok_helix = _circle_crossing(x0, y0, r0sq, phi0, R, h, r, curved)
+    s_T = np.where(curved, ss, sb)
+    reached = np.where(curved, ok_helix, ok_big)
+    phi_dir = np.where(curved, phi_s, phi_b)
+    z = z0 + s_T * cot
+    return _crossing_fields(np.where(curved, xs, xb), np.where(curved, ys, yb), z, reached, phi_dir, s_T, cot, p, pt,
+                            ptot)
 
 
 def layer_mid_radii_mm(geometry) -> tuple[list[str], np.ndarray]:
