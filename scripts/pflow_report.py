@@ -1,6 +1,6 @@
 """Re-write ``report.md`` of a ``pcloud bench pflow`` output folder from its ``results.json``.
 
-The report is a pure function of ``results.json`` (:func:`pcloud.bench.pflow._report`), so a report produced by an
+The report is a pure function of ``results.json`` (:func:`pcloud.bench.pflow.render_report`), so a report produced by an
 older version of the formatter can be refreshed without re-running the benchmark:
 
     python scripts/pflow_report.py OUT_DIR [--plot]
@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pcloud.bench.pflow import _report
+from pcloud.bench.pflow import render_report
 
 
 def main(argv=None) -> int:
@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     for key in ("methods", "config", "splits", "conservation"):
         if key not in res:
             raise SystemExit(f"{path}: missing key {key!r}; is this a pcloud bench pflow results.json?")
-    (Path(args.out) / "report.md").write_text(_report(res))
+    (Path(args.out) / "report.md").write_text(render_report(res))
     print(f"wrote {Path(args.out) / 'report.md'}")
     if args.plot:
         from pcloud.plots.pflow import plot_metrics_vs_dr

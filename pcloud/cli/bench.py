@@ -29,6 +29,9 @@ def _bench_singles(args) -> int:
         cfg.tasks = args.tasks.split(",")
     if args.models:
         cfg.models = args.models.split(",")
+    if args.data:
+        cfg.data = list(args.data)
+        cfg.xml = args.xml
     run_singles(cfg)
     return 0
 
@@ -42,7 +45,8 @@ def _bench_pflow(args) -> int:
                       dense_fraction=getattr(args, "dense_fraction", 0.3),
                       generator=getattr(args, "generator", "gun"),
                       ablation=False if getattr(args, "no_ablation", False) else None,
-                      event_model=not getattr(args, "no_event_model", False))
+                      event_model=not getattr(args, "no_event_model", False),
+                      data=list(getattr(args, "data", []) or []))
     res = run_pflow(cfg)
     return 0 if res["all_conserve"] else 1
 
@@ -69,6 +73,10 @@ def register(sub) -> None:
     s.add_argument("--small-models", action="store_true", help="CPU-sized model widths also outside --quick")
     s.add_argument("--resume", action="store_true",
                    help="continue each model from its last checkpoint in OUT/runs (same seed and settings)")
+    s.add_argument("--data", action="append", default=[], metavar="FILE[:LABEL]",
+                   help="your files instead of the simulated tasks: one identification task on them (class 0 = the "
+                        "first class given); repeatable")
+    s.add_argument("--xml", default=None, help="CaloChallenge binning XML of the --data files")
     s.set_defaults(func=_bench_singles)
     p = bsub.add_parser("pflow", help="particle-flow segmentation benchmark (learned vs rule-based vs trivial)")
     mode = p.add_mutually_exclusive_group()
@@ -89,4 +97,6 @@ def register(sub) -> None:
                    help="event generator: the built-in rho/Delta gun (default) or Pythia8 (needs pythia8mc)")
     p.add_argument("--no-ablation", action="store_true", help="skip the PointNet target/loss ablation")
     p.add_argument("--no-event-model", action="store_true", help="skip the whole-event ChargedFractionSegmenter")
+    p.add_argument("--data", action="append", default=[], metavar="FILE.root",
+                   help="MLTree files with per-cell truth instead of generated events; repeatable")
     p.set_defaults(func=_bench_pflow)

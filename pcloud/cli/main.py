@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from . import bench, files
+from . import bench, files, models
 from .errors import CLIError
 
 # ---------------------------------------------------------------------------------------------------- parser
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True)
     s.set_defaults(func=files.cmd_show)
 
+    models.register(sub)
     bench.register(sub)
     return p
 

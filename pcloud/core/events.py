@@ -92,7 +92,16 @@ class TrackCellEvents:
     hits: dict
     meta: dict = field(default_factory=dict)
 
+    #: index columns of each group, stored as int64 (row numbers and cross-references)
+    INDEX_COLUMNS = {"particles": ("event", "parent"), "parents": ("event",), "tracks": ("event", "particle"),
+                     "cells": ("event", "id"), "hits": ("cell", "particle")}
+
     def __post_init__(self):
+        for name, cols in self.INDEX_COLUMNS.items():
+            group = getattr(self, name)
+            for c in cols:
+                if c in group:
+                    group[c] = np.asarray(group[c]).astype(np.int64, copy=False)
         self.particle_offsets = offsets_from_index(self.particles["event"], self.n_events)
         self.track_offsets = offsets_from_index(self.tracks["event"], self.n_events)
         self.cell_offsets = offsets_from_index(self.cells["event"], self.n_events)
@@ -136,7 +145,7 @@ def select_events(events, which):
     new_ev = np.cumsum(keep) - 1
 
     def rows(group):
-        m = keep[group["event"]]
+        m = keep[np.asarray(group.get("event", np.zeros(0)), np.int64)]
         remap = np.full(m.size, -1, np.int64)
         remap[m] = np.arange(int(m.sum()))
         return m, remap
@@ -149,7 +158,10 @@ def select_events(events, which):
     particles = {k: v[pm] for k, v in events.particles.items()}
     particles["event"] = new_ev[particles["event"]]
     par = particles["parent"]
-    particles["parent"] = np.where(par >= 0, r_map[np.maximum(par, 0)], -1)
+    mapped = np.full(par.shape, -1, np.int64)
+    has = par >= 0
+    mapped[has] = r_map[par[has]]
+    particles["parent"] = mapped
     parents = {k: v[rm] for k, v in events.parents.items()}
     parents["event"] = new_ev[parents["event"]]
     tracks = {k: v[tm] for k, v in events.tracks.items()}
@@ -164,4 +176,53 @@ def select_events(events, which):
     meta = {**events.meta, "event_number": old_en[keep]}
     return TrackCellEvents(n_events=int(keep.sum()), geometry_name=events.geometry_name,
                            layer_names=list(events.layer_names), particles=particles, parents=parents, tracks=tracks,
+                           cells=cells, hits=hits, meta=meta)
+
+
+def concatenate_events(parts) -> TrackCellEvents:
+    """Join :class:`TrackCellEvents` of one geometry and layer list (e.g. several files) into one; the rows and
+    cross-references (hits -> cells/particles, tracks -> particles, particles -> parents) are renumbered. Event
+    numbers in ``meta["event_number"]`` are kept (default: the position in each part)."""
+    parts = list(parts)
+    if not parts:
+        raise ValueError("concatenate_events: nothing to concatenate")
+    first = parts[0]
+    for p in parts[1:]:
+        if p.geometry_name != first.geometry_name or list(p.layer_names) != list(first.layer_names):
+            raise ValueError(f"concatenate_events: geometry/layers {p.geometry_name} {list(p.layer_names)} differ "
+                             f"from {first.geometry_name} {list(first.layer_names)}")
+    if len(parts) == 1:
+        return first
+
+    def shifted(groups, key, col, offsets, keep_negative=False):
+        out = []
+        for g, off in zip(groups, offsets):
+            v = np.asarray(g[key][col])
+            out.append(np.where(v >= 0, v + off, v) if keep_negative else v + off)
+        return np.concatenate(out)
+
+    n_ev = np.cumsum([0] + [p.n_events for p in parts])[:-1]
+    n_cells = np.cumsum([0] + [p.cells["event"].size for p in parts])[:-1]
+    n_part = np.cumsum([0] + [p.particles["event"].size for p in parts])[:-1]
+    n_par = np.cumsum([0] + [len(p.parents.get("event", ())) for p in parts])[:-1]
+    groups = [{"particles": p.particles, "parents": p.parents, "tracks": p.tracks, "cells": p.cells,
+               "hits": p.hits} for p in parts]
+
+    def group(name, shifts):
+        keys = [k for k in groups[0][name] if all(k in g[name] for g in groups)]
+        out = {k: np.concatenate([np.asarray(g[name][k]) for g in groups]) for k in keys}
+        for col, (offsets, neg) in shifts.items():
+            if col in out:
+                out[col] = shifted(groups, name, col, offsets, neg)
+        return out
+
+    particles = group("particles", {"event": (n_ev, False), "parent": (n_par, True)})
+    parents = group("parents", {"event": (n_ev, False)})
+    tracks = group("tracks", {"event": (n_ev, False), "particle": (n_part, True)})
+    cells = group("cells", {"event": (n_ev, False)})
+    hits = group("hits", {"cell": (n_cells, False), "particle": (n_part, False)})
+    en = np.concatenate([np.asarray(p.meta.get("event_number", np.arange(p.n_events)), np.int64) for p in parts])
+    meta = {**first.meta, "event_number": en, "n_parts": len(parts)}
+    return TrackCellEvents(n_events=int(sum(p.n_events for p in parts)), geometry_name=first.geometry_name,
+                           layer_names=list(first.layer_names), particles=particles, parents=parents, tracks=tracks,
                            cells=cells, hits=hits, meta=meta)

@@ -161,7 +161,9 @@ def paired_rejection_difference(y_true, score_a, score_b, signal_efficiency=(0.6
         std = np.array([np.std(diffs[ok[:, j], j], ddof=1) if n_ok[j] >= max(2, 0.9 * n_boot) else np.nan
                         for j in range(eff.size)])
         frac = np.where(n_ok > 0, ((diffs > 0) & ok).sum(0) / np.maximum(n_ok, 1), np.nan)
-    return {"signal_efficiency": eff, "difference": ra - rb, "bootstrap_std": std, "fraction_a_better": frac,
+    with np.errstate(invalid="ignore"):  # both rejections infinite (no background passes): NaN difference
+        diff = ra - rb
+    return {"signal_efficiency": eff, "difference": diff, "bootstrap_std": std, "fraction_a_better": frac,
             "n_boot": n_boot}
 
 

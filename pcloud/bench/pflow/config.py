@@ -65,6 +65,8 @@ class PflowConfig:
     write_mltree: bool = True
     plots: bool = True
     n_displays: int = 2
+    #: MLTree files (with per-cell truth) used instead of generated events; the generator settings are then unused
+    data: list = field(default_factory=list)
 
     @property
     def mode(self) -> str:

@@ -9,8 +9,15 @@ from .config import PYTHIA_GENERATORS, PflowConfig
 
 
 def generate_pflow_events(geometry, cfg: PflowConfig):
-    """The benchmark events of ``cfg``: :func:`pcloud.pflow.samples.mixture_truth` (standard + dense component)
+    """The benchmark events of ``cfg``: the MLTree files of ``cfg.data`` (read with per-cell truth; their cells
+    are re-clustered by the benchmark) or :func:`pcloud.pflow.samples.mixture_truth` (standard + dense component)
     simulated with :func:`pcloud.sim.events.simulate_events`."""
+    if cfg.data:
+        from ...pipeline.pflow import read_events
+
+        events, _, inputs = read_events(cfg.data, need_truth=True, geometry=geometry)
+        events.meta.update(n_dense_events=0, generator="files: " + ", ".join(str(i.path) for i in inputs))
+        return events
     rng = np.random.default_rng(cfg.seed)
     if cfg.generator in PYTHIA_GENERATORS:
         from ...sim.pythia import generate_pythia_events

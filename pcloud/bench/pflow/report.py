@@ -106,19 +106,29 @@ def failure_notes(methods: dict, names=None) -> list[str]:
     return out
 
 
-def _header(res: dict, m: dict, main: list, abl: set, cut, cfg: dict) -> list[str]:
-    """Title, sample description and the headline table."""
-    smp = res.get("sample") or {}
-    gen = cfg.get("generator", "gun")
-    lines = ["# pcloud bench pflow", "",
-             f"Mode **{res.get('mode')}**. Generator **{gen}**{'' if gen == 'gun' else ' (gun settings unused)'}. "
+def _generated_sample(res: dict, cfg: dict, smp: dict, gen: str) -> str:
+    """The description of a generated event sample."""
+    return (f"Mode **{res.get('mode')}**. Generator **{gen}**{'' if gen == 'gun' else ' (gun settings unused)'}. "
              f"Events: {cfg['n_events']} ({', '.join(cfg['parents'])}; E "
              f"{cfg['energy_gev'][0]}-{cfg['energy_gev'][1]} GeV): standard component {cfg['n_parents'][0]}-"
              f"{cfg['n_parents'][1]} parents at DeltaR {cfg['parent_dr'][0]}-{cfg['parent_dr'][1]} from the first; "
              f"dense component ({cfg['dense_fraction']:.0%} of the events, {smp.get('n_dense_events_generated')} "
              f"events) {cfg['dense_n_parents'][0]}-{cfg['dense_n_parents'][1]} parents at DeltaR "
              f"{cfg['dense_dr'][0]}-{cfg['dense_dr'][1]}. Splits {res['splits']['counts']} (seed {cfg['seed']}). "
-             f"Geometry {cfg['geometry']} (pcloud parametrised fast simulation, not Geant4).",
+             f"Geometry {cfg['geometry']} (pcloud parametrised fast simulation, not Geant4).")
+
+
+def _header(res: dict, m: dict, main: list, abl: set, cut, cfg: dict) -> list[str]:
+    """Title, sample description and the headline table."""
+    smp = res.get("sample") or {}
+    gen = cfg.get("generator", "gun")
+    if cfg.get("data"):
+        sample = (f"Mode **{res.get('mode')}**. Events read from MLTree files {', '.join(cfg['data'])} (cells "
+                  f"re-clustered 4/2/0 by pcloud; generator settings unused). Splits {res['splits']['counts']} "
+                  f"(seed {cfg['seed']}). Geometry {cfg['geometry']}.")
+    else:
+        sample = _generated_sample(res, cfg, smp, gen)
+    lines = ["# pcloud bench pflow", "", sample,
              f"Test sample: {smp.get('test_events')} events, {smp.get('test_tracks')} tracks; "
              f"{smp.get('test_tracks_dr_lt_cut')} tracks with another particle within DeltaR < {cut} "
              f"({smp.get('test_tracks_dr_lt_0.05')} within 0.05; {smp.get('test_tracks_other_parent_dr_lt_cut')} "

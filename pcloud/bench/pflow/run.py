@@ -78,8 +78,9 @@ class _Run:
         if min(self.counts.values()) == 0:
             raise ValueError(f"bench pflow: an empty split {self.counts}; use more events (n_events = {cfg.n_events})")
         self.train, self.val, self.test = parts["train"], parts["val"], parts["test"]
+        source = "read" if cfg.data else "generated"
         self.log(f"[pflow] {events.n_events} events ({self.counts}), {events.tracks['event'].size} tracks, "
-                 f"{events.cells['event'].size} cells, generated in {self.timings['generate_s']:.1f} s")
+                 f"{events.cells['event'].size} cells, {source} in {self.timings['generate_s']:.1f} s")
         cl_train = topo_cluster_events(geometry, self.train)
         self.cl_test = topo_cluster_events(geometry, self.test)
         mask_train = cl_train.cell_cluster >= 0

@@ -34,6 +34,10 @@ class SinglesConfig:
     resume: bool = False
     #: CPU-sized model widths (default: on in quick mode); full widths follow the papers more closely
     small_models: bool | None = None
+    #: the user's files (``FILE[:LABEL]``): one identification task "data" on them instead of the simulated tasks;
+    #: ``n_per_class`` then caps the events per class (default: all)
+    data: list[str] = field(default_factory=list)
+    xml: str | None = None
 
     def resolved(self) -> "SinglesConfig":
         c = SinglesConfig(**asdict(self))
@@ -41,14 +45,18 @@ class SinglesConfig:
             v = getattr(c, k)
             if v is not None and v <= 0:
                 raise ValueError(f"{k} must be a positive integer, got {v}")
-        c.n_per_class = c.n_per_class or (700 if c.quick else 20000)
+        if c.data:
+            c.tasks = ["data"]
+            c.occupancy_study = False
+        else:
+            c.n_per_class = c.n_per_class or (700 if c.quick else 20000)
         c.epochs = c.epochs or (8 if c.quick else 40)
         c.max_points = c.max_points or (96 if c.quick else 384)
         if c.max_minutes_per_model is None and c.quick:
             c.max_minutes_per_model = 1.5
         if c.small_models is None:
             c.small_models = c.quick
-        unknown = [t for t in c.tasks if t not in TASKS]
+        unknown = [t for t in c.tasks if t not in TASKS and not (c.data and t == "data")]
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; known: {sorted(TASKS)}")
         bad = [m for m in c.models if m not in POINT_MODEL_NAMES + DENSE_MODEL_NAMES]

@@ -22,7 +22,7 @@ from .config import REFERENCE, TASK_MODE, SinglesConfig
 from .models import POINT_MODEL_NAMES, build, image_tensors, point_tensors
 from .occupancy import occupancy_study
 from .report import headline
-from .tasks import TASKS, SinglesTask, build_dataset
+from .tasks import TASKS, SinglesTask, build_dataset, data_task
 
 def _log(msg: str) -> None:
     print(msg, flush=True)
@@ -113,9 +113,13 @@ class _TaskData:
 def _prepare_task(task: SinglesTask, cfg: SinglesConfig, out: Path) -> _TaskData:
     """Simulate (or select) the task's showers, split them by event number (saved), build the tensors."""
     t0 = time.perf_counter()
-    mode = TASK_MODE[task.geometry]
-    _log(f"[{task.name}] simulating {cfg.n_per_class} showers per class ({task.geometry}, {mode} mode)")
-    showers = build_dataset(task, cfg.n_per_class, cfg.seed, mode=mode, log=_log)
+    if task.showers is not None:
+        mode, showers = "file", task.showers
+        _log(f"[{task.name}] {showers.n_events} showers from the user's files ({task.geometry})")
+    else:
+        mode = TASK_MODE[task.geometry]
+        _log(f"[{task.name}] simulating {cfg.n_per_class} showers per class ({task.geometry}, {mode} mode)")
+        showers = build_dataset(task, cfg.n_per_class, cfg.seed, mode=mode, log=_log)
     splits = Splits({"train": 0.7, "val": 0.15, "test": 0.15},
                     seed=cfg.seed if cfg.split_seed is None else cfg.split_seed)
     ev = showers.truth["event_number"]
@@ -237,8 +241,9 @@ def run_singles(cfg: SinglesConfig) -> dict:
          f"output {out}")
     results: dict = {"tasks": {}, "config": asdict(cfg), "device": _device_text(device)}
     raw: dict = {}
+    tasks = {"data": data_task(cfg.data, cfg.xml, cfg.n_per_class, log=_log)} if cfg.data else TASKS
     for name in cfg.tasks:
-        r = run_task(TASKS[name], cfg, device, out)
+        r = run_task(tasks[name], cfg, device, out)
         raw[name] = {k: r.pop(k) for k in ("_scores", "_test_label", "_test_energy")}
         results["tasks"][name] = r
         _write_json(out / "results.json", results)  # partial results survive an interruption

@@ -70,6 +70,8 @@ class SinglesTask:
     #: ``energy_gev`` independently). A selection that depends on energy (pi0 opening angle, pion HCAL/ECAL) would
     #: otherwise let a classifier separate the classes by energy alone.
     match_energy_to: int | None = None
+    #: showers of a task made from the user's files (``pcloud bench singles --data``); None: simulated
+    showers: ShowerImages | None = field(default=None, repr=False)
 
     @property
     def n_classes(self) -> int:
@@ -193,3 +195,27 @@ def build_dataset(task: SinglesTask, n_per_class: int, seed: int, mode: str = "t
     data.truth["event_number"] = np.arange(data.n_events, dtype=np.int64) + 1_000_000 * (seed % 1000)
     data.meta.update({"task": task.name, "selection": task.selection_text, "mode": mode})
     return data
+
+
+def data_task(specs, xml=None, max_per_class: int | None = None, log=print) -> SinglesTask:
+    """The identification task of the user's files (``pcloud bench singles --data FILE:LABEL ...``): classes in the
+    order given (class 0 is the signal), events read through :func:`pcloud.pipeline.inputs.load_showers` (at most
+    ``max_per_class`` per class), energies as stored (no EM-scale calibration: give calibrated files)."""
+    from ...pipeline.inputs import load_showers, parse_data_specs, resolve_classes
+
+    inputs = parse_data_specs(specs, xml=xml)
+    classes = resolve_classes(inputs, None, xml=xml)
+    if len(classes) < 2:
+        raise ValueError(f"bench singles --data: need at least two classes, the files hold {classes}; give each "
+                         f"file's class as FILE:LABEL")
+    showers = load_showers(inputs, classes, xml=xml, max_per_class=max_per_class)
+    counts = np.bincount(showers.truth["label"], minlength=len(classes))
+    log(f"  [data] {showers.n_events} events from {len(inputs)} file(s): "
+        + ", ".join(f"{c} {n}" for c, n in zip(classes, counts)))
+    e = np.asarray(showers.truth.get("energy_gev", np.zeros(showers.n_events)), np.float64)
+    g = showers.geometry
+    return SinglesTask(name="data", geometry=g.name, classes=[[c] for c in classes], class_names=list(classes),
+                       energy_gev=(float(np.nanmin(e)), float(np.nanmax(e))) if e.size else (0.0, 1.0),
+                       kind="id", description=f"{' vs '.join(classes)} from {', '.join(str(i.path) for i in inputs)}",
+                       working_points=(0.6, 0.7, 0.8, 0.9, 0.99) if len(classes) == 2 else (),
+                       shape_set="calogan20" if g.name == "calogan" else "all", showers=showers)

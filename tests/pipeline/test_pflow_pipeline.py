@@ -1,0 +1,60 @@
+"""Particle flow on MLTree files: train / evaluate / predict and the benchmark's file input."""
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pcloud.bench.pflow import PflowConfig
+from pcloud.bench.pflow.events import generate_pflow_events
+from pcloud.io.mltree import write_mltree
+from pcloud.pflow.topocluster import topo_cluster_events
+from pcloud.pipeline.config import run_config
+from pcloud.pipeline.inputs import InputError
+from pcloud.pipeline.pflow import evaluate_pflow, predict_pflow, read_events, train_pflow
+from pcloud.sim.events import generate_events
+
+
+@pytest.fixture(scope="module")
+def mltree_files(tmp_path_factory, atlas):
+    d = tmp_path_factory.mktemp("mltree")
+    out = []
+    for seed, n in ((1, 70), (2, 30)):
+        ev = generate_events(atlas, n, np.random.default_rng(seed), parent=["rho", "delta"], n_parents=(1, 2),
+                             dr=(0.05, 0.3), energy_gev=(10, 60))
+        write_mltree(d / f"ev{seed}.root", ev, topo_cluster_events(atlas, ev), atlas)
+        out.append(d / f"ev{seed}.root")
+    return out
+
+
+def test_files_are_joined_with_their_truth(mltree_files, atlas):
+    events, clusters, inputs = read_events([str(p) for p in mltree_files], need_truth=True, geometry=atlas)
+    assert events.n_events == 100 and [i.n_events for i in inputs] == [70, 30]
+    assert clusters.n_events == 100 and clusters.cell_cluster.size == events.cells["event"].size
+    # cross-references survive the join: every hit points at a particle of its own event
+    assert np.all(events.particles["event"][events.hits["particle"]] == events.cells["event"][events.hits["cell"]])
+    assert np.all(events.tracks["event"] == events.particles["event"][events.tracks["particle"]])
+    cfg = PflowConfig(data=[str(p) for p in mltree_files], quick=True).resolved()
+    assert generate_pflow_events(atlas, cfg).n_events == 100
+
+
+def test_train_evaluate_predict_pflow(mltree_files, tmp_path):
+    cfg = run_config(None, ["train.epochs=1", "train.batch_size=32", "data.max_points=64"],
+                     data=[str(mltree_files[0])], task="pflow")
+    res = train_pflow(cfg, tmp_path / "P", log=lambda s: None)
+    assert set(res["methods"]) == {"iterative", "common"} and res["split"] == "test"
+    for r in res["methods"].values():
+        assert r["conservation"]["max_violation_gev"] < 1e-6 and 0 <= r["f1"] <= 1
+    ev = evaluate_pflow(tmp_path / "P", [str(mltree_files[1])], tmp_path / "E", log=lambda s: None)
+    assert ev["n_events"] == 30
+    info = predict_pflow(tmp_path / "P", str(mltree_files[1]), tmp_path / "p.parquet", log=lambda s: None)
+    t = pq.read_table(tmp_path / "p.parquet").to_pydict()
+    assert len(t["cell_id"]) == info["n_cells"]
+    e = np.asarray(t["energy_gev"])
+    for mode in ("iterative", "common"):  # attributed + neutral = measured, cell by cell
+        charged = np.array([sum(f) for f in t[f"fraction_{mode}"]]) * np.where(e > 0, e, 0)
+        np.testing.assert_allclose(charged + np.asarray(t[f"neutral_{mode}_gev"]), e, atol=1e-9)
+    assert all(len(a) == len(b) for a, b in zip(t["track_index"], t["fraction_iterative"]))
+
+
+def test_image_files_are_refused_for_particle_flow(calogan_files):
+    with pytest.raises(InputError, match="cannot be used for task 'pflow'"):
+        read_events([str(calogan_files["e"])], need_truth=True)
