@@ -126,6 +126,13 @@ def prepare_data(cfg: RunConfig, out: Path, log=print) -> dict:
             "global_fields": [section_field(s.name) for s in geometry.sections]}
 
 
+def _run_settings(cfg: RunConfig) -> dict:
+    """The recipe a checkpoint must match to be resumed (the epochs and time budget may change)."""
+    d = cfg.to_dict()
+    d["train"] = {k: v for k, v in d["train"].items() if k not in ("epochs", "max_minutes", "workers")}
+    return {"recipe": json.dumps(d, sort_keys=True, default=str)}
+
+
 def _loader(ds: CloudDataset, workers: int):
     return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
                                        persistent_workers=False) if workers else ds
@@ -154,7 +161,8 @@ def train(cfg: RunConfig, out, log=print) -> dict:
     val_ds = CloudDataset(p["store"], shuffle=False, split="val", **common)
     trainer = Trainer(model, task_loss(task), run_dir=out / "runs", epochs=t["epochs"], batch_size=t["batch_size"],
                       lr=t["lr"], patience=t["patience"], device=str(select_device(cfg.device)), seed=cfg.seed,
-                      max_minutes=t.get("max_minutes"), log=lambda s: log(f"[train] {s}"), progress=False)
+                      max_minutes=t.get("max_minutes"), log=lambda s: log(f"[train] {s}"), progress=False,
+                      settings=_run_settings(cfg))
     result = trainer.fit(_loader(train_ds, t["workers"]), _loader(val_ds, t["workers"]))
     data_meta = {"features": list(d["features"]), "max_points": d["max_points"],
                  "threshold_gev": d["threshold_mev"] / 1000.0, "classes": p["classes"],

@@ -4,8 +4,13 @@ Data are either a dict of tensors with the event axis first (sliced into mini-ba
 datasets that fit in memory) or any re-iterable of batch dicts (e.g. a torch DataLoader over a streamed Parquet store).
 The model maps a batch dict to a dict of outputs; ``loss_fn(outputs, batch) -> (loss, {name: float})``.
 
-Checkpoints: ``run_dir/last.pt`` after every epoch (model, optimiser, epoch, best validation loss, history, RNG states)
-and ``run_dir/best.pt`` whenever the validation loss improves; ``resume=True`` continues from ``last.pt``.
+Checkpoints: ``run_dir/last.pt`` after every epoch (model, optimiser, epoch, best validation loss, the early-stopping
+counter, history, training time, RNG states and the run's ``settings``) and ``run_dir/best.pt`` whenever the validation
+loss improves. ``resume=True`` continues from ``last.pt`` exactly where the uninterrupted run would be (same RNG
+states, same patience counter; a run that had already stopped early stays stopped), and refuses a checkpoint written
+with other ``settings`` (naming the keys that differ), so a resumed run can never silently reuse models trained with
+another seed or recipe. ``epochs`` and ``max_minutes`` are not settings: they may be raised to train longer.
+Checkpoints are read with :func:`pcloud.train.checkpoint.safe_load` (tensors, numbers, strings, lists, dicts only).
 Device: ``"auto"`` picks CUDA when available, else CPU. On CUDA the forward pass runs under bfloat16 autocast when
 ``amp`` is set; on CPU everything is float32.
 """
@@ -23,7 +28,7 @@ import numpy as np
 import torch
 
 from ..core.atomic import atomic_output
-from .checkpoint import safe_load
+from .checkpoint import CheckpointError, safe_load
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -96,7 +101,8 @@ class Trainer:
                  epochs: int = 20, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 0.0,
                  patience: int = 5, min_delta: float = 0.0, grad_clip: float | None = 5.0, amp: bool = True,
                  device: str = "auto", seed: int = 1, progress="auto", max_minutes: float | None = None,
-                 target_val_loss: float | None = None, log: Callable[[str], None] | None = print, **_ignored):
+                 target_val_loss: float | None = None, log: Callable[[str], None] | None = print,
+                 settings: dict | None = None, **_ignored):
         self.device = select_device(device)
         self.model = model.to(self.device)
         self.loss_fn = loss_fn
@@ -111,13 +117,26 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(seed)
         self.start_epoch = 0
         self.result = TrainResult()
+        self.bad_epochs = 0
+        self.finished = False
+        self.seconds_before = 0.0
+        # the run's identity: what a checkpoint must match to be resumed (JSON-like values only)
+        self.settings = {"seed": int(seed), "batch_size": int(batch_size), "lr": float(lr),
+                         "weight_decay": float(weight_decay), "patience": int(patience), "min_delta": float(min_delta),
+                         "grad_clip": grad_clip, "model": type(model).__name__,
+                         "n_params": int(sum(q.numel() for q in model.parameters())), **(settings or {})}
 
     # -------------------------------------------------------------------------------------------- checkpoints
     def _state(self, epoch: int) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": epoch,
                 "best_val_loss": self.result.best_val_loss, "best_epoch": self.result.best_epoch,
                 "history": self.result.history, "generator": self.generator.get_state(),
-                "torch_rng": torch.get_rng_state()}
+                "torch_rng": torch.get_rng_state(), "bad_epochs": self.bad_epochs, "finished": self.finished,
+                "stopped_early": self.result.stopped_early, "seconds": self.seconds_before + self._elapsed(),
+                "settings": self.settings}
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self._t0 if getattr(self, "_t0", None) is not None else 0.0
 
     def save(self, name: str, epoch: int) -> Path | None:
         if self.run_dir is None:
@@ -133,6 +152,17 @@ class Trainer:
         if self.run_dir is None or not (self.run_dir / "last.pt").exists():
             return False
         st = safe_load(self.run_dir / "last.pt", map_location=self.device)
+        saved = st.get("settings")
+        if saved is None:
+            raise CheckpointError(f"{self.run_dir / 'last.pt'}: a checkpoint without run settings (written by an "
+                                  f"older pcloud); it cannot be checked against this run: start without --resume")
+        diff = {k: (saved.get(k), v) for k, v in self.settings.items() if saved.get(k) != v}
+        diff.update({k: (v, None) for k, v in saved.items() if k not in self.settings})
+        if diff:
+            text = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
+            raise CheckpointError(f"{self.run_dir / 'last.pt'}: resume refused: the checkpoint was written with "
+                                  f"other settings ({text}); rerun with the original settings, or without --resume "
+                                  f"(after removing {self.run_dir})")
         self.model.load_state_dict(st["model"])
         self.optimizer.load_state_dict(st["optimizer"])
         self.start_epoch = int(st["epoch"]) + 1
@@ -141,6 +171,11 @@ class Trainer:
         self.result.history = list(st["history"])
         self.generator.set_state(st["generator"])
         torch.set_rng_state(st["torch_rng"])
+        self.bad_epochs = int(st["bad_epochs"])
+        self.finished = bool(st["finished"])
+        self.result.stopped_early = bool(st["stopped_early"])
+        self.result.epochs_run = self.start_epoch
+        self.seconds_before = float(st["seconds"])
         self.log(f"resumed from {self.run_dir / 'last.pt'} at epoch {self.start_epoch}")
         return True
 
@@ -184,10 +219,11 @@ class Trainer:
         seed_everything(self.seed)
         if resume:
             self.resume()
-        t0 = time.perf_counter()
-        bad_epochs = 0
+        t0 = self._t0 = time.perf_counter()
         self._best_state = None
         for epoch in range(self.start_epoch, self.epochs):
+            if self.finished:  # a resumed run that had stopped early (or on its budget) stays stopped
+                break
             self.model.train()
             _set_epoch(train, epoch)
             batches = iterate_batches(train, self.batch_size, shuffle=True, generator=self.generator)
@@ -216,7 +252,7 @@ class Trainer:
             if tr_n == 0:
                 raise ValueError("Trainer.fit: training data is empty (no batch of at least 2 events)")
             val_loss, parts = self.evaluate_loss(val)
-            elapsed = time.perf_counter() - t0
+            elapsed = self.seconds_before + time.perf_counter() - t0
             rec = {"epoch": epoch, "train_loss": tr_loss / max(tr_n, 1), "val_loss": val_loss, "seconds": elapsed,
                    **{f"val_{k}": v for k, v in parts.items()}}
             self.result.history.append(rec)
@@ -226,25 +262,28 @@ class Trainer:
             improved = val_loss < self.result.best_val_loss - self.min_delta
             if improved:
                 self.result.best_val_loss, self.result.best_epoch = val_loss, epoch
-                bad_epochs = 0
+                self.bad_epochs = 0
                 if self.run_dir is None:
                     self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
                 else:
                     self.save("best.pt", epoch)
             else:
-                bad_epochs += 1
+                self.bad_epochs += 1
+            self.result.epochs_run = epoch + 1
+            stop = None
+            if self.bad_epochs >= self.patience:
+                self.result.stopped_early = True
+                stop = f"early stop: no improvement for {self.patience} epochs (best epoch {self.result.best_epoch})"
+            elif self.max_minutes is not None and elapsed > 60 * self.max_minutes:
+                stop = f"stopping: time budget of {self.max_minutes} min reached"
+            self.finished = stop is not None
             self.save("last.pt", epoch)
             self.log(f"epoch {epoch}: train {rec['train_loss']:.4g}  val {val_loss:.4g}"
                      f"{'  *' if improved else ''}  ({elapsed:.1f} s)")
-            self.result.epochs_run = epoch + 1
-            if bad_epochs >= self.patience:
-                self.result.stopped_early = True
-                self.log(f"early stop: no improvement for {self.patience} epochs (best epoch {self.result.best_epoch})")
+            if stop:
+                self.log(stop)
                 break
-            if self.max_minutes is not None and elapsed > 60 * self.max_minutes:
-                self.log(f"stopping: time budget of {self.max_minutes} min reached")
-                break
-        self.result.seconds = time.perf_counter() - t0
+        self.result.seconds = self.seconds_before + time.perf_counter() - t0
         self.load_best()
         return self.result
 

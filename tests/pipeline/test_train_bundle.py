@@ -1,7 +1,6 @@
 """pcloud train / evaluate / predict end to end on small files; model bundles load safely or refuse clearly."""
 import json
 import os
-import pickle
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -98,8 +97,7 @@ def test_crafted_pickle_in_a_bundle_never_runs(bundle, tmp_path, monkeypatch):
     out, _ = bundle
     monkeypatch.chdir(tmp_path)
     b = _copy_bundle(out, tmp_path / "evil")
-    with open(b / "weights.pt", "wb") as f:
-        pickle.dump({"model": _Boom()}, f)
+    torch.save({"model": _Boom()}, b / "weights.pt")  # a real torch file whose pickle would run a command
     meta = json.loads((b / "bundle.json").read_text())  # an attacker can also fix the recorded hash
     import hashlib
     meta["weights"].update(bytes=(b / "weights.pt").stat().st_size,

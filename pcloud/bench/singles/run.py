@@ -152,7 +152,8 @@ def _learned_models(task: SinglesTask, cfg: SinglesConfig, device: torch.device,
         data = {**d.targets, **(d.points if name in POINT_MODEL_NAMES else d.images)}
         trainer = Trainer(model, _loss(task), run_dir=out / "runs" / task.name / name, epochs=cfg.epochs,
                           batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience, device=str(device),
-                          seed=cfg.seed, max_minutes=cfg.max_minutes_per_model, log=None)
+                          seed=cfg.seed, max_minutes=cfg.max_minutes_per_model, log=None,
+                          settings=_run_settings(task, cfg, name))
         result = trainer.fit(_select(data, d.idx["train"]), _select(data, d.idx["val"]), resume=cfg.resume)
         pred = trainer.predict(_select(data, test))
         entry: dict = {"family": "point" if name in POINT_MODEL_NAMES else "dense",
@@ -176,6 +177,13 @@ def _learned_models(task: SinglesTask, cfg: SinglesConfig, device: torch.device,
         d.res["models"][name] = entry
         _log(f"[{task.name}] {name:<16} {headline(entry)}  ({time.perf_counter() - tm:.0f} s)")
     return histories, scores
+
+
+def _run_settings(task: SinglesTask, cfg: SinglesConfig, name: str) -> dict:
+    """What a checkpoint of this model must have been trained with to be resumed (``--resume``)."""
+    return {"task": task.name, "model_name": name, "n_per_class": cfg.n_per_class, "threshold_mev": cfg.threshold_mev,
+            "max_points": cfg.max_points, "small_models": bool(cfg.small_models), "split_seed": cfg.split_seed,
+            "data": list(cfg.data), "quick": bool(cfg.quick)}
 
 
 def _time_to_target(res: dict, histories: dict) -> None:
