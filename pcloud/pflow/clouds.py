@@ -343,7 +343,8 @@ def track_clouds(events, geometry, dr_max: float = 0.2, cell_energy_gev=None, tr
     ev_fields = {
         "event_number": _event_numbers(events)[ev], "event": ev, "focal_track_row": rows,
         "focal_track_index": (rows - t_off[ev]).astype(np.int32),
-        "focal_truth_index": (T["particle"][rows] - particle_first).astype(np.int32),
+        "focal_truth_index": np.where(T["particle"][rows] >= 0, T["particle"][rows] - particle_first,
+                                      -1).astype(np.int32),
         "focal_track_pt": np.asarray(T["pt_gev"], np.float64)[rows],
         "focal_track_p": np.asarray(T["p_gev"], np.float64)[rows],
         "focal_track_eta": ref_eta, "focal_track_phi": ref_phi, "focal_ref_layer": ref_l.astype(np.int32),
