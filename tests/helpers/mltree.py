@@ -104,8 +104,10 @@ def _cell_geo_columns(noise_name="cell_geo_sigma", exclude=()):
     g = [GEO[k] for k in order]
     return [Column("cell_geo_ID", "ulong", [ID[k] for k in order], o),
             Column("cell_geo_sampling", "ushort", [x[0] for x in g], o),
-            Column("cell_geo_eta", "float", [x[1] for x in g], o), Column("cell_geo_phi", "float", [x[2] for x in g], o),
-            Column("cell_geo_rPerp", "float", np.full(n, 1700.0), o), Column(noise_name, "float", [x[3] for x in g], o)]
+            Column("cell_geo_eta", "float", [x[1] for x in g], o),
+            Column("cell_geo_phi", "float", [x[2] for x in g], o),
+            Column("cell_geo_rPerp", "float", np.full(n, 1700.0), o),
+            Column(noise_name, "float", [x[3] for x in g], o)]
 
 
 def cell_geo_file(path, exclude=(), noise_name="cell_geo_electronicNoise", container=None):

@@ -152,6 +152,20 @@ def test_leading_truth_only_and_no_cellgeo(tmp_path, atlas, simulated):
     np.testing.assert_allclose(d.events.cells["noise_sigma_gev"], ev.cells["noise_sigma_gev"][sel])
 
 
+@pytest.mark.parametrize("container", CONTAINERS)
+def test_empty_selections(tmp_path, atlas, simulated, container):
+    from pcloud.core.events import select_events
+
+    ev, _ = simulated
+    for name, keep in (("none", np.zeros(ev.n_events, bool)), ("one", np.arange(ev.n_events) == 2)):
+        sub = select_events(ev, keep)
+        cl = topo_cluster_events(atlas, sub)
+        w = write_mltree(tmp_path / f"{name}.root", sub, cl, atlas, container=container)
+        d = read_mltree(w)
+        assert d.events.n_events == w.n_events == keep.sum() and d.events.cells["id"].size == w.n_cells
+        assert len(d.clusters) == w.n_clusters
+
+
 def test_threshold_and_negative_clusters_are_counted(tmp_path, atlas, simulated):
     ev, cl = simulated
     w = write_mltree(tmp_path / "all.root", ev, cl, atlas, container="rntuple", cell_threshold_gev=-np.inf,
@@ -267,6 +281,14 @@ def test_bad_files(tmp_path, atlas, simulated):
                                   "cluster_cell_E": ak.Array([[1.0, 2.0]])})
     with pytest.raises(FormatError, match="flattened layout"):
         read_mltree(flat, geometry=atlas)
+    old = tmp_path / "old.root"          # pcloud's earlier nested files: truth in GeV, no runNumber
+    with uproot.recreate(old) as f:
+        f.mkrntuple("EventTree", {"trackPt": ak.Array([[1.0]]), "trackEta": ak.Array([[0.1]]),
+                                  "trackPhi": ak.Array([[0.1]]), "cluster_cell_ID": ak.Array([[[1]]]),
+                                  "cluster_cell_E": ak.Array([[[1.0]]]),
+                                  "cluster_cell_hitsTruthE_EM": ak.Array([[[[0.5]]]])})
+    with pytest.raises(FormatError, match="earlier pcloud version"):
+        read_mltree(old, geometry=atlas)
     with pytest.raises(FormatError, match="cell_geo_ID"):          # identifiers missing from the geometry file
         read_mltree(athena_style_file(tmp_path / "a.root"), geo=cell_geo_file(tmp_path / "g.root", exclude="C"))
 

@@ -131,6 +131,10 @@ def _event_arrays(t, path, layer_names, entry_start, entry_stop):
     if missing:
         raise FormatError(path, f"EventTree branches {missing}", f"the required MLTree branches {list(REQUIRED)}",
                           f"{len(names)} branches without them")
+    if "cluster_cell_hitsTruthE_EM" in names and "runNumber" not in names:
+        raise FormatError(path, "EventTree", "an MLTree file (MLTreeMaker always writes runNumber)",
+                          "a file of an earlier pcloud version (per-cell truth in GeV, no runNumber)",
+                          hint="write it again with this version")
     wanted = [b for b in USED + tuple(f"track{c}_{lay}" for lay in layer_names for c in ("Eta", "Phi"))
               if b in names]
     with _unreadable(path, "tree 'EventTree' (branch data)"):

@@ -90,7 +90,8 @@ class TreeWriter {
     file->cd();
     tree_ = new TTree(name, title);  // owned by the file
   }
-  ~TreeWriter() { tree_->ResetBranchAddresses(); }
+  // the tree belongs to the file: detach() before the file closes, never touch the tree afterwards
+  void detach() { if (tree_) tree_->ResetBranchAddresses(); tree_ = nullptr; }
   void scalar_i(const char* n, const int* s) { leaf(n, new Scalar<int, int>(s), "I"); }
   void scalar_l(const char* n, const long* s) { leaf(n, new Scalar<Long64_t, long>(s), "L"); }
   void scalar_ui(const char* n, const unsigned int* s) { leaf(n, new Scalar<unsigned int, unsigned int>(s), "i"); }
@@ -117,6 +118,7 @@ class TreeWriter {
   }
   void write() {
     if (tree_->Write() <= 0) throw std::runtime_error(std::string("TTree::Write failed for ") + tree_->GetName());
+    detach();
   }
 
  private:
@@ -227,15 +229,19 @@ def _declare(ROOT) -> None:
         _STATE["declared"] = True
 
 
-def _add(writer, col: Column) -> None:
+def _buffer(a: np.ndarray) -> np.ndarray:
+    """cppyy cannot pass a zero-size array as a pointer; an empty column gets a never-read one-element buffer."""
+    return a if a.size else np.zeros(1, a.dtype)
+
+
+def _add(writer, col: Column) -> np.ndarray:
     suffix = {"int": "i", "long": "l", "uint": "ui", "float": "f", "ulong": "ul", "ushort": "us"}[col.kind]
     method = getattr(writer, ("scalar_" if col.depth == 0 else f"vec{col.depth}_") + suffix, None)
     if method is None:
         raise ValueError(f"Column {col.name!r}: no TTree filler for {col.kind} at depth {col.depth}")
-    if col.depth == 0:
-        method(col.name, col.values)
-    else:
-        method(col.name, col.values, *col.offsets)
+    values = _buffer(col.values)
+    method(col.name, values, *col.offsets)
+    return values
 
 
 def write_trees(path, trees) -> None:
@@ -256,10 +262,11 @@ def write_trees(path, trees) -> None:
                     raise ValueError(f"tree {name}: column {c.name!r} has {c.values.size} values, expected "
                                      f"{n_entries}")
             w = ROOT.pcloud_mltree.TreeWriter(f, name, title)
-            for c in columns:  # the numpy buffers stay referenced by ``columns`` until the tree is filled
-                _add(w, c)
-            w.fill(int(n_entries))
-            w.write()
-            del w
+            try:
+                buffers = [_add(w, c) for c in columns]  # buffers referenced until the tree is filled
+                w.fill(int(n_entries))
+                w.write()
+            finally:
+                w.detach()
     finally:
         f.Close()
