@@ -1,4 +1,4 @@
-"""File commands: ``pcloud geometry``, ``simulate``, ``convert``, ``info``, ``show`` and ``demo``."""
+"""File commands: ``pcloud geometry``, ``simulate``, ``generate``, ``convert``, ``info`` and ``show``."""
 from __future__ import annotations
 
 import json
@@ -147,6 +147,52 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def cmd_generate(args) -> int:
+    from pcloud.pipeline.mltree import generate_mltree
+
+    out = Path(args.output)
+    if out.suffix.lower() != ".root":
+        raise CLIError(f"output {out}: generate writes an MLTree ROOT file; use a .root file name")
+    if args.n <= 0:
+        raise CLIError(f"--n: expected a positive number of events, got {args.n}")
+    try:
+        s = generate_mltree(args.generator, args.n, out, seed=args.seed, container=args.container)
+    except ImportError as err:  # the root or pythia extra is missing: one line, exit 2
+        raise CLIError(str(err)) from None
+    print(f"wrote {s['n_events']} {args.generator} events to {out} [MLTree {s['container']}, {s['bytes']} bytes]: "
+          f"{s['n_tracks']} tracks ({s['n_tracks_subtracted']} with rule-based subtraction), {s['n_clusters']} "
+          f"topo-clusters, {s['n_cells']} cluster cells >= 5 MeV ({s['n_cells_below_threshold']} below, not stored); "
+          f"simulation {s['seconds_simulation']:.1f} s, clustering + particle flow "
+          f"{s['seconds_clustering_pflow']:.1f} s, write {s['seconds_write']:.1f} s")
+    return 0
+
+
+def _convert_mltree(args, src: Path, out: Path) -> int:
+    from pcloud.pipeline.mltree import convert_mltree
+
+    if args.xml or args.threshold_mev or args.threshold_sigma is not None:
+        raise CLIError("--xml, --threshold-mev and --threshold-sigma apply to image files; an MLTree file holds the "
+                       "topo-clustered cells (>= 5 MeV) already")
+    clouds = args.clouds or "track"
+    if args.dr_max is not None and clouds != "track":
+        raise CLIError("--dr-max applies to per-track clouds (--clouds track)")
+    dr = 0.2 if args.dr_max is None else args.dr_max
+    if not (math.isfinite(dr) and dr > 0):
+        raise CLIError(f"--dr-max: expected a positive number, got {dr}")
+    if args.geo is not None and not Path(args.geo).exists():
+        raise CLIError(f"--geo {args.geo}: no such file")
+    t0 = time.perf_counter()
+    meta = convert_mltree(src, out, clouds=clouds, dr_max=dr, geo=args.geo, chunk_events=args.chunk_size or 1000)
+    r = meta["mltree_reading"]
+    cm = r.get("cell_mapping", {})
+    print(f"converted {r['n_events']} MLTree events from {src} to {out}: {r['n_clouds']} {clouds} clouds"
+          f"{f' (Delta R < {dr:g})' if clouds == 'track' else ''}; cells mapped onto atlas "
+          f"{cm.get('n_mapped')}/{cm.get('n_file_cells')} (energy fraction dropped "
+          f"{cm.get('energy_fraction_dropped', 0):.3g}), shared cells summed {r.get('n_shared_cells')}, per-cell "
+          f"truth {'yes' if r.get('has_cell_truth') else 'no'}; {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def cmd_convert(args) -> int:
     from pcloud.data.convert import images_to_clouds
     from pcloud.io.detect import detect_format, iter_images
@@ -157,16 +203,21 @@ def cmd_convert(args) -> int:
         raise CLIError(f"{src}: no such file")
     if out.suffix.lower() not in (".parquet", ".pq"):
         raise CLIError(f"output {out}: convert writes the native Parquet store; use a .parquet file name")
-    if args.chunk_size <= 0:
+    if args.chunk_size is not None and args.chunk_size <= 0:
         raise CLIError(f"--chunk-size: expected a positive number of events, got {args.chunk_size}")
+    fmt = detect_format(src)
+    if fmt == "mltree":
+        return _convert_mltree(args, src, out)
+    if args.clouds or args.dr_max is not None or args.geo:
+        raise CLIError("--clouds, --dr-max and --geo apply to MLTree ROOT files")
     thr = _threshold_gev(args.threshold_mev)
     tsig = _threshold_sigma(args.threshold_sigma)
-    fmt = detect_format(src)
-    if fmt in ("native", "mltree"):
-        raise CLIError(f"{src}: already a {fmt} file; convert reads image formats (calogan, calochallenge, triforce)")
+    if fmt == "native":
+        raise CLIError(f"{src}: already a native file; convert reads image formats (calogan, calochallenge, "
+                       f"triforce) and MLTree ROOT files")
     t0 = time.perf_counter()
     state = {"n": 0}
-    chunks = iter_images(src, xml=args.xml, chunk_size=args.chunk_size)
+    chunks = iter_images(src, xml=args.xml, chunk_size=args.chunk_size or 20000)
     first = next(chunks, None)
     if first is None or first.n_events == 0:
         raise CLIError(f"{src}: contains no events")

@@ -38,13 +38,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True)
     s.set_defaults(func=files.cmd_simulate)
 
-    s = sub.add_parser("convert", help="convert an image file (CaloGAN, CaloChallenge, Triforce) to the native store")
+    s = sub.add_parser("generate", help="simulate ATLAS-style track-cell events and write an MLTree ROOT file")
+    s.add_argument("generator", choices=["gun", "pythia-tau", "pythia-dijet"],
+                   help="gun: rho/Delta mixture of bench pflow; pythia-*: Pythia8 (the pythia extra)")
+    s.add_argument("--n", type=int, required=True, help="number of events")
+    s.add_argument("-o", "--output", required=True, help="output .root file")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--container", choices=["ttree", "rntuple"], default="ttree",
+                   help="ttree: MLTreeMaker's TTrees (needs the root extra); rntuple: same columns, uproot only")
+    s.set_defaults(func=files.cmd_generate)
+
+    s = sub.add_parser("convert", help="convert an image file (CaloGAN, CaloChallenge, Triforce) or an MLTree ROOT "
+                                       "file to the native store")
     s.add_argument("input")
     s.add_argument("-o", "--output", required=True)
     s.add_argument("--threshold-mev", type=float, default=0.0, help="keep cells with E > threshold (MeV)")
     s.add_argument("--threshold-sigma", type=float, default=None, help="also require E > T x cell noise sigma")
     s.add_argument("--xml", default=None, help="CaloChallenge binning XML")
-    s.add_argument("--chunk-size", type=int, default=20000, help="events per chunk (bounds memory)")
+    s.add_argument("--chunk-size", type=int, default=None,
+                   help="events per chunk (bounds memory; default 20000 for images, 1000 for MLTree)")
+    s.add_argument("--clouds", choices=["track", "event"], default=None,
+                   help="MLTree: one cloud per track (default, Delta R features) or per event")
+    s.add_argument("--dr-max", type=float, default=None, help="MLTree per-track clouds: Delta R cut (default 0.2)")
+    s.add_argument("--geo", default=None, help="MLTree: separate ROOT file holding the CellGeo tree")
     s.set_defaults(func=files.cmd_convert)
 
     s = sub.add_parser("info", help="summarise a file")

@@ -3,7 +3,10 @@
 Granularities (ATLAS detector paper, JINST 3 (2008) S08003, tables 5.3/5.4; seeds 000/002):
 EMB1 deta x dphi = 0.025/8 x 2pi/64, EMB2 0.025 x 2pi/256, EMB3 0.05 x 2pi/256, Tile 0.1 x 2pi/64 (last layer 0.2),
 covering |eta| < 1.4 and the full azimuth. Radii (mm): EMB 1500-1927 split as ~4.3 / 16 / 2 X0 at eta = 0;
-Tile 2280-3719 split as 1.5 / 4.1 / 1.8 lambda_I. The cryostat between them is dead material.
+Tile 2280-3719 split as 1.5 / 4.1 / 1.8 lambda_I. The cryostat between them is dead material. Cell centres and track
+points sit at the layer mid radii (1541, 1735.5, 1908, 2426, 2970.5, 3544 mm), within 1% of the radii JetPointNet
+uses for ATLAS (1532.18, 1723.89, 1923.02, 2450, 2995 mm) except TileBar2 (3544 vs 3630 mm); see
+:mod:`pcloud.io.mltree.layout`.
 Per-cell electronic noise (GeV) is of the order shown in ATLAS, Eur. Phys. J. C 77 (2017) 490, Fig. 3
 (no pile-up): EMB1 0.015, EMB2 0.030, EMB3 0.020, Tile 0.040/0.040/0.050.
 """

@@ -302,6 +302,31 @@ class Geometry:
         x, y, z = x.ravel(), y.ravel(), z.ravel()
         return self._locate_flat(x, y, z).reshape(shape)
 
+    def cell_at(self, layer, u, v) -> np.ndarray:
+        """Flat index of the cell of global layer ``layer`` whose (u, v) bins hold (u, v); -1 outside. Vectorised.
+
+        (u, v) are the section's grid coordinates ((eta, phi) for ``etaphi``), bins ``[lo, hi)`` found on the edge
+        values with ``searchsorted``; periodic azimuths are wrapped into the section's v range first. Used to map
+        cells of another description of the same detector (e.g. ATLAS CellGeo centres) onto this geometry.
+        """
+        layer, u, v = np.broadcast_arrays(np.asarray(layer, np.int64), np.asarray(u, np.float64),
+                                          np.asarray(v, np.float64))
+        out = np.full(layer.shape, -1, np.int64)
+        for si, s in enumerate(self.sections):
+            lay0 = self.layer_offsets[si]
+            m = (layer >= lay0) & (layer < lay0 + s.n_layers)
+            if not m.any():
+                continue
+            uu, vv = u[m], v[m]
+            if s.v_periodic:
+                vv = s.v_edges[0] + np.mod(vv - s.v_edges[0], s.v_edges[-1] - s.v_edges[0])
+            iu = np.searchsorted(s.u_edges, uu, side="right") - 1
+            iv = np.searchsorted(s.v_edges, vv, side="right") - 1
+            ok = (iu >= 0) & (iu < s.n_u) & (iv >= 0) & (iv < s.n_v) & np.isfinite(uu) & np.isfinite(vv)
+            flat = self.section_offsets[si] + ((layer[m] - lay0) * s.n_u + iu) * s.n_v + iv
+            out[m] = np.where(ok, flat, -1)
+        return out
+
     @cached_property
     def _locator(self) -> "_Locator":
         """Per-layer lookup tables of :meth:`locate`, built on first use (the geometry is treated as immutable)."""

@@ -335,7 +335,8 @@ def _track_cloud_fields(events, rows, ev, ref_l, ref_eta, ref_phi) -> dict:
     return {
         "event_number": _event_numbers(events)[ev], "event": ev, "focal_track_row": rows,
         "focal_track_index": (rows - t_off[ev]).astype(np.int32),
-        "focal_truth_index": (T["particle"][rows] - events.particle_offsets[ev]).astype(np.int32),
+        "focal_truth_index": np.where(T["particle"][rows] >= 0, T["particle"][rows] - events.particle_offsets[ev],
+                                      -1).astype(np.int32),
         "focal_track_pt": np.asarray(T["pt_gev"], np.float64)[rows],
         "focal_track_p": np.asarray(T["p_gev"], np.float64)[rows],
         "focal_track_eta": ref_eta, "focal_track_phi": ref_phi, "focal_ref_layer": ref_l.astype(np.int32),

@@ -22,8 +22,9 @@ Recipe (seed 002: JetPointNet on rho and Delta events; ATLAS rule-based particle
 5. Every method's Attribution must conserve energy to 1e-6 GeV (:func:`pcloud.metrics.particle_flow.energy_conservation`);
    metrics (:func:`pcloud.metrics.particle_flow.evaluate_attribution`) on the topo-clustered cells of the test events,
    overall, in bins of DeltaR to the nearest other particle, and in the dedicated dense summary (DeltaR < 0.1).
-6. MLTree round trip: the test events and their topo-clusters are written with :func:`pcloud.io.mltree.write_mltree`,
-   read back, and events/tracks/clustered cells/energies/truth compared.
+6. MLTree round trip: the test events and their topo-clusters are written with :func:`pcloud.io.mltree.write_mltree`
+   (TTrees with the ``root`` extra, else RNTuples; cluster cells >= 5 MeV as in Athena), read back, and
+   events/tracks/stored cells/energies/truth compared.
 
 Modes (:data:`PFLOW_MODES`): ``quick`` (600 events, 2 epochs, < 5 min on 2 CPU cores), ``medium`` (3000 events, 8 epochs,
 per-model time budgets checked after each epoch, ablation; <= 20 min on 2 CPU cores) and full (4000 events,

@@ -242,9 +242,11 @@ def _checks_section(res: dict, m: dict, main: list, abl: set, cut, cfg: dict) ->
         if "error" in rt:
             lines.append(f"\nMLTree round trip: FAILED ({rt['error']})")
         else:
-            lines.append(f"\nMLTree round trip ({Path(rt['file']).name}, {rt['bytes']} bytes): "
+            lines.append(f"\nMLTree round trip ({Path(rt['file']).name}, {rt.get('container', 'ttree')}, "
+                         f"{rt['bytes']} bytes): "
                          f"{'ok' if rt['ok'] else 'FAILED'}; events {rt['n_events']}, tracks {rt['n_tracks']}, "
-                         f"clustered cells {rt['n_clustered_cells']}, clusters {rt['n_clusters']} (written, read); "
+                         f"clustered cells >= 5 MeV {rt['n_clustered_cells']} ({rt.get('n_cells_below_threshold')} "
+                         f"below, not stored as in Athena), clusters {rt['n_clusters']} (written, read); "
                          f"max |dE| per event {rt['max_event_energy_diff_gev']:.2e} GeV, per-track truth "
                          f"{rt['max_track_truth_energy_diff_gev']:.2e} GeV (tolerance {rt['tolerance_gev']:.1e}).")
     return lines
