@@ -24,7 +24,7 @@ from ..core.clusters import concatenate_clusters
 from ..core.events import concatenate_events, select_events
 from ..data.splits import Splits
 from ..geometry import get_geometry
-from ..io.mltree import read_mltree
+from ..io.mltree import read_mltree, require_truth
 from ..metrics.particle_flow import energy_conservation, evaluate_attribution
 from ..pflow.inference import common_inference, iterative_inference
 from ..pflow.learned import FocalTrackSegmenter
@@ -45,9 +45,8 @@ def read_events(specs, need_truth: bool, geometry=None):
     evs, cls, n_cells = [], [], []
     for inp in inputs:
         d = read_mltree(inp.path, geometry)
-        if need_truth and not d.meta.get("has_cell_truth", True):
-            raise InputError(f"{inp.path}: no per-cell truth (branches cluster_cell_hitsTruthIndex / "
-                             f"cluster_cell_hitsTruthE); particle-flow training and evaluation need it")
+        if need_truth:
+            require_truth(d, "particle-flow training and evaluation")
         inp.n_events = int(d.events.n_events)
         evs.append(d.events)
         cls.append(d.clusters)

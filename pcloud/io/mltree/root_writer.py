@@ -263,9 +263,10 @@ def write_trees(path, trees) -> None:
                                      f"{n_entries}")
             w = ROOT.pcloud_mltree.TreeWriter(f, name, title)
             try:
-                buffers = [_add(w, c) for c in columns]  # buffers referenced until the tree is filled
+                buffers = [_add(w, c) for c in columns]  # the C++ side reads these arrays during fill()
                 w.fill(int(n_entries))
                 w.write()
+                del buffers  # only now may the arrays be freed
             finally:
                 w.detach()
     finally:
