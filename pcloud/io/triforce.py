@@ -48,8 +48,9 @@ The factors are stored in the root attributes ``pcloud_em_sampling_fraction_ECAL
 and ``pcloud_energy_scale`` (text). The reader returns the cells as stored (calibrated GeV, as for public files)
 and keeps the factors in ``meta["calibration"]``; ``scale="visible"`` multiplies them back.
 
-Measured (pcloud fast simulation, CLIC 51-cell window, 10-100 GeV, visible mode, written and read back):
-median (ECAL_E + HCAL_E) / energy = 0.99 for e-, 0.83 for pi+ (was 0.0155 / 0.0175 before calibration).
+Measured on written files (pcloud fast simulation, visible mode, 10-100 GeV, 2000 events each): median
+(ECAL_E + HCAL_E) / energy = 0.996 (e-), 0.995 (gamma, pi0), 0.820 (pi+) with the 51-cell ECAL window; 0.984, 0.985,
+0.984, 0.810 with the 25-cell window; before the calibration 0.0154-0.0156 (e/gamma/pi0) and 0.017 (pi+).
 
 Truth keys pcloud writes where its simulation has no Geant4 equivalent:
 
@@ -88,8 +89,10 @@ reader transposes (x, y, layer) -> (layer, x, y) and the writer back. Truth mapp
 
 Bad input: besides the checks of :mod:`pcloud.io.errors`, a ``pdgID`` pcloud does not know (Triforce's loader
 would stop with a KeyError on it) is a :class:`FormatError`; a file whose median (ECAL_E + HCAL_E) / energy lies
-outside [0.2, 2] (e.g. a file written by pcloud < 0.x in visible mode, ratio ~0.015, or energies in MeV) is read
-with a note in ``meta["notes"]`` and an :class:`~pcloud.io.errors.EnergyScaleWarning`.
+outside [0.2, 2] (e.g. energies in MeV) is read with a note in ``meta["notes"]`` and an
+:class:`~pcloud.io.errors.EnergyScaleWarning`; so is a file that an earlier pcloud wrote in visible mode (ratio
+~0.015, recognised by its ``pcloud_meta`` without the ``pcloud_energy_scale`` attribute), which
+``read_triforce(..., scale="calibrated")`` converts.
 """
 from __future__ import annotations
 
@@ -168,17 +171,17 @@ def triforce_features(ecal, hcal) -> dict[str, np.ndarray]:
     Every ratio is 0 where its denominator is 0.
     """
     out: dict[str, np.ndarray] = {}
-    e64 = None
+    r9 = None
     for name, img in zip(IMAGE_KEYS, (ecal, hcal)):
-        a = np.asarray(img, dtype=np.float64)
+        a = np.asarray(img)
         if a.ndim != 4:
             raise ValueError(f"triforce_features: {name} must be (N, x, y, layer), found shape {a.shape}")
-        if name == "ECAL":
-            e64 = a
-        total = a.sum(axis=(1, 2, 3))
+        # two passes over the cube (float64 accumulation of the stored values); everything else from projections
+        xy = a.sum(axis=3, dtype=np.float64)                  # (N, x, y): summed over layers
+        proj = {"X": xy.sum(axis=2), "Y": xy.sum(axis=1), "Z": a.sum(axis=(1, 2), dtype=np.float64)}
+        total = proj["Z"].sum(axis=1)
         out[f"{name}_E"] = total
         out[f"{name}_nHits"] = np.count_nonzero(a > HIT_THRESHOLD_GEV, axis=(1, 2, 3)).astype(np.int64)
-        proj = {"X": a.sum(axis=(2, 3)), "Y": a.sum(axis=(1, 3)), "Z": a.sum(axis=(1, 2))}
         out[f"{name}_ratioFirstLayerToTotalE"] = _safe_divide(proj["Z"][:, 0], total)
         out[f"{name}_ratioFirstLayerToSecondLayerE"] = _safe_divide(proj["Z"][:, 0], proj["Z"][:, 1])
         norm = proj["X"].sum(axis=1)
@@ -191,12 +194,13 @@ def triforce_features(ecal, hcal) -> dict[str, np.ndarray]:
             for k in range(2, 7):
                 dk *= d
                 out[f"{name}moment{axis}{k}"] = _safe_divide(np.einsum("ij,ij->i", p, dk), norm)
+        if name == "ECAL":
+            blocks = np.lib.stride_tricks.sliding_window_view(xy, (3, 3), axis=(1, 2)).sum(axis=(-2, -1))
+            tot = xy.sum(axis=(1, 2))
+            r9 = np.where(tot > 0, blocks.max(axis=(1, 2)) / np.where(tot > 0, tot, 1.0), 0.0)
     out["HCAL_ECAL_ERatio"] = _safe_divide(out["HCAL_E"], out["ECAL_E"])
     out["HCAL_ECAL_nHitsRatio"] = _safe_divide(out["HCAL_nHits"], out["ECAL_nHits"])
-    s = e64.sum(axis=3)
-    blocks = np.lib.stride_tricks.sliding_window_view(s, (3, 3), axis=(1, 2)).sum(axis=(-2, -1))
-    tot = s.sum(axis=(1, 2))
-    out["R9"] = np.where(tot > 0, blocks.max(axis=(1, 2)) / np.where(tot > 0, tot, 1.0), 0.0)
+    out["R9"] = r9
     return {k: out[k] for k in DERIVED_KEYS}
 
 
@@ -207,15 +211,26 @@ def reco_angles(geometry, images: dict, window_eta=None) -> dict[str, np.ndarray
     event's ``window_eta``), then theta = acos(z / r), eta = -ln tan(theta / 2), phi = atan(y / x) as
     Triforce's ``Convert_to_h5.py``. Events without energy get the window axis (see the module docstring).
     """
-    flat = geometry.flatten_images(images).astype(np.float64)
-    n = flat.shape[0]
+    n = next(iter(images.values())).shape[0]
     weta = np.zeros(n) if window_eta is None else np.broadcast_to(np.asarray(window_eta, np.float64), (n,))
-    c = geometry.cells
-    xyz = np.stack([c["x"], c["y"], c["z"]], axis=1).astype(np.float64)
-    tot = flat.sum(axis=1)
+    # the cells of an "xy" section sit at (u, v, layer depth): sum E x etc. from the three projections of each image
+    tot, sx, sy, sz = (np.zeros(n) for _ in range(4))
+    for sec in geometry.sections:
+        if sec.kind != "xy":
+            raise ValueError(f"reco_angles: needs 'xy' sections (clic), found {sec.kind!r} for {sec.name!r}")
+        a = np.asarray(images[sec.name])
+        uv = a.sum(axis=1, dtype=np.float64)                      # (N, u, v)
+        pl = a.sum(axis=(2, 3), dtype=np.float64)                 # (N, layer)
+        uc = 0.5 * (sec.u_edges[1:] + sec.u_edges[:-1])
+        vc = 0.5 * (sec.v_edges[1:] + sec.v_edges[:-1])
+        zc = 0.5 * (np.asarray(sec.layer_edges_mm[1:]) + np.asarray(sec.layer_edges_mm[:-1]))
+        tot += pl.sum(axis=1)
+        sx += uv.sum(axis=2) @ uc
+        sy += uv.sum(axis=1) @ vc
+        sz += pl @ zc
     has = tot > 0
-    bary = (flat @ xyz) / np.where(has, tot, 1.0)[:, None]
-    xc, yc, zc = geometry.to_collider(bary[:, 0], bary[:, 1], bary[:, 2], weta)
+    w = np.where(has, tot, 1.0)
+    xc, yc, zc = geometry.to_collider(sx / w, sy / w, sz / w, weta)
     r = np.sqrt(xc * xc + yc * yc + zc * zc)
     with np.errstate(invalid="ignore", divide="ignore"):
         theta = np.arccos(np.clip(zc / r, -1.0, 1.0))
