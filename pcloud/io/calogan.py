@@ -72,10 +72,7 @@ def resolve_pdg(value, path=None, field="pdg") -> int:
     Ids pcloud does not know (not in :data:`pcloud.core.particles.PDG_MASS`) and unknown names are a FormatError.
     """
     value = safe_attr(value)
-    pdg = None
-    if isinstance(value, (int, np.integer)):
-        pdg = int(value)
-    elif isinstance(value, float) and value.is_integer():
+    if isinstance(value, (int, np.integer)) or (isinstance(value, float) and value.is_integer()):
         pdg = int(value)
     else:
         s = str(value).strip()

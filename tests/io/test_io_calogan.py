@@ -233,7 +233,7 @@ def test_corrupt_bytes_give_format_error(tmp_path, calogan_showers):
     with h5py.File(p, "r") as f:
         where = {k: (f[k].id.get_chunk_info(0).byte_offset, f[k].id.get_chunk_info(0).size)
                  for k in ("energy", "layer_0", "layer_1", "layer_2", "overflow")}
-    for k, (off, size) in where.items():
+    for off, size in where.values():
         bad = bytearray(raw)
         bad[off:off + min(size, 64)] = b"\xff" * min(size, 64)
         q.write_bytes(bytes(bad))
