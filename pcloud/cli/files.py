@@ -85,6 +85,8 @@ def cmd_simulate(args) -> int:
         raise CLIError("--threshold-mev applies to point-cloud (.parquet) outputs; HDF5 files store every cell")
     if args.n <= 0:
         raise CLIError(f"--n: expected a positive number of showers, got {args.n}")
+    if getattr(args, "triforce_strict", False) and kind != "triforce":
+        raise CLIError("--triforce-strict applies to clic .h5 outputs (Triforce layout) only")
     particle_pdg(args.particle)  # validates
     g = get_geometry(args.geometry)
     noisy = any(sec.noise_sigma_gev > 0 for sec in g.sections) and args.noise is not False
@@ -132,7 +134,7 @@ def cmd_simulate(args) -> int:
         elif kind == "triforce":
             from pcloud.io.triforce import write_triforce
 
-            write_triforce(out, showers)
+            write_triforce(out, showers, strict_keys=bool(getattr(args, "triforce_strict", False)))
         else:
             from pcloud.data.convert import images_to_clouds
             from pcloud.io.native import geometry_meta, write_clouds

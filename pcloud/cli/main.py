@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "geometries, i.e. atlas and cms, none otherwise)")
     s.add_argument("--topo", action="store_true",
                    help="atlas: keep the cells of 4/2/0-sigma topo-clusters instead of a sigma threshold")
+    s.add_argument("--triforce-strict", action="store_true",
+                   help="clic .h5 only: write exactly the 53 (fixed angle) / 56 (variable angle) keys of the public "
+                        "Triforce files, without pcloud's extra truth")
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("-o", "--output", required=True)
     s.set_defaults(func=files.cmd_simulate)

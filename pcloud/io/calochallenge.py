@@ -1,9 +1,13 @@
 """Fast Calorimeter Simulation Challenge 2022 ("CaloChallenge", datasets 1-3): HDF5 showers + binning XML.
 
-HDF5 layout (calochallenge.github.io/homepage): ``incident_energies`` (N, 1) and ``showers`` (N, n_voxels), both
-in MeV, gzip-compressed. The voxel layout comes from a binning XML file of this structure (as in the challenge's
-``binning_dataset_1_photons.xml``, ``binning_dataset_1_pions.xml``, ``binning_dataset_2.xml``,
-``binning_dataset_3.xml``)::
+HDF5 layout (calochallenge.github.io/homepage; CaloChallenge/homepage ``README.md``, ``Dataset_creation.ipynb``):
+``incident_energies`` (N, 1) and ``showers`` (N, n_voxels), both in MeV, float64 (as the dataset-1 creation code
+produces them; the challenge's ``code/evaluate.py`` computes in float64), gzip-compressed, cells >= 0. pcloud
+writes the same. ``evaluate.py`` (``check_file``) requires ``incident_energies.shape[0] == showers.shape[0]`` and
+``showers.shape[1]`` = the voxel count of the dataset's XML (368, 533, 6480, 40500), and concatenates
+``log10(incident_energies)`` (2-D) with the voxels, so the (N, 1) shape matters. The voxel layout comes from a
+binning XML file of this structure (as in the challenge's ``binning_dataset_1_photons.xml``,
+``binning_dataset_1_pions.xml``, ``binning_dataset_2.xml``, ``binning_dataset_3.xml``)::
 
     <Bins>
       <Bin pid="22" etaMin="0" etaMax="130" name="photon">
@@ -13,8 +17,12 @@ in MeV, gzip-compressed. The voxel layout comes from a binning XML file of this 
         ...
 
 Per layer: ``r_edges`` (comma separated, mm, radius from the shower axis) and ``n_bin_alpha`` angular bins that
-split [-pi, pi) evenly. A layer whose ``r_edges`` is a single value has no voxel (dataset 1 keeps the ATLAS sampling
-numbering 0-23 and leaves unused samplings empty). Voxel order in ``showers``: layer (document order), then alpha
+split [-pi, pi) evenly. The challenge's ``code/XMLHandler.py`` takes the ``<Layer>`` children of the ``<Bin>`` in
+document order (the position is the index into its cumulative voxel offsets) and records layers with
+``n_bin_alpha > 1`` by their ``id``, so the two agree only when the ids are 0 .. n-1 in order, as in the official
+XMLs; ``HighLevelFeatures`` checks the ``name`` against the particle it is given (photon, pion, electron). A layer
+whose ``r_edges`` is a single value has no voxel (dataset 1 keeps the ATLAS sampling numbering 0-23 and leaves
+unused samplings empty). Voxel order in ``showers``: layer (document order), then alpha
 bin, then radial bin fastest: ``index = layer_offset + i_alpha * n_r + i_r``.
 
 Inside pcloud each non-empty layer is one ``"ralpha"`` :class:`Section` named ``layer_<id>`` with images
@@ -362,7 +370,7 @@ def read_calochallenge(path, xml=None, start: int | None = None, stop: int | Non
         n = _n_events(f, path, binning)
         start, stop = event_range(n, start, stop, path, allow_empty)
         raw = read_range(f["showers"], start, stop, path)
-        flat = raw[:, binning.file_to_flat].astype(np.float32) / np.float32(MEV_PER_GEV)
+        flat = (raw[:, binning.file_to_flat].astype(np.float64) / MEV_PER_GEV).astype(np.float32)
         flat, n_neg = check_cells(flat, path, "dataset 'showers'", negative_tolerance_gev, start, "GeV",
                                   clip_negative)
         e = read_range(f["incident_energies"], start, stop, path).astype(np.float64).reshape(-1) / MEV_PER_GEV
@@ -404,10 +412,12 @@ def iter_calochallenge(path, xml=None, chunk_size: int = 1_000, start: int | Non
 def write_calochallenge(path, showers: ShowerImages, xml=None, compression: str | None = "gzip",
                         compression_opts: int | None = None, xml_path=None) -> None:
     """Write ShowerImages on a CaloChallenge geometry as ``incident_energies`` (N, 1) and ``showers`` (N, n_voxels),
-    float32 MeV, in the challenge's voxel order (atomically).
+    float64 MeV (as the official files), in the challenge's voxel order (atomically).
 
     The binning comes from ``xml`` or from the geometry made by :func:`parse_binning`; its XML text is stored in
-    the root attribute ``binning_xml`` (and written to ``xml_path`` if given). Other truth keys go to the group
+    the root attribute ``binning_xml`` (and written to ``xml_path`` if given). Negative cells (electronic noise) are
+    set to 0, as the challenge's dataset creation clipped its showers; their number is stored in the attribute
+    ``pcloud_negative_cells_clipped``. Incident energies must be finite and > 0. Other truth keys go to the group
     ``pcloud_truth``; attributes ``pcloud_format`` etc. as for CaloGAN files.
     """
     import h5py
@@ -426,16 +436,21 @@ def write_calochallenge(path, showers: ShowerImages, xml=None, compression: str 
         raise ValueError(f"write_calochallenge({path}): truth 'energy_gev' is required (incident_energies); "
                          f"found {sorted(showers.truth)}")
     flat = np.asarray(showers.flat(), dtype=np.float64) * MEV_PER_GEV
-    out = np.empty((n, binning.n_voxels), dtype=np.float32)
+    out = np.empty((n, binning.n_voxels), dtype=np.float64)
     out[:, binning.file_to_flat] = flat
+    n_neg = int(np.count_nonzero(out < 0))
+    np.maximum(out, 0.0, out=out)
     e = np.asarray(showers.truth["energy_gev"], dtype=np.float64).reshape(n, 1) * MEV_PER_GEV
+    if not np.all(np.isfinite(e) & (e > 0)):
+        raise ValueError(f"write_calochallenge({path}): truth 'energy_gev' must be finite and > 0")
     kw = {"compression": compression, "compression_opts": compression_opts} if compression else {}
     with atomic_output(path) as tmp:
         with h5py.File(tmp, "w") as f:
-            f.create_dataset("incident_energies", data=e.astype(np.float32), **kw)
+            f.create_dataset("incident_energies", data=e, **kw)
             f.create_dataset("showers", data=out, **kw)
             write_truth_group(f, showers.truth, skip=("energy_gev",), compression=compression)
             f.attrs["binning_xml"] = binning.to_xml()
+            f.attrs["pcloud_negative_cells_clipped"] = n_neg
             _write_common_attrs(f, "calochallenge", showers)
     if xml_path is not None:
         write_binning_xml(xml_path, binning)

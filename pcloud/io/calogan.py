@@ -1,16 +1,31 @@
 """CaloGAN HDF5 files (Paganini, de Oliveira, Nachman; seed 004), read into and written from ShowerImages.
 
-Public layout (one file per particle, e.g. ``eplus.hdf5``, ``gamma.hdf5``, ``piplus.hdf5``):
+Public layout (one file per particle, e.g. ``eplus.hdf5``, ``gamma.hdf5``, ``piplus.hdf5``; hep-lbdl/CaloGAN
+``README.md`` and ``generation/convert.py``):
 
 ============  ============  ======  ===============================================================
 dataset       shape         unit    meaning
 ============  ============  ======  ===============================================================
-``energy``    (N, 1)        GeV     incident particle energy
+``energy``    (N, 1)        GeV     incident particle energy (``TotalEnergy`` of the Geant4 ntuple)
 ``layer_0``   (N, 3, 96)    MeV     energy per cell of layer 0 (x: 3 cells of 160 mm, y: 96 of 5 mm)
 ``layer_1``   (N, 12, 12)   MeV     layer 1, 40 x 40 mm cells
 ``layer_2``   (N, 12, 6)    MeV     layer 2, 40 x 80 mm cells
-``overflow``  (N, 3)        MeV     energy deposited outside the grid, per layer
+``overflow``  (N, 3)        MeV     per layer: energy outside the +-240 mm transverse window
 ============  ============  ======  ===============================================================
+
+``convert.py`` stores the double columns of the Geant4 ntuple without a dtype, so the files are float64; pcloud
+writes float64 as well (``dtype="float32"`` halves the size; CaloGAN's ``models/train.py`` casts to float32 and
+divides layers and energy by 1000 itself, reading only ``layer_*`` and ``energy``).
+
+Overflow, as CaloGAN's Geant4 stepping action defines it (hep-lbdl/CaloGAN ``generation/src/SteppingAction.cc``):
+every step is binned by its *pre-step* point; z < -150 mm is layer 0, z < 197 mm layer 1, otherwise layer 2 (so
+steps upstream of the calorimeter count as layer 0 and steps behind it as layer 2); x and y are binned over
+(-240, 240) mm with the layer's cell counts, and a step outside that window in x or y goes to the layer's overflow
+bin (ntuple columns 504 + layer). ``overflow[:, k]`` is therefore the energy (MeV) deposited in layer k's depth
+range but outside its transverse window. pcloud's writer stores truth ``overflow_gev`` (N, 3) x 1000; pcloud's fast
+simulation does not compute that truth yet, and without it the writer stores zeros and records so in the root
+attribute ``pcloud_overflow`` (``"zeros: not simulated"`` or ``"from truth overflow_gev"``); the reader then adds a
+line to ``meta["notes"]`` and does not put the zeros into ``truth["overflow_gev"]``.
 
 Inside pcloud the images are ``(N, 1, nx, ny)`` in GeV on ``get_geometry("calogan")``; ``energy`` becomes truth
 ``energy_gev`` and ``overflow`` becomes truth ``overflow_gev`` (N, 3).
@@ -18,10 +33,11 @@ Inside pcloud the images are ``(N, 1, nx, ny)`` in GeV on ``get_geometry("caloga
 Writer extras (not in the public files, ignored by other readers): all other truth keys of the ShowerImages
 (``event_number``, ``pdg``, ``theta_rad``, ``entry_x_mm``...) go to datasets of the group ``pcloud_truth`` named by
 their pcloud truth key, so files simulated by pcloud re-read with full truth; the root attributes ``pdg`` (when all
-events share one particle), ``pcloud_format`` = ``"calogan"``, ``pcloud_version`` and ``pcloud_meta`` (JSON of
-the ShowerImages meta) are added. No public dataset name is reused.
+events share one particle), ``pcloud_format`` = ``"calogan"``, ``pcloud_version``, ``pcloud_overflow`` and
+``pcloud_meta`` (JSON of the ShowerImages meta) are added. No public dataset name is reused.
 
-Value checks follow :mod:`pcloud.io.errors` (NaN/inf rejected, small negatives tolerated and counted).
+Value checks follow :mod:`pcloud.io.errors` (NaN/inf rejected, small negatives tolerated and counted); a PDG id
+pcloud does not know (:data:`pcloud.core.particles.PDG_MASS`) is a :class:`FormatError`.
 """
 from __future__ import annotations
 
@@ -32,9 +48,9 @@ import numpy as np
 
 from ..geometry import get_geometry
 from ..core.showers import ShowerImages
-from ..core.particles import particle_pdg
+from ..core.particles import PDG_MASS, particle_pdg
 from ..core.atomic import atomic_output
-from .errors import (NEGATIVE_TOLERANCE_GEV, FormatError, check_cells, check_dtype, check_finite, check_positive,
+from .errors import (NEGATIVE_TOLERANCE_GEV, FormatError, check_cells, check_dtype, check_positive,
                      check_shape, event_range, get_dataset, iter_event_chunks, open_hdf5, read_range,
                      read_truth_group, safe_attr,
                      write_truth_group)
@@ -44,25 +60,36 @@ LAYER_KEYS = ("layer_0", "layer_1", "layer_2")
 #: File-name style particle names used with the public CaloGAN files.
 CALOGAN_PARTICLES = {"eplus": -11, "eminus": 11, "gamma": 22, "piplus": 211, "piminus": -211, "pizero": 111,
                      "pi0": 111, "positron": -11, "electron": 11, "photon": 22}
+#: Root attribute saying where the ``overflow`` dataset came from (see the module docstring).
+OVERFLOW_ATTR = "pcloud_overflow"
+OVERFLOW_FROM_TRUTH = "from truth overflow_gev"
+OVERFLOW_ZEROS = "zeros: not simulated"
 
 
 def resolve_pdg(value, path=None, field="pdg") -> int:
-    """PDG id from an int, a pcloud particle name or a CaloGAN file-style name (``eplus``, ``piplus``...)."""
+    """PDG id from an int, a pcloud particle name or a CaloGAN file-style name (``eplus``, ``piplus``...).
+
+    Ids pcloud does not know (not in :data:`pcloud.core.particles.PDG_MASS`) and unknown names are a FormatError.
+    """
     value = safe_attr(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    s = str(value).strip()
-    if s.lstrip("+-").isdigit():
-        return int(s)
-    if s.lower() in CALOGAN_PARTICLES:
-        return CALOGAN_PARTICLES[s.lower()]
-    try:
-        return particle_pdg(s)
-    except ValueError:
-        raise FormatError(path, field, f"a PDG id or particle name ({sorted(CALOGAN_PARTICLES)})",
-                          repr(value)) from None
+    if isinstance(value, (int, np.integer)) or (isinstance(value, float) and value.is_integer()):
+        pdg = int(value)
+    else:
+        s = str(value).strip()
+        if s.lstrip("+-").isdigit():
+            pdg = int(s)
+        elif s.lower() in CALOGAN_PARTICLES:
+            return CALOGAN_PARTICLES[s.lower()]
+        else:
+            try:
+                return particle_pdg(s)
+            except ValueError:
+                raise FormatError(path, field, f"a PDG id or particle name ({sorted(CALOGAN_PARTICLES)})",
+                                  repr(value)) from None
+    if pdg not in PDG_MASS:
+        raise FormatError(path, field, f"the PDG id of a known particle ({sorted({abs(k) for k in PDG_MASS})}, "
+                          "either sign)", repr(value))
+    return pdg
 
 
 def _n_events(f, path) -> int:
@@ -132,7 +159,7 @@ def read_calogan(path, start: int | None = None, stop: int | None = None, pdg=No
         start, stop = event_range(n, start, stop, path, allow_empty)
         images, n_neg = {}, 0
         for s in g.sections:
-            a = read_range(f[s.name], start, stop, path).astype(np.float32) / np.float32(MEV_PER_GEV)
+            a = (read_range(f[s.name], start, stop, path).astype(np.float64) / MEV_PER_GEV).astype(np.float32)
             tol = max(negative_tolerance_gev, 5.0 * s.noise_sigma_gev)
             a, k = check_cells(a, path, f"dataset {s.name!r}", tol, start, "GeV", clip_negative)
             n_neg += k
@@ -142,9 +169,13 @@ def read_calogan(path, start: int | None = None, stop: int | None = None, pdg=No
         truth = {"energy_gev": e}
         if check_units:
             _check_energy_units(path, images, e)
-        if "overflow" in f:
+        notes = []
+        if "overflow" in f and safe_attr(f.attrs.get(OVERFLOW_ATTR, "")) == OVERFLOW_ZEROS:
+            notes.append(f"{path}: 'overflow' holds zeros written by pcloud (the simulation did not compute the "
+                         "energy outside the +-240 mm window); not read into truth 'overflow_gev'")
+        elif "overflow" in f:
             ov = read_range(f["overflow"], start, stop, path).astype(np.float64) / MEV_PER_GEV
-            check_finite(ov, path, "dataset 'overflow'", start)
+            ov, _ = check_cells(ov, path, "dataset 'overflow'", negative_tolerance_gev, start, "GeV", clip_negative)
             truth["overflow_gev"] = ov
         extra = read_truth_group(f, n, start, stop, path)
         truth.update({k: v for k, v in extra.items() if k not in truth})
@@ -164,6 +195,8 @@ def read_calogan(path, start: int | None = None, stop: int | None = None, pdg=No
     meta = {"source_format": "calogan", "source_path": str(path), "n_events_in_file": n,
             "event_range": [start, stop], "n_negative_cells": n_neg, "negative_cells_clipped": bool(clip_negative),
             "energy_units_in_file": "MeV (layers, overflow), GeV (energy)"}
+    if notes:
+        meta["notes"] = notes
     if file_meta is not None:
         meta["file_meta"] = file_meta
     return ShowerImages(g, images, truth, meta)
@@ -176,11 +209,15 @@ def iter_calogan(path, chunk_size: int = 10_000, start: int | None = None, stop:
 
 
 def write_calogan(path, showers: ShowerImages, compression: str | None = "gzip",
-                  compression_opts: int | None = None) -> None:
-    """Write ShowerImages on the calogan geometry as a public-layout CaloGAN file (MeV, float32), atomically.
+                  compression_opts: int | None = None, dtype="float64") -> None:
+    """Write ShowerImages on the calogan geometry as a public-layout CaloGAN file, atomically: layers and
+    ``overflow`` in MeV, ``energy`` (N, 1) in GeV, all ``dtype`` (float64 as CaloGAN's ``convert.py``; float32 is
+    accepted by CaloGAN's loader too).
 
-    Extra truth goes to the ``pcloud_truth`` group (see the module docstring). ``compression``: ``"gzip"``
-    (as the public files), ``"lzf"`` or ``None``.
+    ``overflow`` comes from truth ``overflow_gev`` (N, 3) (finite, >= 0; the energy outside the +-240 mm window per
+    layer, module docstring); without it the dataset is zeros and the attribute ``pcloud_overflow`` says so. Extra
+    truth goes to the ``pcloud_truth`` group. ``compression``: ``"gzip"`` (as the public files), ``"lzf"`` or
+    ``None``.
     """
     import h5py
 
@@ -188,23 +225,32 @@ def write_calogan(path, showers: ShowerImages, compression: str | None = "gzip",
     if g.name != "calogan" or [s.name for s in g.sections] != list(LAYER_KEYS):
         raise ValueError(f"write_calogan: showers must be on the 'calogan' geometry, found geometry {g.name!r} "
                          f"with sections {g.section_names}")
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise ValueError(f"write_calogan: dtype must be a float dtype, got {dtype}")
     n = showers.n_events
     if n == 0:
         raise ValueError(f"write_calogan({path}): no events to write")
     if "energy_gev" not in showers.truth:
         raise ValueError(f"write_calogan({path}): truth 'energy_gev' is required (the 'energy' dataset); "
                          f"found truth keys {sorted(showers.truth)}")
+    ov = showers.truth.get("overflow_gev")
+    if ov is not None:
+        ov = np.asarray(ov, dtype=np.float64)
+        if ov.shape != (n, 3) or not np.all(np.isfinite(ov)) or np.any(ov < 0):
+            raise ValueError(f"write_calogan({path}): truth 'overflow_gev' must be (N, 3) = ({n}, 3), finite and "
+                             f">= 0 (GeV outside the +-240 mm window per layer); found shape {ov.shape}")
     kw = {"compression": compression, "compression_opts": compression_opts} if compression else {}
     with atomic_output(path) as tmp:
         with h5py.File(tmp, "w") as f:
             for s in g.sections:
                 mev = np.asarray(showers.images[s.name], dtype=np.float64)[:, 0] * MEV_PER_GEV
-                f.create_dataset(s.name, data=mev.astype(np.float32), **kw)
+                f.create_dataset(s.name, data=mev.astype(dtype), **kw)
             e = np.asarray(showers.truth["energy_gev"], dtype=np.float64).reshape(n, 1)
-            f.create_dataset("energy", data=e.astype(np.float32), **kw)
-            ov = showers.truth.get("overflow_gev")
-            ov = np.zeros((n, 3)) if ov is None else np.asarray(ov, dtype=np.float64).reshape(n, 3)
-            f.create_dataset("overflow", data=(ov * MEV_PER_GEV).astype(np.float32), **kw)
+            f.create_dataset("energy", data=e.astype(dtype), **kw)
+            f.create_dataset("overflow", data=(np.zeros((n, 3)) if ov is None else ov * MEV_PER_GEV).astype(dtype),
+                             **kw)
+            f.attrs[OVERFLOW_ATTR] = OVERFLOW_ZEROS if ov is None else OVERFLOW_FROM_TRUTH
             write_truth_group(f, showers.truth, skip=("energy_gev", "overflow_gev"), compression=compression)
             if "pdg" in showers.truth:
                 p = np.unique(np.asarray(showers.truth["pdg"]))
@@ -213,13 +259,15 @@ def write_calogan(path, showers: ShowerImages, compression: str | None = "gzip",
             _write_common_attrs(f, "calogan", showers)
 
 
-def _write_common_attrs(f, fmt: str, showers: ShowerImages):
+def _write_common_attrs(f, fmt: str, showers: ShowerImages, meta: dict | None = None):
+    """Root attributes every pcloud writer adds: format, version, geometry name and the meta as JSON (``meta``
+    replaces ``showers.meta`` when the file's content differs from the input's, e.g. after a calibration)."""
     from .. import __version__
 
     f.attrs["pcloud_format"] = fmt
     f.attrs["pcloud_version"] = __version__
     f.attrs["pcloud_geometry"] = showers.geometry.name
-    f.attrs["pcloud_meta"] = json.dumps(showers.meta, default=str, sort_keys=True)
+    f.attrs["pcloud_meta"] = json.dumps(showers.meta if meta is None else meta, default=str, sort_keys=True)
 
 
 def _json_attr(f, key):

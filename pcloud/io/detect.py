@@ -13,6 +13,10 @@ format              content
 ==================  =====================================================================================
 
 Anything else raises :class:`~pcloud.io.errors.FormatError` naming what was found (first bytes or HDF5 keys).
+
+Files that are read together into one dataset must share one geometry: :func:`check_same_layout` compares their
+formats and section shapes from the metadata (no data read) and raises a FormatError naming the first file that
+differs, e.g. a Triforce file with a 25-cell ECAL window given with one with a 51-cell window.
 """
 from __future__ import annotations
 
@@ -51,6 +55,64 @@ def detect_format(path) -> str:
                       "the datasets of a known format (" + "; ".join(f"{fmt}: {', '.join(k)}" for fmt, k in
                                                                    HDF5_KEYS.items()) + ")",
                       f"keys {sorted(keys)}")
+
+
+def image_layout(path, xml=None) -> dict:
+    """Format, geometry and event count of an image file from its metadata (no cell data read).
+
+    Returns ``{"format", "geometry", "sections": [(name, (n_layers, n_u, n_v)), ...], "n_cells", "n_events"}``.
+    Point-cloud stores raise the FormatError of :func:`read_images`; ``xml`` is the CaloChallenge binning.
+    """
+    from ..geometry import get_geometry
+
+    fmt = detect_format(path)
+    if fmt in ("native", "mltree"):
+        read_images(path, xml)  # raises the point-cloud FormatError
+    if xml is not None and fmt != "calochallenge":
+        raise ValueError(f"{path}: a binning XML was given but the file is a {fmt} file (no XML needed)")
+    if fmt == "calogan":
+        from .calogan import calogan_n_events
+
+        n, g = calogan_n_events(path), get_geometry("calogan")
+    elif fmt == "triforce":
+        from .triforce import _layout
+
+        with open_hdf5(path) as f:
+            n, cells = _layout(f, path)
+        g = get_geometry("clic", ecal_cells=cells)
+    else:
+        from .calochallenge import _n_events, _resolve_binning
+
+        with open_hdf5(path) as f:
+            b = _resolve_binning(f, path, xml, None, "auto", None)
+            n = _n_events(f, path, b)
+        g = b.geometry
+    return {"format": fmt, "geometry": g.name, "sections": [(s.name, tuple(s.shape)) for s in g.sections],
+            "n_cells": int(g.n_cells), "n_events": int(n)}
+
+
+def _describe_layout(lay: dict) -> str:
+    secs = lay["sections"]
+    shown = ", ".join(f"{name} {' x '.join(str(v) for v in shape)}" for name, shape in secs[:4])
+    more = f", ... ({len(secs)} sections)" if len(secs) > 4 else ""
+    return f"a {lay['format']} file on geometry {lay['geometry']!r} ({shown}{more}; {lay['n_cells']} cells)"
+
+
+def check_same_layout(paths, xml=None) -> dict:
+    """Check that image files read together share one format and geometry; return the common layout
+    (:func:`image_layout` of the first file). The first file that differs raises a one-line FormatError naming it,
+    the geometry expected (from the first file) and the one found. Sections are (n_layers, n_u, n_v) in pcloud's
+    order (a Triforce ECAL window of 51 x 51 cells is ``ECAL 25 x 51 x 51``)."""
+    paths = list(paths)
+    if not paths:
+        raise ValueError("check_same_layout: no files given")
+    first = image_layout(paths[0], xml)
+    for p in paths[1:]:
+        lay = image_layout(p, xml)
+        if (lay["format"], lay["sections"]) != (first["format"], first["sections"]):
+            raise FormatError(p, "geometry", f"{_describe_layout(first)} as {paths[0]} (files read together must "
+                              "share one geometry)", _describe_layout(lay))
+    return first
 
 
 def read_images(path, xml=None, start: int | None = None, stop: int | None = None, **kwargs) -> ShowerImages:

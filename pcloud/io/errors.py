@@ -18,6 +18,8 @@ Policy for values (all readers):
   ``-tolerance`` is rejected. The tolerance of a section is ``max(negative_tolerance_gev, 5 * noise_sigma_gev)``
   (a 5 sigma noise fluctuation; default ``negative_tolerance_gev = 1e-3`` GeV = 1 MeV).
 * Files with 0 events are rejected unless the reader is called with ``allow_empty=True``.
+* Values that are legal but implausible for the format (e.g. Triforce cells far from calibrated GeV) are read, with
+  a line in ``meta["notes"]`` and an :class:`EnergyScaleWarning`; they are not errors.
 """
 from __future__ import annotations
 
@@ -52,6 +54,11 @@ class FormatError(ValueError):
 
     def __reduce__(self):  # keep picklable (multiprocessing data loaders)
         return (FormatError, (self.path, self.field, self.expected, self.found, self.hint))
+
+
+class EnergyScaleWarning(UserWarning):
+    """A file was read, but its energies are not on the scale its format's own tools assume (see the reader's
+    ``meta["notes"]``)."""
 
 
 # ----------------------------------------------------------------------------------------------- HDF5 helpers

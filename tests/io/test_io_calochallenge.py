@@ -98,19 +98,90 @@ def test_round_trip_and_layout(tmp_path, make_showers):
     xml_out = tmp_path / "binning.xml"
     write_calochallenge(p, sh, xml_path=xml_out)
     with h5py.File(p, "r") as f:
-        assert f["incident_energies"].shape == (6, 1) and f["incident_energies"].dtype == np.float32
-        assert f["showers"].shape == (6, 96) and f["showers"].dtype == np.float32
+        assert f["incident_energies"].shape == (6, 1) and f["incident_energies"].dtype == np.float64
+        assert f["showers"].shape == (6, 96) and f["showers"].dtype == np.float64
         assert f["showers"].compression == "gzip"
-        np.testing.assert_allclose(f["incident_energies"][:, 0], sh.truth["energy_gev"] * 1000, rtol=1e-6)
-        np.testing.assert_allclose(f["showers"][:].sum(axis=1), sh.total_energy() * 1000, rtol=1e-5)
+        np.testing.assert_allclose(f["incident_energies"][:, 0], sh.truth["energy_gev"] * 1000, rtol=1e-15)
+        np.testing.assert_allclose(f["showers"][:].sum(axis=1), sh.total_energy() * 1000, rtol=1e-6)
+        assert f.attrs["pcloud_negative_cells_clipped"] == 0
     for xml in (None, example_binning("uniform3"), xml_out):
         r = read_calochallenge(p, xml=xml)
         for k, v in sh.images.items():
-            np.testing.assert_allclose(r.images[k], v, rtol=2e-7)
-        np.testing.assert_allclose(r.truth["energy_gev"], sh.truth["energy_gev"], rtol=1e-7)
+            np.testing.assert_array_equal(r.images[k], v)  # float64 MeV: the float32 GeV come back exactly
+        np.testing.assert_allclose(r.truth["energy_gev"], sh.truth["energy_gev"], rtol=1e-15)
         np.testing.assert_array_equal(r.truth["pdg"], 11)
         np.testing.assert_array_equal(r.truth["theta_rad"], 0.3)
     assert parse_binning(xml_out).n_voxels == 96
+
+
+def check_file_as_evaluate(path, dataset):
+    """CaloChallenge code/evaluate.py, ``check_file`` and the data preparation after it, in my words: the voxel
+    count is fixed per dataset, both datasets have N rows; everything is read whole, voxels below the dataset's
+    minimal readout are set to 0, and the low-level classifier input is [log10 E_inc, 100 voxels / E_inc, label]
+    concatenated along axis 1 (so incident_energies must be 2-D (N, 1))."""
+    n_vox = {"1-photons": 368, "1-pions": 533, "2": 6480, "3": 40500}[dataset]
+    with h5py.File(path, "r") as f:
+        n = f["incident_energies"].shape[0]
+        assert f["showers"].shape[0] == n, "number of energies differs from the number of showers"
+        assert f["showers"].shape[1] == n_vox, "showers have the wrong shape"
+        showers, e_inc = f["showers"][:], f["incident_energies"][:]
+    cut = np.where(showers < {"1-photons": 10, "1-pions": 10, "2": 0.5e-3 / 0.033, "3": 0.5e-3 / 0.033}[dataset],
+                   0.0, showers)
+    low = np.concatenate([np.log10(e_inc), 100.0 * cut / e_inc, np.zeros_like(e_inc)], axis=1)
+    assert low.shape == (n, n_vox + 2) and np.all(np.isfinite(low))
+    return showers, e_inc
+
+
+def xml_as_xmlhandler(xml_path, particle):
+    """CaloChallenge code/XMLHandler.py as HighLevelFeatures uses it, in my words: the <Bin> named ``particle``;
+    its <Layer> children in document order; per layer r bins = number of comma-separated edges - 1, voxels = r bins
+    x n_bin_alpha; cumulative voxel offsets by document position; 'relevant' layers = positions with r bins > 0;
+    layers binned in alpha recorded by their id attribute."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(xml_path).getroot()
+    bins = [b for b in root if b.get("name") == particle]
+    assert len(bins) == 1, f"no <Bin name={particle!r}>"
+    edges, ids, alpha = [], [], []
+    for layer in bins[0]:
+        r = [float(x) for x in layer.get("r_edges").split(",")]
+        edges.append(r)
+        ids.append(int(layer.get("id")))
+        alpha.append(int(layer.get("n_bin_alpha")))
+    n_vox = [(len(r) - 1) * a for r, a in zip(edges, alpha)]
+    return {"bin_edges": np.concatenate([[0], np.cumsum(n_vox)]).astype(int), "ids": ids,
+            "relevant": [i for i, r in enumerate(edges) if len(r) > 1],
+            "alpha_layers": [i for i, a in zip(ids, alpha) if a > 1], "n_r": [len(r) - 1 for r in edges],
+            "n_alpha": alpha}
+
+
+@pytest.mark.parametrize("dataset, xml_text, particle", [("2", ds2_xml(), "electron"),
+                                                          ("1-photons", ds1_photon_xml(), "photon")])
+def test_written_file_passes_evaluate_and_xmlhandler(tmp_path, make_showers, dataset, xml_text, particle):
+    src = tmp_path / "binning_in.xml"
+    src.write_text(xml_text)
+    b = parse_binning(src)
+    sh = make_showers(b.geometry, 5, seed=9, sparsity=0.8)
+    sh.images[b.geometry.section_names[0]][0, 0, 0, 0] = -1e-4  # a noise-like negative cell: clipped to 0
+    p, xml_out = tmp_path / "dataset.h5", tmp_path / "binning_out.xml"
+    write_calochallenge(p, sh, xml_path=xml_out)
+    with h5py.File(p, "r") as f:
+        assert f["showers"].dtype == np.float64 and f["incident_energies"].dtype == np.float64
+        assert f["showers"][:].min() >= 0.0 and f.attrs["pcloud_negative_cells_clipped"] == 1
+    showers, e_inc = check_file_as_evaluate(p, dataset)
+    np.testing.assert_allclose(e_inc[:, 0], sh.truth["energy_gev"] * 1000)
+    h = xml_as_xmlhandler(xml_out, particle)
+    assert h["bin_edges"][-1] == showers.shape[1] == b.n_voxels
+    assert h["ids"] == list(range(len(h["ids"])))  # ids = document positions, as HighLevelFeatures assumes
+    assert h["relevant"] == [lay.layer_id for lay in b.layers if lay.n_voxels]
+    # the voxels between XMLHandler's offsets of a layer hold exactly that pcloud layer (same order of layers)
+    for pos in h["relevant"]:
+        part = showers[:, h["bin_edges"][pos]:h["bin_edges"][pos + 1]]
+        img = sh.images[f"layer_{pos}"].astype(np.float64).clip(min=0) * 1000
+        np.testing.assert_allclose(part.sum(axis=1), img.reshape(5, -1).sum(axis=1), rtol=1e-12)
+        # inside a layer: alpha bins outer, radius inner (XMLHandler's eta/phi lists are generated in that order)
+        n_r, n_a = h["n_r"][pos], h["n_alpha"][pos]
+        np.testing.assert_array_equal(part.reshape(5, n_a, n_r), np.transpose(img[:, 0], (0, 2, 1)))
 
 
 def test_chunks(tmp_path, make_showers):

@@ -71,3 +71,33 @@ def test_unknown_content(tmp_path):
 def test_write_images_needs_known_geometry(tmp_path, make_showers):
     with pytest.raises(ValueError, match="no image file format for geometry 'cms'"):
         write_images(tmp_path / "x", make_showers(get_geometry("cms"), 1))
+
+
+def test_files_read_together_need_one_geometry(tmp_path, make_showers, three_files):
+    from pcloud.io import check_same_layout, image_layout
+
+    a, b = tmp_path / "rec25.h5", tmp_path / "gen51.h5"
+    write_images(a, make_showers(get_geometry("clic", ecal_cells=25), 2, sparsity=0.99))
+    write_images(b, make_showers(get_geometry("clic", ecal_cells=51), 3, sparsity=0.99))
+    lay = image_layout(b)
+    assert lay["format"] == "triforce" and lay["n_events"] == 3
+    assert lay["sections"] == [("ECAL", (25, 51, 51)), ("HCAL", (60, 11, 11))]
+    assert check_same_layout([a, a])["n_events"] == 2
+    msg = (r"gen51\.h5: geometry: expected a triforce file on geometry 'clic' \(ECAL 25 x 25 x 25, HCAL 60 x 11 x 11;"
+           r" 22885 cells\) as .*rec25\.h5 \(files read together must share one geometry\), found a triforce file on "
+           r"geometry 'clic' \(ECAL 25 x 51 x 51, HCAL 60 x 11 x 11; 72285 cells\)$")
+    with pytest.raises(FormatError, match=msg) as err:
+        check_same_layout([a, b])
+    assert "\n" not in str(err.value)  # one line
+    with pytest.raises(FormatError, match=r"b\.dat: geometry: expected a calogan file .*found a triforce file"):
+        check_same_layout([three_files["calogan"], three_files["triforce"]])
+    # CaloChallenge: the binning decides; two binnings of different voxel counts are two geometries
+    c = three_files["calochallenge"]
+    d = tmp_path / "d.h5"
+    write_images(d, make_showers(parse_binning(example_binning("photon5")).geometry, 2))
+    assert check_same_layout([c, c], xml=example_binning("uniform3"))["n_cells"] == 96
+    with pytest.raises(FormatError, match=r"d\.h5: geometry: expected a calochallenge file .*96 cells.*found a "
+                                          r"calochallenge file .*169 cells"):
+        check_same_layout([c, d])
+    with pytest.raises(ValueError, match="no files given"):
+        check_same_layout([])
