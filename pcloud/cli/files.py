@@ -72,9 +72,39 @@ def cmd_geometry(args) -> int:
     return 0
 
 
+#: energies the fast simulation is parametrised for (GeV): from the MIP/few-hundred-MeV regime where GFlash-style
+#: profiles start to hold to 10 TeV; outside it the profiles and the spot budget are not meaningful
+SIM_ENERGY_RANGE_GEV = (0.01, 1.0e4)
+#: bytes per cell and shower that ``simulate`` holds for image outputs (float32 image, float32 flat copy, float64
+#: sums while converting); sparse (atlas) outputs keep far less but are bounded the same way
+SIM_BYTES_PER_CELL = 16
+
+
+def _available_memory_bytes() -> int:
+    """MemAvailable of /proc/meminfo (8 GiB when it cannot be read)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 8 << 30
+
+
+def _check_memory(n: int, geometry, kind: str) -> None:
+    """Refuse a --n whose images would not fit in the memory available (one clear line, nothing written)."""
+    need = float(n) * geometry.n_cells * SIM_BYTES_PER_CELL * (0.05 if geometry.name == "atlas" else 1.0)
+    have = _available_memory_bytes()
+    if need > 0.8 * have:
+        per_file = max(1, int(0.8 * have / (geometry.n_cells * SIM_BYTES_PER_CELL)))
+        raise CLIError(f"--n {n}: {geometry.name} showers would need about {need / 2**30:.1f} GiB of memory "
+                       f"({geometry.n_cells} cells x {SIM_BYTES_PER_CELL} bytes per shower), "
+                       f"{have / 2**30:.1f} GiB are available; simulate at most ~{per_file} showers per file")
+
+
 def cmd_simulate(args) -> int:
+    from pcloud.core.particles import PARTICLES, particle_pdg
     from pcloud.geometry import get_geometry
-    from pcloud.core.particles import particle_pdg
 
     out = Path(args.output)
     kind = _output_kind(args.geometry, out)
@@ -87,8 +117,17 @@ def cmd_simulate(args) -> int:
         raise CLIError(f"--n: expected a positive number of showers, got {args.n}")
     if getattr(args, "triforce_strict", False) and kind != "triforce":
         raise CLIError("--triforce-strict applies to clic .h5 outputs (Triforce layout) only")
-    particle_pdg(args.particle)  # validates
+    pdg = particle_pdg(args.particle)  # validates names
+    if pdg not in PARTICLES.values():
+        raise CLIError(f"--particle: the fast simulation showers {', '.join(PARTICLES)} (PDG "
+                       f"{sorted(PARTICLES.values())}), got {args.particle!r}")
+    if args.seed is not None and args.seed < 0:
+        raise CLIError(f"--seed: expected an integer >= 0, got {args.seed}")
+    if hi > SIM_ENERGY_RANGE_GEV[1] or lo < SIM_ENERGY_RANGE_GEV[0]:
+        raise CLIError(f"--energy: the fast simulation is parametrised for {SIM_ENERGY_RANGE_GEV[0]:g}-"
+                       f"{SIM_ENERGY_RANGE_GEV[1]:g} GeV (GFlash-style profiles, PDG shower laws), got {args.energy}")
     g = get_geometry(args.geometry)
+    _check_memory(args.n, g, kind)
     noisy = any(sec.noise_sigma_gev > 0 for sec in g.sections) and args.noise is not False
     tsig = args.threshold_sigma if args.threshold_sigma is not None else (4.0 if noisy else None)
     if args.topo and args.geometry != "atlas":

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from . import bench, files, models
 from .errors import CLIError
@@ -85,26 +87,51 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(BaseException):
+    """SIGTERM turned into an exception, so that unfinished outputs are removed on the way out."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return " ".join(text.split())  # library messages are one line; never print a multi-line one
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args) or 0)
     except CLIError as e:
-        print(f"pcloud {args.command}: error: {e}", file=sys.stderr)
+        print(f"pcloud {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"pcloud {args.command}: interrupted (Ctrl-C); unfinished outputs were removed", file=sys.stderr)
+        return 130
+    except Terminated:
+        print(f"pcloud {args.command}: terminated (SIGTERM); unfinished outputs were removed", file=sys.stderr)
+        return 143
     except (ValueError, KeyError, FileNotFoundError, OSError) as e:
         # library errors (FormatError is a ValueError) already name the file/field; show them without a traceback
         if os.environ.get("PCLOUD_DEBUG"):
             raise
-        print(f"pcloud {args.command}: error: {e}", file=sys.stderr)
+        print(f"pcloud {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - last resort: one line instead of a traceback
         if os.environ.get("PCLOUD_DEBUG"):
             raise
-        print(f"pcloud {args.command}: internal error: {type(e).__name__}: {e} (set PCLOUD_DEBUG=1 for the "
-              f"traceback)", file=sys.stderr)
+        print(f"pcloud {args.command}: internal error: {type(e).__name__}: {_one_line(e)} (set PCLOUD_DEBUG=1 for "
+              f"the traceback)", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,16 @@
 
 ``os.replace`` is atomic on POSIX and Windows when source and target are on the same file system, so the temporary
 file is created in the target's own folder. A reader therefore sees either the complete old file or the complete
-new one, never a half-written file; when the writer fails (exception, Ctrl-C) the temporary file is deleted and an
-existing file at the target path is left untouched.
+new one, never a half-written file; when the writer fails (exception, Ctrl-C, SIGTERM turned into an exception by the
+command line) the temporary file is deleted and an existing file at the target path is left untouched.
+
+Temporary files are named ``.NAME.p<pid>.<random><suffix>``. A process killed with SIGKILL cannot clean up, so every
+new write to ``NAME`` first removes the temporaries of ``NAME`` whose writing process no longer exists (those of a
+live concurrent writer are kept). An existing target that is read-only is never replaced (PermissionError).
 """
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from contextlib import contextmanager
@@ -25,6 +30,32 @@ def _fsync_path(path, directory: bool = False):
         pass
     finally:
         os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_stale_temporaries(path, suffix: str = ".tmp") -> list[Path]:
+    """Remove the temporaries of ``path`` left by writers that no longer run; returns the removed paths."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    removed = []
+    for tmp in folder.glob(f".{glob.escape(path.name)}.p*{suffix}"):
+        pid_part = tmp.name[len(path.name) + 3:].split(".", 1)[0]
+        if pid_part.isdigit() and not _alive(int(pid_part)):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass
+    return removed
 
 
 @contextmanager
@@ -46,7 +77,10 @@ def atomic_output(path, suffix: str = ".tmp"):
         raise FileNotFoundError(f"{path}: folder {folder} does not exist")
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a directory, expected a file path")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=folder)
+    if path.exists() and not (path.stat().st_mode & 0o222):  # no write bit for anyone (root included)
+        raise PermissionError(f"{path}: the existing file is read-only; not replaced (make it writable or remove it)")
+    remove_stale_temporaries(path, suffix)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.p{os.getpid()}.", suffix=suffix, dir=folder)
     os.close(fd)
     tmp = Path(tmp)
     try:

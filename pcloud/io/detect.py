@@ -147,6 +147,8 @@ def read_images(path, xml=None, start: int | None = None, stop: int | None = Non
 def iter_images(path, xml=None, chunk_size: int = 1_000, **kwargs):
     """Chunked version of :func:`read_images` (yields ShowerImages of at most ``chunk_size`` events)."""
     fmt = detect_format(path)
+    if xml is not None and fmt != "calochallenge":
+        raise ValueError(f"{path}: a binning XML (--xml) was given but the file is a {fmt} file (no XML needed)")
     if fmt == "calogan":
         from .calogan import iter_calogan
 

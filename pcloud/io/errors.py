@@ -262,6 +262,8 @@ def read_truth_group(f, n_events: int, start: int, stop: int, path) -> dict:
         if ds.ndim == 0 or ds.shape[0] != n_events:
             raise FormatError(path, f"dataset '{TRUTH_GROUP}/{k}'", f"{n_events} entries (one per event)",
                               f"shape {ds.shape}")
+        if ds.dtype.kind not in "biuf":
+            raise FormatError(path, f"dataset '{TRUTH_GROUP}/{k}'", "numbers (per-event truth)", f"dtype {ds.dtype}")
         out[k] = read_range(ds, start, stop, path)
     return out
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..core.schema import REQUIRED_EVENT_FIELDS, REQUIRED_POINT_FIELDS, SCHEMA_VERSION, UNITS, validate_clouds
 from ..core.atomic import atomic_output
-from ..geometry import Geometry, get_geometry
+from ..geometry import Geometry, check_geometry_arguments, get_geometry
 from .calochallenge import binning_from_geometry, parse_binning
 from .errors import FormatError, file_head
 
@@ -70,11 +70,18 @@ def geometry_from_meta(meta, path=None) -> Geometry:
         raise FormatError(path, "metadata 'geometry'", "an object with a 'name' (and 'kwargs' or 'binning_xml')",
                           f"{type(g).__name__} {str(g)[:80]!r}")
     if g.get("binning_xml"):
-        return parse_binning(g["binning_xml"]).geometry
+        if not isinstance(g["binning_xml"], str):
+            raise FormatError(path, "metadata 'geometry.binning_xml'", "the binning XML text",
+                              type(g["binning_xml"]).__name__)
+        return parse_binning(g["binning_xml"]).geometry  # voxel count bounded before anything is built
     kwargs = g.get("kwargs") or {}
-    if not isinstance(kwargs, dict):
-        raise FormatError(path, "metadata 'geometry.kwargs'", "an object of geometry arguments",
-                          f"{type(kwargs).__name__}")
+    if not isinstance(kwargs, dict) or not isinstance(g["name"], str):
+        raise FormatError(path, "metadata 'geometry'", "a geometry name and an object of its arguments",
+                          f"name {g['name']!r}, kwargs {str(kwargs)[:80]!r}")
+    try:
+        check_geometry_arguments(g["name"], kwargs)
+    except ValueError as err:
+        raise FormatError(path, "metadata 'geometry'", "a known geometry with allowed arguments", str(err)) from None
     return get_geometry(g["name"], **kwargs)
 
 
@@ -151,7 +158,8 @@ def write_clouds(path, clouds_or_chunks: ak.Array | Iterable[ak.Array], meta: di
                         schema = table.schema
                         # no dictionary encoding: float point columns gain nothing from it and it halves the
                         # write speed (measured 4.4e5 -> 9.1e5 CaloGAN showers/min, file size within 5%)
-                        writer = pq.ParquetWriter(tmp, schema, compression=compression, use_dictionary=False)
+                        writer = pq.ParquetWriter(tmp, schema, compression=compression, use_dictionary=False,
+                                                  write_page_checksum=True)
                     elif not table.schema.equals(schema, check_metadata=False):
                         raise ValueError(f"write_clouds({path}): chunk {ci} has schema\n{table.schema}\nbut the "
                                          f"first chunk had\n{schema}\n(all chunks need the same fields and dtypes)")
@@ -180,7 +188,7 @@ def _open(path):
         raise FormatError(path, "file signature", f"Parquet magic {PARQUET_MAGIC!r} (pcloud native store)",
                           f"{head!r}", hint="convert other formats with the pcloud.io readers first")
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(path, page_checksum_verification=True)
     except (pa.ArrowInvalid, OSError) as err:
         raise FormatError(path, "file", "a readable Parquet file", f"an unreadable or truncated file ({err})") from None
 
@@ -194,6 +202,11 @@ def _meta_of(pf, path) -> dict:
         meta = json.loads(kv[META_KEY])
     except ValueError as err:
         raise FormatError(path, "metadata key 'pcloud'", "a JSON object", f"unparsable text ({err})") from None
+    if not isinstance(meta, dict):
+        raise FormatError(path, "metadata key 'pcloud'", "a JSON object", type(meta).__name__)
+    g = meta.get("geometry")
+    if not (isinstance(g, dict) and isinstance(g.get("name"), str)):
+        raise FormatError(path, "metadata 'geometry'", "an object with a geometry 'name'", f"{str(g)[:80]!r}")
     version = meta.get("schema_version")
     if version != SCHEMA_VERSION:
         raise FormatError(path, "schema_version", f"schema version {SCHEMA_VERSION}", f"version {version!r}",
@@ -252,6 +265,32 @@ def _strip_options(layout):
     return layout
 
 
+#: value policy on read: point energies finite, >= -max(NEGATIVE_FLOOR_GEV, NOISE_SIGMAS x noise_sigma) (noise
+#: fluctuations of noisy geometries are negative, a few sigma), and below MAX_POINT_ENERGY_GEV (1 PeV in one cell)
+NEGATIVE_FLOOR_GEV = 1e-3
+NOISE_SIGMAS = 10.0
+MAX_POINT_ENERGY_GEV = 1e6
+
+
+def _check_values(arr: ak.Array, path, first_event: int) -> None:
+    """The value policy above on the energies of a chunk; a FormatError names the first bad event."""
+    if "points" not in ak.fields(arr) or "energy" not in ak.fields(arr.points):
+        return
+    counts = ak.to_numpy(ak.num(arr.points, axis=1))
+    e = ak.to_numpy(ak.flatten(arr.points.energy, axis=1)).astype(np.float64)
+    sig = (ak.to_numpy(ak.flatten(arr.points.noise_sigma, axis=1)).astype(np.float64)
+           if "noise_sigma" in ak.fields(arr.points) else np.zeros(e.size))
+    floor = -np.maximum(NEGATIVE_FLOOR_GEV, NOISE_SIGMAS * np.nan_to_num(sig))
+    bad = ~np.isfinite(e) | (e < floor) | (e > MAX_POINT_ENERGY_GEV)
+    if bad.any():
+        i = int(np.argmax(bad))
+        ev = int(np.searchsorted(np.cumsum(counts), i, side="right")) + first_event
+        what = ("non-finite" if not np.isfinite(e[i]) else f"{e[i]:g} GeV")
+        raise FormatError(path, "points.energy", f"finite energies in [-max({NEGATIVE_FLOOR_GEV:g} GeV, "
+                          f"{NOISE_SIGMAS:g} x noise_sigma), {MAX_POINT_ENERGY_GEV:g} GeV]",
+                          f"{int(bad.sum())} bad value(s), first {what} in event {ev}")
+
+
 def _to_clouds(table, meta) -> ak.Array:
     arr = ak.from_arrow(table)
     arr = ak.Array(_strip_options(arr.layout))
@@ -267,8 +306,10 @@ def _read_groups(pf, groups, leaf, path):
     try:
         return pf.read_row_groups(groups, columns=leaf)
     except (pa.ArrowInvalid, OSError) as err:
-        raise FormatError(path, f"row groups {list(groups)[:3]}...", "readable Parquet data",
-                          f"a read error ({err})") from None
+        corrupt = "checksum" in str(err).lower() or "crc" in str(err).lower()
+        raise FormatError(path, f"row group(s) {list(groups)[:3]}", "readable Parquet data with valid page checksums",
+                          "corrupted data: a page checksum does not match (the file was altered or damaged)"
+                          if corrupt else f"a read error ({str(err).splitlines()[0][:200]})") from None
 
 
 def iter_clouds(path, chunk_size: int | None = None, columns=None, row_groups=None) -> Iterator[ak.Array]:
@@ -289,9 +330,11 @@ def iter_clouds(path, chunk_size: int | None = None, columns=None, row_groups=No
     bad = [g for g in groups if not 0 <= g < n_rg]
     if bad:
         raise ValueError(f"iter_clouds({path}): row groups {bad[:5]} out of range [0, {n_rg})")
+    first = np.concatenate([[0], np.cumsum([pf.metadata.row_group(i).num_rows for i in range(n_rg)])])
     buffer, n_buf = [], 0
     for rg in groups:
         arr = _to_clouds(_read_groups(pf, [rg], leaf, path), meta)
+        _check_values(arr, path, int(first[rg]))
         if chunk_size is None:
             yield arr
             continue
@@ -324,7 +367,9 @@ def read_clouds(path, start: int | None = None, stop: int | None = None, columns
         groups = [0]
     arr = _to_clouds(_read_groups(pf, groups, leaf, path), meta)
     off = int(first[groups[0]])
-    return arr[start - off:stop - off]
+    arr = arr[start - off:stop - off]
+    _check_values(arr, path, start)
+    return arr
 
 
 class NativeStore:
