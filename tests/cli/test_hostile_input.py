@@ -198,3 +198,11 @@ def test_truncated_root_file_is_one_line_naming_it(tmp_path, capsys):
     assert main(["info", str(p)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cut.root" in err.splitlines()[0]
+
+
+def test_info_json_turns_nan_into_null():
+    from pcloud.cli.files import _json_safe
+
+    text = json.dumps(_json_safe({"a": float("nan"), "b": [np.float32(np.inf), 1.5], "c": np.int64(3)}),
+                      allow_nan=False)
+    assert json.loads(text) == {"a": None, "b": [None, 1.5], "c": 3}
