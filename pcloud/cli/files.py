@@ -6,6 +6,8 @@ import math
 import time
 from pathlib import Path
 
+from pcloud.core.jsonable import to_jsonable
+
 from .errors import CLIError
 
 
@@ -283,22 +285,6 @@ def _chain(first, rest):
     yield from rest
 
 
-def _json_safe(o):
-    """NaN and infinities become null: ``pcloud info --json`` always prints valid JSON."""
-    if isinstance(o, dict):
-        return {str(k): _json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_json_safe(v) for v in o]
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if hasattr(o, "item") and not isinstance(o, (str, bytes)):
-        try:
-            return _json_safe(o.item())
-        except (TypeError, ValueError):
-            return str(o)
-    return o
-
-
 def cmd_info(args) -> int:
     from pcloud.pipeline import describe_file
 
@@ -307,7 +293,7 @@ def cmd_info(args) -> int:
         raise CLIError(f"{src}: no such file")
     info = describe_file(src, xml=args.xml, threshold_gev=_threshold_gev(args.threshold_mev))
     if args.json:
-        print(json.dumps(_json_safe(info), indent=2, default=str, allow_nan=False))
+        print(json.dumps(to_jsonable(info), indent=2, default=str, allow_nan=False))
     else:
         for k, v in info.items():
             print(f"{k:>24}: {v}")

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..core.atomic import atomic_output
+from ..core.jsonable import to_jsonable
 from ..data.batch import CloudDataset
 from ..io.native import NativeStore, geometry_meta
 from ..metrics.tasks import energy_metrics, fits_by_class, id_metrics, softmax
@@ -136,20 +137,6 @@ def _report(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _clean(o):
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items() if not str(k).startswith("_")}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return _clean(o.tolist())
-    if isinstance(o, (np.floating, float)):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
-
-
 def evaluate_store(bundle, store: NativeStore, out, splits=None, split: str | None = None, log=print) -> dict:
     """Metrics, plots, ``results.json`` and ``report.md`` of a bundle (folder or :class:`Bundle`) on a store."""
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
@@ -160,7 +147,7 @@ def evaluate_store(bundle, store: NativeStore, out, splits=None, split: str | No
     res = {"bundle": str(bundle.path), "model": bundle.meta["model"]["name"], "task": bundle.task,
            "classes": bundle.classes, "split": split, "store": str(store.path), "metrics": entry}
     res["plots"] = _plots(bundle, entry, pred, out)
-    res = _clean(res)
+    res = to_jsonable(res, skip_private=True)
     with atomic_output(out / "results.json") as tmp:
         Path(tmp).write_text(json.dumps(res, indent=1) + "\n")
     with atomic_output(out / "report.md") as tmp:

@@ -22,6 +22,7 @@ from ..core.atomic import atomic_output
 from ..core.attribution import truth_attribution
 from ..core.clusters import concatenate_clusters
 from ..core.events import concatenate_events, select_events
+from ..core.jsonable import to_jsonable
 from ..data.splits import Splits
 from ..geometry import get_geometry
 from ..io.mltree import read_mltree, require_truth
@@ -134,7 +135,7 @@ def _evaluate_events(seg, events, cell_mask, geometry, out: Path, split=None, lo
         log(f"[evaluate:pflow] {name}: F1 {r['f1']:.3f}  E-acc {r['energy_weighted_accuracy']:.3f}  response "
             f"{r['track_energy_response']:.3f}  resolution {r['track_energy_resolution']:.3f}")
     res = {"task": "pflow", "model": seg.model_name, "split": split, "n_events": int(events.n_events),
-           "n_tracks": int(events.tracks["event"].size), "methods": _clean(methods)}
+           "n_tracks": int(events.tracks["event"].size), "methods": to_jsonable(methods)}
     keys = ("f1", "iou", "energy_weighted_accuracy", "track_energy_response", "track_energy_resolution",
             "neutral_energy_recovered")
     lines = [f"# pcloud evaluate: {seg.model_name} particle flow", "",
@@ -147,20 +148,6 @@ def _evaluate_events(seg, events, cell_mask, geometry, out: Path, split=None, lo
     with atomic_output(out / "report.md") as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n")
     return res
-
-
-def _clean(o):
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return _clean(o.tolist())
-    if isinstance(o, (float, np.floating)):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
 
 
 def evaluate_pflow(bundle, specs, out, log=print) -> dict:

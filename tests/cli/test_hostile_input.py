@@ -201,8 +201,9 @@ def test_truncated_root_file_is_one_line_naming_it(tmp_path, capsys):
 
 
 def test_info_json_turns_nan_into_null():
-    from pcloud.cli.files import _json_safe
+    from pcloud.core.jsonable import to_jsonable
 
-    text = json.dumps(_json_safe({"a": float("nan"), "b": [np.float32(np.inf), 1.5], "c": np.int64(3)}),
+    text = json.dumps(to_jsonable({"a": float("nan"), "b": [np.float32(np.inf), 1.5], "c": np.int64(3)}),
                       allow_nan=False)
     assert json.loads(text) == {"a": None, "b": [None, 1.5], "c": 3}
+    assert to_jsonable({"r": float("inf"), "_s": 1}, nonfinite="string", skip_private=True) == {"r": "inf"}

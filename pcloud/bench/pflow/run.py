@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import platform
 import time
 from dataclasses import asdict
@@ -12,6 +11,7 @@ import numpy as np
 
 from ...core.attribution import truth_attribution
 from ...core.events import select_events
+from ...core.jsonable import to_jsonable
 from ...data.splits import Splits
 from ...geometry import get_geometry
 from ...baselines import particle_flow as bl
@@ -23,20 +23,6 @@ from .config import ABLATION_VARIANTS, CONSERVATION_TOL_GEV, PflowConfig
 from .events import generate_pflow_events
 from .report import render_report
 from .roundtrip import mltree_roundtrip
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items() if k != "arrays"}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (np.floating, float)):
-        return None if not math.isfinite(float(x)) else float(x)
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    return x
 
 
 def run_pflow(cfg: PflowConfig | None = None, log=print) -> dict:
@@ -212,7 +198,7 @@ class _Run:
                    "all_conserve": all(c["ok"] for c in self.conservation.values()), "mltree_roundtrip": self.rt,
                    "timings": {**self.timings, **{f"{k}_s": v for k, v in self.seconds.items()}}, "plots": plots,
                    "environment": {"python": platform.python_version(), "machine": platform.machine()}}
-        results = _jsonable(results)
+        results = to_jsonable(results, skip_keys=("arrays",))
         (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
         (out / "report.md").write_text(render_report(results))
         self.log(f"[pflow] wrote {out / 'results.json'} and {out / 'report.md'} in {self.timings['total_s']:.1f} s")

@@ -14,6 +14,7 @@ import torch
 from ...data.splits import Splits
 from ...metrics import classification as mc
 from ...metrics.tasks import energy_metrics, fits_by_class, id_metrics, regression_metrics, softmax
+from ...core.jsonable import to_jsonable
 from ...core.showers import ShowerImages
 from ...train.trainer import Trainer, select_device
 from ..compute import inference_cost
@@ -272,23 +273,8 @@ def _device_text(device: torch.device) -> str:
     return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
-def _clean(o):
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return _clean(o.tolist())
-    if isinstance(o, (np.floating, float)):
-        v = float(o)
-        return v if math.isfinite(v) else ("inf" if v > 0 else "-inf" if v < 0 else "nan")
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
-
-
 def _write_json(path: Path, obj) -> None:
     from ...core.atomic import atomic_output
 
     with atomic_output(path) as tmp:
-        Path(tmp).write_text(json.dumps(_clean(obj), indent=1))
+        Path(tmp).write_text(json.dumps(to_jsonable(obj, nonfinite="string"), indent=1))
