@@ -123,6 +123,8 @@ class Trainer:
         self.seconds_before = 0.0
         #: context entered around each epoch's batch loop (distributed training: DDP's Join for uneven shards)
         self.batch_context = contextlib.nullcontext
+        #: called with each epoch's history record (e.g. a scan's pruning); may raise to stop the run
+        self.on_epoch = None
         # the run's identity: what a checkpoint must match to be resumed (JSON-like values only)
         self.settings = {"seed": int(seed), "batch_size": int(batch_size), "lr": float(lr),
                          "weight_decay": float(weight_decay), "patience": int(patience), "min_delta": float(min_delta),
@@ -266,6 +268,8 @@ class Trainer:
             rec = {"epoch": epoch, "train_loss": tr_loss / max(tr_n, 1), "val_loss": val_loss, "seconds": elapsed,
                    **{f"val_{k}": v for k, v in parts.items()}}
             self.result.history.append(rec)
+            if self.on_epoch is not None:
+                self.on_epoch(rec)
             if self.target_val_loss is not None and self.result.time_to_target_s is None \
                     and val_loss <= self.target_val_loss:
                 self.result.time_to_target_s = elapsed
