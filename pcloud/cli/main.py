@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from . import bench, files, models
+from . import bench, files, models, ops
 from .errors import CLIError
 
 # ---------------------------------------------------------------------------------------------------- parser
@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=files.cmd_show)
 
     models.register(sub)
+    ops.register(sub)
     bench.register(sub)
     return p
 

@@ -340,6 +340,9 @@ class CloudDataset(torch.utils.data.IterableDataset):
                              f"{self.chunk_size}, {self.shuffle_buffer}")
         self.drop_last = drop_last
         self.epoch = 0
+        #: distributed training (:mod:`pcloud.train.distributed`): this process's rank among ``world`` readers;
+        #: row groups are split over ``world x num_workers`` readers
+        self.rank, self.world = 0, 1
 
     def set_epoch(self, epoch: int):
         self.epoch = int(epoch)
@@ -385,6 +388,7 @@ class CloudDataset(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
+        wid, nw = self.rank * nw + wid, self.world * nw  # one reader among all ranks' workers
         rng = np.random.default_rng([self.seed, self.epoch])  # the same chunk order in every worker
         shuffle_rng = np.random.default_rng([self.seed, self.epoch, wid, 1])
         pending, n_pending = [], 0

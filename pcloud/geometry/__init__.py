@@ -38,7 +38,7 @@ def _one_of(*values):
 #: geometry arguments read from a file (a native store's metadata) cannot ask for an absurdly large geometry
 GEOMETRY_ARGUMENTS = {
     "calogan": {"z0_mm": _number(-1e4, 1e4)},
-    "clic": {"ecal_cells": _one_of(25, 51), "hcal_cells": _integer(1, 121)},
+    "clic": {"ecal_cells": _one_of(25, 51), "hcal_cells": _integer(1, 121), "ecal_merge": _integer(1, 51)},
     "atlas": {"eta_max": _number(0.05, 1.5)},
     "cms": {"n_crystals": _integer(1, 400)},
 }

@@ -22,20 +22,24 @@ SI_W = Stack(active=SILICON, active_mm=0.5, absorber=TUNGSTEN, absorber_mm=3.5, 
 SCI_FE = Stack(active=POLYSTYRENE, active_mm=3.0, absorber=IRON, absorber_mm=20.0, gap_mm=3.5)
 
 
-def clic_geometry(ecal_cells: int = 25, hcal_cells: int = 11) -> Geometry:
+def clic_geometry(ecal_cells: int = 25, hcal_cells: int = 11, ecal_merge: int = 1) -> Geometry:
+    """``ecal_merge`` > 1: ECAL cells of ``ecal_merge x 5.1`` mm, each the union of ``ecal_merge^2`` native cells
+    (the grid starts at the native edge and extends past it when ``ecal_cells`` is not a multiple;
+    :mod:`pcloud.data.resample`)."""
     if ecal_cells not in (25, 51):
         raise ValueError(f"clic geometry: ecal_cells must be 25 (REC) or 51 (GEN), got {ecal_cells}")
     half_e = 5.1 * ecal_cells / 2
     half_h = 30.0 * hcal_cells / 2
+    n_e = -(-ecal_cells // int(ecal_merge))
+    edges_e = -half_e + 5.1 * int(ecal_merge) * np.arange(n_e + 1)
     ecal = Section(name="ECAL", kind="xy", layer_edges_mm=ECAL_R_MM + SI_W.pitch_mm * np.arange(26),
-                   u_edges=np.linspace(-half_e, half_e, ecal_cells + 1),
-                   v_edges=np.linspace(-half_e, half_e, ecal_cells + 1), stack=SI_W)
+                   u_edges=edges_e, v_edges=edges_e.copy(), stack=SI_W)
     hcal = Section(name="HCAL", kind="xy", layer_edges_mm=HCAL_R_MM + SCI_FE.pitch_mm * np.arange(61),
                    u_edges=np.linspace(-half_h, half_h, hcal_cells + 1),
                    v_edges=np.linspace(-half_h, half_h, hcal_cells + 1), stack=SCI_FE)
     return Geometry(
         name="clic", sections=[ecal, hcal],
-        description=f"CLIC/LCD-like window: Si/W ECAL {ecal_cells}x{ecal_cells}x25 + Sci/Fe HCAL "
+        description=f"CLIC/LCD-like window: Si/W ECAL {n_e}x{n_e}x25 ({5.1 * ecal_merge:.1f} mm cells) + Sci/Fe HCAL "
                     f"{hcal_cells}x{hcal_cells}x60 (seed 001)",
         info={"ecal_inner_radius_mm": ECAL_R_MM, "hcal_inner_radius_mm": HCAL_R_MM,
               "gun": {"theta_range_rad": [1.047, 2.094]}, "file_format": "triforce-hdf5",

@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from .edgeconv import EdgeConv
 from .heads import GlobalHead, PointCloudModel, SegHead
-from .layers import MaskedMLP, masked_pool, pooled_dim, reset_children
-from .knn import knn
+from .layers import MaskedMLP, exporting, masked_pool, pooled_dim, reset_children
+from .knn import knn, knn_dense
 
 __all__ = ["DGCNN"]
 
@@ -86,7 +86,11 @@ class DGCNN(PointCloudModel):
         idx = valid = None
         for i, conv in enumerate(self.convs):
             if i == 0 or self.dynamic:
-                idx, valid = knn(graph_feat if i == 0 else h, self.k, mask, self.knn_block_size, return_valid=True)
+                feat = graph_feat if i == 0 else h
+                if exporting():  # one (B, N, N) block, no shape-dependent Python (pcloud.nn.layers.export_friendly)
+                    idx, valid = knn_dense(feat, self.k, mask)
+                else:
+                    idx, valid = knn(feat, self.k, mask, self.knn_block_size, return_valid=True)
             h = conv(h, idx, mask, valid)
             outs.append(h)
         local = torch.cat(outs, dim=-1)

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .layers import activation, make_mlp_layers, norm_layer, reset_children
+from .layers import activation, exporting, make_mlp_layers, norm_layer, reset_children
 
 __all__ = ["EdgeConv"]
 
@@ -80,6 +80,8 @@ class EdgeConv(nn.Module):
         w_a, w_b = self.lin0.weight[:, :C], self.lin0.weight[:, C:]
         centre = torch.nn.functional.linear(x, w_a - w_b, self.lin0.bias)  # (B, N, H)
         nbr = torch.nn.functional.linear(x, w_b)  # (B, N, H)
+        if exporting():
+            return self._forward_dense(centre, nbr, idx, mask, valid)
         bi, ii = mask.nonzero(as_tuple=True)  # real points, (M,)
         if self.fused and bi.numel() > 0:
             return self._fused_max(centre, nbr, idx, mask, bi, ii)
@@ -136,6 +138,37 @@ class EdgeConv(nn.Module):
         out = agg.new_zeros(mask.shape + (H,))
         out[bi, ii] = agg
         return out
+
+    def _forward_dense(self, centre: Tensor, nbr: Tensor, idx: Tensor, mask: Tensor, valid: Tensor | None) -> Tensor:
+        """Export-friendly eval-mode path (:func:`pcloud.nn.layers.export_friendly`): every slot is computed, no
+        ``nonzero``; equal to :meth:`forward`'s other paths for the real points, zeros at padding."""
+        if self.training:
+            raise RuntimeError("EdgeConv: the export-friendly path is for eval mode only (call model.eval())")
+        B, N, H = nbr.shape
+        flat = idx + (torch.arange(B, device=idx.device) * N).view(-1, 1, 1)  # (B, N, k) rows of nbr.reshape
+        nb_val = nbr.reshape(-1, H)[flat]  # (B, N, k, H)
+        keep = mask.unsqueeze(-1).to(nbr.dtype)
+        if self.fused:
+            bn = self.tail[0] if isinstance(self.tail[0], nn.BatchNorm1d) else None
+            if bn is None:
+                return self.tail[-1](centre + nb_val.amax(2)) * keep
+            scale = torch.rsqrt(bn.running_var + bn.eps)
+            if bn.affine:
+                scale = bn.weight * scale
+            shift = -scale * bn.running_mean + (bn.bias if bn.affine else 0.0)
+            ext = torch.where(scale >= 0, nb_val.amax(2), nb_val.amin(2))
+            return self.tail[-1]((centre + ext) * scale + shift) * keep
+        k = idx.shape[-1]
+        e = centre.unsqueeze(2) + nb_val  # (B, N, k, H)
+        h = self.tail(e.reshape(-1, H))
+        h = h.reshape(B, N, k, h.shape[-1])
+        if self.aggr == "max":
+            agg = h.amax(dim=2)
+        else:
+            w = torch.ones_like(h[..., 0]) if valid is None else valid.to(h.dtype)
+            w = torch.where(w.sum(-1, keepdim=True) > 0, w, torch.ones_like(w))
+            agg = (h * w.unsqueeze(-1)).sum(2) / w.sum(-1, keepdim=True)
+        return agg * keep
 
     @staticmethod
     def _edge_moments(c: Tensor, n_flat: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:

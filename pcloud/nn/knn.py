@@ -5,10 +5,11 @@ Two entry points:
 * :func:`knn` for padded batches ``(B, N, C)`` + ``mask (B, N)`` -> neighbour indices ``(B, N, k)``;
 * :func:`knn_graph` for PyG-style flat inputs ``(P, C)`` + sorted ``batch (P,)`` -> ``edge_index (2, E)``.
 
-Distances are squared Euclidean, computed as ``|a|^2 + |b|^2 - 2 a.b`` (one matmul) after subtracting the
-per-event mean of the real points (translation does not change distances but removes most of the float32
-cancellation for coordinates in mm far from the origin), always in float32 with autocast disabled, then
-``topk``. The query axis is processed in blocks so that the distance buffer holds at most ``B * block * N``
+Distances are squared Euclidean after subtracting the per-event mean of the real points (translation does not
+change distances but removes most of the float32 cancellation for coordinates in mm far from the origin), always in
+float32 with autocast disabled: coordinates (at most 4 channels) as ``sum_c (a_c - b_c)^2``, wider features as
+``|a|^2 + |b|^2 - 2 a.b`` (one matmul); then the ``k`` smallest by a stable sort (ties: lower index first), so
+that exported graphs (:func:`knn_dense`) pick the same neighbours as torch on cell grids with equal distances. The query axis is processed in blocks so that the distance buffer holds at most ``B * block * N``
 numbers.
 
 Neighbour rules (the contract the EdgeConv layers rely on):
@@ -26,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["knn", "knn_graph", "pairwise_sq_dist", "auto_block_size"]
+__all__ = ["knn", "knn_dense", "knn_graph", "pairwise_sq_dist", "auto_block_size"]
 
 DEFAULT_MAX_ELEMENTS = 1 << 22  # float32 distance-buffer budget for block_size=None (16 MiB; see bench_knn.py)
 
@@ -39,6 +40,38 @@ def pairwise_sq_dist(a: Tensor, b: Tensor) -> Tensor:
     d = torch.baddbmm((b * b).sum(-1).unsqueeze(-2), a, b.transpose(-1, -2), alpha=-2.0)  # one (B, M, N) buffer
     d.add_((a * a).sum(-1, keepdim=True))
     return d.clamp_min_(0.0)
+
+
+#: feature widths up to this use the exact difference form of the distance (coordinates: exact ties on cell grids)
+EXACT_DIFF_MAX_CHANNELS = 4
+
+
+def sq_dist(a: Tensor, b: Tensor) -> Tensor:
+    """Squared distances ``(B, M, N)`` as the kNN ranks them: for at most :data:`EXACT_DIFF_MAX_CHANNELS`
+    channels (coordinates) ``sum_c (a_c - b_c)^2`` accumulated channel by channel in a fixed order (elementwise
+    IEEE operations, so every runtime computes the same bits and cells at equal distance on a grid tie exactly);
+    wider (learned) features use :func:`pairwise_sq_dist`."""
+    if a.shape[-1] > EXACT_DIFF_MAX_CHANNELS:
+        return pairwise_sq_dist(a, b)
+    d = (a[..., 0].unsqueeze(-1) - b[..., 0].unsqueeze(-2)) ** 2
+    for c in range(1, a.shape[-1]):
+        d = d + (a[..., c].unsqueeze(-1) - b[..., c].unsqueeze(-2)) ** 2
+    return d
+
+
+#: set while an ONNX graph is traced (:func:`pcloud.nn.export.export_onnx`): ONNX has no stable sort operator,
+#: but its ``TopK`` breaks ties by the lower index (ONNX operator specification, TopK, opset >= 11)
+ONNX_TOPK = [False]
+
+
+def smallest_k(d: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` smallest values of the last axis and their indices, ties broken by the lower index (a stable sort
+    in torch; ONNX ``TopK``, which breaks ties the same way, in exported graphs), so that neighbour sets do not
+    depend on the runtime."""
+    if ONNX_TOPK[0]:
+        return torch.topk(d, k, dim=-1, largest=False, sorted=True)
+    vals, idx = torch.sort(d, dim=-1, stable=True)
+    return vals[..., :k], idx[..., :k]
 
 
 def auto_block_size(batch_size: int, n_points: int, max_elements: int = DEFAULT_MAX_ELEMENTS) -> int:
@@ -99,10 +132,10 @@ def knn(features: Tensor, k: int, mask: Tensor | None = None, block_size: int | 
         for start in range(0, N, block_size):
             stop = min(N, start + block_size)
             q = torch.arange(start, stop, device=device)
-            d = pairwise_sq_dist(f[:, start:stop], f)  # (B, b, N)
+            d = sq_dist(f[:, start:stop], f)  # (B, b, N)
             d.masked_fill_(pad_cols, float("inf"))
             d[:, q - start, q] = float("inf")  # exclude self
-            dist, nb = torch.topk(d, k_eff, dim=-1, largest=False, sorted=True)  # (B, b, k_eff)
+            dist, nb = smallest_k(d, k_eff)  # (B, b, k_eff), ties: lower index first
             ok = torch.isfinite(dist)
             if k_eff < k:
                 extra = k - k_eff
@@ -114,6 +147,31 @@ def knn(features: Tensor, k: int, mask: Tensor | None = None, block_size: int | 
             idx[:, start:stop] = torch.where(ok, nb, fill)
             valid[:, start:stop] = ok
     return (idx, valid) if return_valid else idx
+
+
+@torch.no_grad()
+def knn_dense(features: Tensor, k: int, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """The export-friendly form of :func:`knn` (same neighbours, same ``valid``, same fill rules): one distance
+    buffer ``(B, N, N)`` instead of a loop over query blocks, and ``k`` columns of ``+inf`` appended before
+    ``topk`` so that ``k`` never exceeds the number of columns whatever the (dynamic) number of points; the
+    appended columns are never finite, so they are never valid and are replaced by the fill rule. No Python value
+    depends on the shapes, so ONNX and TorchScript graphs keep the batch and point axes dynamic. Distances are
+    computed exactly as in :func:`knn` (:func:`sq_dist` of the centred float32 features) and ties go to the lower
+    index (:func:`smallest_k`)."""
+    f = features.float().masked_fill(~mask.unsqueeze(-1), 0.0)
+    n_real = mask.sum(1, keepdim=True).clamp_min(1).unsqueeze(-1).float()
+    f = f - f.sum(1, keepdim=True) / n_real
+    f = f.masked_fill(~mask.unsqueeze(-1), 0.0)
+    d = sq_dist(f, f)  # (B, N, N)
+    n = torch.arange(d.shape[-1], device=d.device)
+    bad = (~mask).unsqueeze(1) | (n.unsqueeze(0) == n.unsqueeze(1)).unsqueeze(0)  # padding columns, self
+    d = d.masked_fill(bad, float("inf"))
+    d = torch.cat([d, torch.full_like(d[:, :, :1], float("inf")).expand(-1, -1, k)], dim=-1)
+    dist, nb = smallest_k(d, k)  # (B, N, k)
+    ok = torch.isfinite(dist) & mask.unsqueeze(-1)
+    self_idx = n.view(1, -1, 1).expand_as(nb)
+    fill = torch.where(ok[..., :1], nb[..., :1], self_idx)
+    return torch.where(ok, nb, fill), ok
 
 
 @torch.no_grad()

@@ -14,9 +14,33 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["activation", "norm_layer", "reset_children", "make_mlp_layers", "MaskedMLP", "masked_pool", "pooled_dim",
-           "POOL_MODES"]
+           "POOL_MODES", "export_friendly", "exporting"]
 
 POOL_MODES = ("max", "mean", "sum", "max+mean")
+
+_EXPORT = [False]
+
+
+def exporting() -> bool:
+    """True inside :func:`export_friendly`: the layers take their export-friendly path."""
+    return _EXPORT[0]
+
+
+class export_friendly:
+    """Context manager: the point models run without data-dependent shapes (``x[mask]``, ``mask.nonzero()``,
+    blocked kNN loops), so ``torch.onnx.export`` / ``torch.jit.trace`` see one static graph with dynamic batch and
+    point axes. Eval mode only: per-point layers then run on every slot (padding included) and the padding is
+    zeroed afterwards, which equals the training path because batch-norm uses its running statistics
+    (tested in ``tests/nn/test_export.py``)."""
+
+    def __enter__(self):
+        self._prev = _EXPORT[0]
+        _EXPORT[0] = True
+        return self
+
+    def __exit__(self, *exc):
+        _EXPORT[0] = self._prev
+        return False
 
 
 def activation(act: str) -> nn.Module:
@@ -85,6 +109,11 @@ class MaskedMLP(nn.Module):
         reset_children(self)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        if _EXPORT[0]:
+            if self.training:
+                raise RuntimeError("MaskedMLP: the export-friendly path is for eval mode only (call model.eval())")
+            h = self.net(x.reshape(-1, x.shape[-1]))
+            return h.reshape(mask.shape + (h.shape[-1],)) * mask.unsqueeze(-1).to(h.dtype)
         h = self.net(x[mask])
         out = h.new_zeros(mask.shape + (h.shape[-1],))
         out[mask] = h

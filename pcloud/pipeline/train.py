@@ -138,9 +138,9 @@ def _loader(ds: CloudDataset, workers: int):
                                        persistent_workers=False) if workers else ds
 
 
-def train(cfg: RunConfig, out, log=print) -> dict:
+def train(cfg: RunConfig, out, log=print, on_epoch=None) -> dict:
     """Train the model of ``cfg`` on its data; writes the bundle, splits, checkpoints and the test-split results
-    into ``out``; returns the results."""
+    into ``out``; returns the results. ``on_epoch(record)`` is called after every epoch (scans prune there)."""
     from .evaluate import evaluate_store
 
     out = Path(out)
@@ -163,6 +163,7 @@ def train(cfg: RunConfig, out, log=print) -> dict:
                       lr=t["lr"], patience=t["patience"], device=str(select_device(cfg.device)), seed=cfg.seed,
                       max_minutes=t.get("max_minutes"), log=lambda s: log(f"[train] {s}"), progress=False,
                       settings=_run_settings(cfg))
+    trainer.on_epoch = on_epoch
     result = trainer.fit(_loader(train_ds, t["workers"]), _loader(val_ds, t["workers"]))
     data_meta = {"features": list(d["features"]), "max_points": d["max_points"],
                  "threshold_gev": d["threshold_mev"] / 1000.0, "classes": p["classes"],

@@ -16,6 +16,7 @@ Device: ``"auto"`` picks CUDA when available, else CPU. On CUDA the forward pass
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -120,6 +121,10 @@ class Trainer:
         self.bad_epochs = 0
         self.finished = False
         self.seconds_before = 0.0
+        #: context entered around each epoch's batch loop (distributed training: DDP's Join for uneven shards)
+        self.batch_context = contextlib.nullcontext
+        #: called with each epoch's history record (e.g. a scan's pruning); may raise to stop the run
+        self.on_epoch = None
         # the run's identity: what a checkpoint must match to be resumed (JSON-like values only)
         self.settings = {"seed": int(seed), "batch_size": int(batch_size), "lr": float(lr),
                          "weight_decay": float(weight_decay), "patience": int(patience), "min_delta": float(min_delta),
@@ -211,6 +216,27 @@ class Trainer:
             raise ValueError("evaluate_loss: validation data is empty")
         return tot / n, {k: v / n for k, v in logs.items()}
 
+    def _train_epoch(self, batches, epoch: int) -> tuple[float, int]:
+        """One pass of optimiser steps over ``batches``; returns the summed loss x events and the events."""
+        tr_loss, tr_n = 0.0, 0
+        for batch in batches:
+            if int(next(iter(batch.values())).shape[0]) < 2:
+                continue  # a 1-event remainder batch: batch norm cannot train on it (dropped, as drop_last)
+            batch = to_device(batch, self.device)
+            out = self._forward(batch)
+            loss, _ = self.loss_fn(out, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"epoch {epoch}: training loss is {float(loss.detach())} (check inputs and lr)")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.optimizer.step()
+            b = int(next(iter(batch.values())).shape[0])
+            tr_loss += float(loss.detach()) * b
+            tr_n += b
+        return tr_loss, tr_n
+
     def fit(self, train, val, resume: bool = False) -> TrainResult:
         """Train on ``train`` with early stopping on ``val`` (dicts of tensors or re-iterables of batches; a stream
         with ``set_epoch`` (or a DataLoader over one) is told the epoch, so it can reshuffle)."""
@@ -233,22 +259,8 @@ class Trainer:
                 batches = tqdm(batches, desc=f"epoch {epoch}", leave=False,
                                total=math.ceil(n_events(train) / self.batch_size) if isinstance(train, dict) else None)
             tr_loss, tr_n = 0.0, 0
-            for batch in batches:
-                if int(next(iter(batch.values())).shape[0]) < 2:
-                    continue  # a 1-event remainder batch: batch norm cannot train on it (dropped, as drop_last)
-                batch = to_device(batch, self.device)
-                out = self._forward(batch)
-                loss, _ = self.loss_fn(out, batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"epoch {epoch}: training loss is {float(loss.detach())} (check inputs and lr)")
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if self.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-                self.optimizer.step()
-                b = int(next(iter(batch.values())).shape[0])
-                tr_loss += float(loss.detach()) * b
-                tr_n += b
+            with self.batch_context():
+                tr_loss, tr_n = self._train_epoch(batches, epoch)
             if tr_n == 0:
                 raise ValueError("Trainer.fit: training data is empty (no batch of at least 2 events)")
             val_loss, parts = self.evaluate_loss(val)
@@ -256,6 +268,8 @@ class Trainer:
             rec = {"epoch": epoch, "train_loss": tr_loss / max(tr_n, 1), "val_loss": val_loss, "seconds": elapsed,
                    **{f"val_{k}": v for k, v in parts.items()}}
             self.result.history.append(rec)
+            if self.on_epoch is not None:
+                self.on_epoch(rec)
             if self.target_val_loss is not None and self.result.time_to_target_s is None \
                     and val_loss <= self.target_val_loss:
                 self.result.time_to_target_s = elapsed
