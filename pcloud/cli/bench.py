@@ -1,6 +1,8 @@
 """``pcloud bench singles`` and ``pcloud bench pflow``."""
 from __future__ import annotations
 
+import argparse
+
 
 def _bench_singles(args) -> int:
     from pcloud.bench.singles import SinglesConfig, config_from_dict, run_singles
@@ -21,6 +23,8 @@ def _bench_singles(args) -> int:
         cfg.quick = True
     if args.no_occupancy:
         cfg.occupancy_study = False
+    if args.granularity is not None:
+        cfg.granularity_study = args.granularity
     if args.small_models:
         cfg.small_models = True
     if args.resume:
@@ -70,6 +74,8 @@ def register(sub) -> None:
     s.add_argument("--threshold-mev", type=float, default=None, help="cell threshold for the point clouds (MeV)")
     s.add_argument("--max-points", type=int, default=None, help="points per event (default 96 quick, 384 full)")
     s.add_argument("--no-occupancy", action="store_true", help="skip the compute-vs-occupancy study")
+    s.add_argument("--granularity", action=argparse.BooleanOptionalAction, default=None,
+                   help="the gamma/pi0 task at native, CMS-like and ATLAS-like ECAL cells (default: on in full mode)")
     s.add_argument("--small-models", action="store_true", help="CPU-sized model widths also outside --quick")
     s.add_argument("--resume", action="store_true",
                    help="continue each model from its last checkpoint in OUT/runs (same seed and settings)")

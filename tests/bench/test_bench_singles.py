@@ -140,3 +140,17 @@ def test_report_rejection_lower_limit_has_no_exponent():
     assert _rej_cell(float("inf"), None, 1004.3) == "> 1004"
     assert _rej_cell(float("inf"), None, 35.0) == "> 35"
     assert _rej_cell(None, None, None) == "n/a"
+
+
+def test_granularity_tasks_share_the_showers_and_conserve_energy():
+    from pcloud.bench.singles.granularity import GRANULARITIES, granularity_tasks
+
+    tasks = granularity_tasks(20, seed=3, log=lambda s: None)
+    assert [t.name for t in tasks] == [f"granularity_{n}" for n, _, _ in GRANULARITIES]
+    native = tasks[0].showers
+    for t, (_, m, _) in zip(tasks, GRANULARITIES):
+        s = t.showers
+        assert s.images["ECAL"].shape[2] == -(-native.images["ECAL"].shape[2] // m)  # coarser cells
+        np.testing.assert_array_equal(s.truth["event_number"], native.truth["event_number"])
+        np.testing.assert_allclose(s.total_energy(), native.total_energy(), rtol=1e-5)  # float32 images
+        np.testing.assert_array_equal(s.images["HCAL"], native.images["HCAL"])

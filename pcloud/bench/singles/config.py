@@ -27,6 +27,10 @@ class SinglesConfig:
     threshold_mev: float = 0.0
     max_points: int | None = None
     occupancy_study: bool = True
+    #: the gamma/pi0 task again at CMS- and ATLAS-like ECAL cells (seed 001 section 5.4; default: on in full mode)
+    granularity_study: bool | None = None
+    #: showers per class of the granularity study (default: min(n_per_class, 4000))
+    granularity_n_per_class: int | None = None
     max_minutes_per_model: float | None = None
     split_seed: int | None = None
     #: continue every model from its ``runs/<task>/<model>/last.pt`` checkpoint (the data are regenerated
@@ -45,9 +49,12 @@ class SinglesConfig:
             v = getattr(c, k)
             if v is not None and v <= 0:
                 raise ValueError(f"{k} must be a positive integer, got {v}")
+        if c.granularity_study is None:
+            c.granularity_study = not c.quick and not c.data
         if c.data:
             c.tasks = ["data"]
             c.occupancy_study = False
+            c.granularity_study = False
         else:
             c.n_per_class = c.n_per_class or (700 if c.quick else 20000)
         c.epochs = c.epochs or (8 if c.quick else 40)

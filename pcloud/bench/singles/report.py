@@ -124,6 +124,26 @@ def _regression_table(task: dict) -> list[str]:
     return lines
 
 
+def _granularity(gr: dict) -> list[str]:
+    """AUC, rejection at 80% signal efficiency and inference rate per model and ECAL cell size."""
+    names = list(gr)
+    models = list(next(iter(gr.values()))["models"]) if gr else []
+    L = ["The gamma / pi0 showers of the CLIC task with the ECAL re-binned (energy conserved exactly); "
+         "AUC / pi0 rejection at 80% photon efficiency / inference events per second.", "",
+         "| model | " + " | ".join(f"{n} ({gr[n]['meaning']}, {gr[n]['points_per_event'] or 0:.0f} points/event)"
+                                   for n in names) + " |", "|" + "---|" * (len(names) + 1)]
+    for m in models:
+        cells = []
+        for n in names:
+            e = gr[n]["models"].get(m, {})
+            rej = (e.get("rejection") or {}).get("0.8")
+            eps = e.get("events_per_s")
+            cells.append(f"{e.get('auc', float('nan')):.3f} / {'n/a' if rej is None else f'{rej:.2f}'} / "
+                         f"{'-' if eps is None else f'{eps:,.0f}'}")
+        L.append(f"| {m} | " + " | ".join(cells) + " |")
+    return L
+
+
 def _occupancy(occ: dict) -> list[str]:
     lines = ["### Inference cost vs occupancy (batch of 128 CaloGAN e+ showers, untrained models)", ""]
     scan = occ["threshold_scan"]
@@ -230,6 +250,8 @@ def write_singles_report(results: dict, path: Path) -> None:
             L += _energy_table(t) + [""]
         if t["kind"] == "regression":
             L += _regression_table(t) + [""]
+    if results.get("granularity"):
+        L += ["## Granularity (seed 001 section 5.4)", ""] + _granularity(results["granularity"]) + [""]
     if results.get("occupancy"):
         L += ["## Sparse vs dense compute", ""] + _occupancy(results["occupancy"]) + [""]
     if results.get("plots"):

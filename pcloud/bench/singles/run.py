@@ -21,6 +21,7 @@ from ..compute import inference_cost
 from .classical import run_classical
 from .config import REFERENCE, TASK_MODE, SinglesConfig
 from .models import POINT_MODEL_NAMES, build, image_tensors, point_tensors
+from .granularity import granularity_summary, granularity_tasks
 from .occupancy import occupancy_study
 from .report import headline
 from .tasks import TASKS, SinglesTask, build_dataset, data_task
@@ -116,7 +117,7 @@ def _prepare_task(task: SinglesTask, cfg: SinglesConfig, out: Path) -> _TaskData
     t0 = time.perf_counter()
     if task.showers is not None:
         mode, showers = "file", task.showers
-        _log(f"[{task.name}] {showers.n_events} showers from the user's files ({task.geometry})")
+        _log(f"[{task.name}] {showers.n_events} showers given ({task.description})")
     else:
         mode = TASK_MODE[task.geometry]
         _log(f"[{task.name}] simulating {cfg.n_per_class} showers per class ({task.geometry}, {mode} mode)")
@@ -256,6 +257,14 @@ def run_singles(cfg: SinglesConfig) -> dict:
         raw[name] = {k: r.pop(k) for k in ("_scores", "_test_label", "_test_energy")}
         results["tasks"][name] = r
         _write_json(out / "results.json", results)  # partial results survive an interruption
+    if cfg.granularity_study:
+        n = cfg.granularity_n_per_class or min(cfg.n_per_class or 4000, 4000)
+        for task in granularity_tasks(n, cfg.seed, log=_log):
+            r = run_task(task, cfg, device, out)
+            raw[task.name] = {k: r.pop(k) for k in ("_scores", "_test_label", "_test_energy")}
+            results["tasks"][task.name] = r
+            _write_json(out / "results.json", results)
+        results["granularity"] = granularity_summary(results["tasks"])
     if cfg.occupancy_study:
         results["occupancy"] = occupancy_study(cfg, device, log=_log)
     results["seconds"] = time.perf_counter() - t0
