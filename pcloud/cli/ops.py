@@ -55,7 +55,7 @@ def _train_wrapper(original):
             repeat_training(args, repeat, original)
             return 0
         if nproc > 1:
-            from pcloud.train.distributed import launch_cli
+            from pcloud.cli.torchrun import launch_cli
 
             return launch_cli(args, nproc)
         return original(args)
@@ -104,7 +104,7 @@ def register(sub) -> None:
     if train is not None:
         train.add_argument("--nproc", type=int, default=1,
                            help="DDP worker processes on this machine (gloo on CPU, NCCL on GPU); several nodes: "
-                                "torchrun -m pcloud.train.distributed (README)")
+                                "torchrun -m pcloud.cli.torchrun (README)")
         train.add_argument("--repeat", type=int, default=1,
                            help="train K times with seeds seed..seed+K-1 (OUT/seed_<s>) and report mean +- std")
         train.set_defaults(func=_train_wrapper(train.get_default("func")))

@@ -340,7 +340,7 @@ class CloudDataset(torch.utils.data.IterableDataset):
                              f"{self.chunk_size}, {self.shuffle_buffer}")
         self.drop_last = drop_last
         self.epoch = 0
-        #: distributed training (:mod:`pcloud.train.distributed`): this process's rank among ``world`` readers;
+        #: distributed training (:mod:`pcloud.pipeline.distributed`): this process's rank among ``world`` readers;
         #: row groups are split over ``world x num_workers`` readers
         self.rank, self.world = 0, 1
 

@@ -141,8 +141,6 @@ def _loader(ds: CloudDataset, workers: int):
 def train(cfg: RunConfig, out, log=print, on_epoch=None) -> dict:
     """Train the model of ``cfg`` on its data; writes the bundle, splits, checkpoints and the test-split results
     into ``out``; returns the results. ``on_epoch(record)`` is called after every epoch (scans prune there)."""
-    from .evaluate import evaluate_store
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -165,6 +163,19 @@ def train(cfg: RunConfig, out, log=print, on_epoch=None) -> dict:
                       settings=_run_settings(cfg))
     trainer.on_epoch = on_epoch
     result = trainer.fit(_loader(train_ds, t["workers"]), _loader(val_ds, t["workers"]))
+    res = finish_training(out, trainer.model, cfg, p, spec, result, log=log)
+    res["train_seconds_total"] = time.perf_counter() - t_start
+    _write_results(out, res)
+    return res
+
+
+def finish_training(out: Path, model, cfg: RunConfig, p: dict, spec: dict, result, extra: dict | None = None,
+                    log=print) -> dict:
+    """Steps 6-7: the bundle of the trained ``model`` and the evaluation of its test split (``extra`` joins the
+    bundle's training record, e.g. the distributed run's per-rank counts); returns the results."""
+    from .evaluate import evaluate_store
+
+    d = cfg.data
     data_meta = {"features": list(d["features"]), "max_points": d["max_points"],
                  "threshold_gev": d["threshold_mev"] / 1000.0, "classes": p["classes"],
                  "global_fields": p["global_fields"], "selection": d.get("selection") or {},
@@ -172,13 +183,16 @@ def train(cfg: RunConfig, out, log=print, on_epoch=None) -> dict:
     training = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                 "best_val_loss": result.best_val_loss, "seconds": result.seconds, "history": result.history,
                 "stopped_early": result.stopped_early, "split_counts": p["counts"], "config": cfg.to_dict(),
-                "n_params": int(sum(q.numel() for q in model.parameters() if q.requires_grad))}
-    save_bundle(out, trainer.model, task, cfg.model["name"], spec, data_meta, p["geometry"], p["normaliser"],
-                training)
+                "n_params": int(sum(q.numel() for q in model.parameters() if q.requires_grad)), **(extra or {})}
+    save_bundle(out, model, cfg.task, cfg.model["name"], spec, data_meta, p["geometry"], p["normaliser"], training)
     log(f"[train] bundle written to {out} ({result.epochs_run} epochs, best {result.best_epoch}, "
         f"{result.seconds:.1f} s)")
     res = evaluate_store(out, p["store"], out, splits=p["splits"], split="test", log=log)
-    res["train_seconds_total"] = time.perf_counter() - t_start
+    res.update(extra or {})
+    _write_results(out, res)
+    return res
+
+
+def _write_results(out: Path, res: dict) -> None:
     with atomic_output(out / "results.json") as tmp:
         Path(tmp).write_text(json.dumps(res, indent=1, default=str) + "\n")
-    return res

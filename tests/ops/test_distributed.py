@@ -7,7 +7,7 @@ import torch
 import torch.multiprocessing as mp
 
 from pcloud.cli.main import main
-from pcloud.train.distributed import equivalence_run
+from ddp_check import equivalence_run
 
 if not torch.distributed.is_available():
     pytest.skip("torch.distributed is not available", allow_module_level=True)
