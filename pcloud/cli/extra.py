@@ -34,7 +34,10 @@ def _bench_singles(args) -> int:
 
 
 def register(sub) -> None:
-    """Add ``pcloud bench ...`` to the ``pcloud`` parser."""
+    """Add ``pcloud bench ...`` and ``pcloud validate`` to the ``pcloud`` parser."""
+    from pcloud.cli import validate
+
+    validate.register(sub)
     bench = sub.add_parser("bench", help="benchmarks: singles (PID/energy), pflow (segmentation)")
     bsub = bench.add_subparsers(dest="bench", required=True)
     s = bsub.add_parser("singles", help="point-cloud vs dense vs shower-shape models on single showers")

@@ -106,9 +106,13 @@ def cmd_simulate(args) -> int:
         raise CLIError("--threshold-sigma applies to point-cloud (.parquet) outputs only")
     t0 = time.perf_counter()
     common = dict(energy_gev=(lo, hi), spectrum=args.spectrum, mode=args.mode, noise=args.noise, seed=args.seed)
+    if args.spread:
+        if args.geometry != "calogan":
+            raise CLIError("--spread (the seed-004 angle/position beam) exists for the calogan geometry only")
+        common["spread"] = True
     gen_meta = {"generator": "pcloud fast simulation (parametrised, GFlash-style; not Geant4)",
                 "particle": args.particle, "n": args.n, "energy_gev": [lo, hi], "spectrum": args.spectrum,
-                "mode": args.mode, "noise": args.noise, "seed": args.seed}
+                "mode": args.mode, "noise": args.noise, "seed": args.seed, "spread": bool(args.spread)}
     if args.geometry == "atlas":
         from pcloud.data.convert import sparse_to_clouds
         from pcloud.io.native import write_clouds
@@ -381,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--topo", action="store_true",
                    help="atlas: keep the cells of 4/2/0-sigma topo-clusters instead of a sigma threshold")
     s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--spread", action="store_true",
+                   help="calogan: directions within 5 deg and entry points within +-50 mm (seed 004); default: the "
+                        "public CaloGAN beam at the origin along the axis")
     s.add_argument("-o", "--output", required=True)
     s.set_defaults(func=cmd_simulate)
 
