@@ -24,8 +24,10 @@ LABELS = {"e+": r"$e^+$", "e-": r"$e^-$", "gamma": r"$\gamma$", "pi+": r"$\pi^+$
 
 def _bins(quantity: str, values: list[np.ndarray], marks: list[float]):
     """60 bins over the data (0.5-99.5% quantiles) and the reference marks, inside the CaloGAN figure range of the
-    quantity (log-spaced where that figure is)."""
+    quantity (log-spaced where that figure is); the sparsities use the CaloGAN figure's 19 bins on [0, 1]."""
     lo_w, hi_w, log = CALOGAN_WINDOWS.get(quantity, (-np.inf, np.inf, False))
+    if quantity.startswith("sparsity"):
+        return np.linspace(0.0, 1.0, 20), False      # the CaloGAN figure's bins (fractions of few-hundred cells)
     finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.zeros(0)
     if finite.size:
         inside = finite[(finite >= lo_w) & (finite <= hi_w)]
@@ -88,6 +90,9 @@ def quantity_figure(quantity: str, rows: list[dict], pcloud: dict, path, referen
         verdict = "pass" if row.get("passed") else "FAIL"
         ratio = row.get("median_ratio")
         extra = f", median ratio {ratio:.2f}" if ratio is not None and np.isfinite(ratio) else ""
+        frac = row.get("fraction_in_window")
+        if frac is not None and frac < 0.99:
+            extra += f"\n({100 * frac:.0f}% of pcloud showers inside the CaloGAN figure range)"
         ax.set_title(f"{LABELS.get(p, p)}: {verdict}{extra}", fontsize=10)
         ax.set_yticks([])
         ax.legend(fontsize=7, loc="best", frameon=False)

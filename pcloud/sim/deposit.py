@@ -13,17 +13,20 @@ Pipeline for a batch of P particles (all arrays, no loop over particles, spots o
    radii or lambda_I, azimuth), mapped back to path lengths by inverting the cumulative tables, and placed at
    origin + s d + r (cos phi e1 + sin phi e2), with r scaled by the Moliere radius (or lambda_I) of the segment
    where the spot lies.
-   Spot budget (energy-proportional): a (sub-)shower of deposited energy E gets n = ``em_per_gev`` x E depth spots
-   in expectation (randomised integer rounding, :func:`em.spot_counts`; at least one), each split into a core
-   sub-spot and ``em_lateral`` tail sub-spots in fixed strata of the radial CDF refined towards large radii
-   (importance sampling with exact, deterministic weights: energy conserved exactly, expectation values unchanged;
-   :mod:`pcloud.sim.em`). Depth strata are equal-probability strata of a *fixed* proposal (:func:`em.proposal_bounds`),
-   so the spot density anywhere is proportional to the energy: the two photons of a pi0 get together the spots of
-   one photon of the pi0's energy, and an EM sub-shower of a hadron as many as its energy deserves (a fixed count
-   per sub-shower made the number of non-zero cells count sub-showers). Showers are processed in bins of similar
-   counts (:data:`em.SPOT_LADDER`, padded with zero-weight spots; a loop over ~10-15 bins, not over showers). The
-   hadronic component works the same way (``had_per_gev``, ``had_lateral``). Each MIP track spot is split into an
-   on-axis part and delta-ray sub-spots (:func:`_track_block`).
+   Spot budget (energy-proportional): a (sub-)shower of energy E gets n = ``em_per_gev`` x E depth spots in
+   expectation (randomised integer rounding, :func:`em.spot_counts`; at least ``em_min``), each split into a core
+   ring and an inner-tail ring of ``em_core`` antithetic sub-spots and ``em_lateral`` - 1 outer tail sub-spots in
+   fixed strata of the radial CDF (exact importance weights; :mod:`pcloud.sim.em`). Depth strata are
+   equal-probability strata of a *fixed* proposal (:func:`em.proposal_bounds`); showers are processed in bins of
+   similar counts (:data:`em.SPOT_LADDER`, padded with zero-weight spots; a loop over ~10-15 bins, not over showers).
+   The spots estimate the mean energy per cell; the physics of a single shower is added on top
+   (:mod:`pcloud.sim.fluctuations`): the dense body fluctuates with GFlash-like quanta, every sub-spot passes the
+   soft-deposit roulette (occupancy), and far deposits (:mod:`pcloud.sim.halo`: albedo, deep tail; for hadrons
+   backsplash, halo and evaporation neutrons) are compound Poisson points emitted from the shower's own profile.
+   Photons convert into a Bethe-Heitler pair (two sub-showers on the photon's line); the pi0-like sub-showers of
+   hadrons get their own tilted *secondary lines* (:meth:`_SpotSink.register_lines`). The hadronic component works
+   like the EM one (``had_per_gev``, ``had_lateral``). Each MIP track step is split into an on-axis part and
+   delta-ray sub-spots and wanders by multiple scattering (:func:`_track_block`).
 3. Spots are located in cells with :meth:`Geometry.locate` (spots in dead material, beyond the back or outside the
    window are lost: leakage) and summed per (particle, cell).
 
@@ -57,12 +60,13 @@ from .pi0 import decay_pi0, orthonormal_basis
 MODES = ("total", "visible")
 #: Default spot budgets. ``em_per_gev`` / ``had_per_gev``: expected *depth* spots per GeV of a (sub-)shower's
 #: deposited energy (EM shower; hadronic non-EM component after the invisible share), randomised-rounded onto
-#: :data:`pcloud.sim.em.SPOT_LADDER` (:func:`pcloud.sim.em.spot_counts`), so a pi0's two photons get together as
-#: many spots as one photon of the pi0's energy; ``em_lateral`` / ``had_lateral``: sub-spots per depth spot besides
-#: the core (fixed, so the lateral proposal is the same for every shower); ``em`` / ``had`` > 0: a *fixed* number of
+#: :data:`pcloud.sim.em.SPOT_LADDER` (:func:`pcloud.sim.em.spot_counts`), at least ``em_min`` per EM (sub-)shower;
+#: ``em_core``: sub-spots of the core and inner-tail rings; ``em_lateral`` / ``had_lateral``: tail sub-spots per depth
+#: spot (EM: the inner-tail ring plus ``em_lateral`` - 1 outer strata); ``em`` / ``had`` > 0: a *fixed* number of
 #: depth spots per shower instead (the pre-2026 sampling; not energy-proportional); ``track``: MIP track steps;
-#: ``track_lateral``: delta-ray sub-spots per step (0 = all on the axis). Measured occupancy and speed:
-#: datasets/SIMULATION.md.
+#: ``track_lateral``: delta-ray sub-spots per step (0 = all on the axis). Since the fluctuations and the occupancy
+#: come from physical quanta (:mod:`pcloud.sim.fluctuations`), the budget only sets the precision of the mean
+#: profiles (``em_per_gev`` 1.2-2.5 moves the CaloGAN card medians by < 3%, sparsity1 by 4%; datasets/SIMULATION.md).
 DEFAULT_SPOTS = {"em_per_gev": 1.2, "em_min": 4, "em_core": 4, "had_per_gev": 2.5, "em_lateral": 6, "had_lateral": 4,
                  "em": 0, "had": 0, "track": 24, "track_lateral": 2}
 #: Largest number of sub-spots handled in one rectangular block (memory bound; showers of a group are processed in
@@ -71,13 +75,15 @@ MAX_BLOCK_SPOTS = 1_500_000
 #: Shape s of the per-quantum energy law of the visible-mode sampling fluctuations (compound Poisson, see
 #: :func:`_fluctuate`): 1 = exponential.
 SAMPLING_QUANTUM_SHAPE = 1.0
-#: Fraction of a MIP's mean energy loss carried by delta rays above T_cut = 1 MeV and their radial scale (Moliere
-#: radii). Bethe's delta-ray spectrum d2N/dTdx ~ 1/T^2 (PDG Review, "Passage of particles through matter", sec.
-#: 34.2.5) puts (1/2) ln(T_max/T_cut) of the mean loss's logarithmic bracket L ~ 13-15 (Pb, beta gamma ~ 10-100) above
-#: T_cut: with T_max ~ 1-3 GeV that is ~ 4/15 ~ 0.25. The energy-weighted spectrum is flat in ln T: 1-10 MeV deltas
-#: stop within ~1-10 mm of the Pb/LAr mixture (CSDA ranges 0.8-4.5 g/cm^2, PDG/ESTAR), harder ones shower within
+#: Fraction of a MIP's mean energy loss carried by delta rays that leave the track's neighbourhood, and their radial
+#: scale (Moliere radii). Bethe's delta-ray spectrum d2N/dTdx ~ 1/T^2 (PDG Review, "Passage of particles through
+#: matter", sec. 34.2.5) puts (1/2) ln(T_max/T_cut) of the mean loss's logarithmic bracket L ~ 13-15 (Pb,
+#: beta gamma ~ 10-100) above T_cut. Deltas below ~5 MeV stop within ~2 mm of the Pb/LAr mixture (CSDA ranges,
+#: PDG/ESTAR) and stay in the track's cell (even in 5 mm strips); above T_cut = 5 MeV, with T_max ~ 1-3 GeV, the
+#: share is ~ 2.8/15 ~ 0.18 (it was 0.25 with T_cut = 1 MeV, which split the MIP track of a pion on the CaloGAN
+#: strip boundary too evenly: E_ratio_0 of pi+ 0.81 of Geant4's median, now 0.87). Harder deltas shower within
 #: ~R_M; the law 2 r R^2/(r^2+R^2)^2 with R = 0.15 R_M (median ~5 mm) and its 1/r^3 tail spans both (approximate).
-DELTA_RAY_FRACTION = 0.25
+DELTA_RAY_FRACTION = 0.18
 DELTA_RAY_RADIUS_RM = 0.15
 NEUTRINOS = frozenset({12, 14, 16})
 
@@ -169,6 +175,17 @@ class _XYLocator:
         return np.where(ok, take(self.base, k) + iu.astype(np.int64) * take(self.nv64, k) + iv, -1)
 
 
+def _gather_rows(table, rows):
+    """``table[..., rows]`` for a per-line table (..., L) and point rows (K,). Points of one line are usually
+    adjacent (emitted shower by shower): for non-decreasing ``rows`` the gather is a ``np.repeat`` of the used line
+    range by its counts (sequential copies, ~2-3x faster than a random-access take)."""
+    rows = np.asarray(rows)
+    if rows.size > 64 and rows.ndim == 1 and not np.any(rows[1:] < rows[:-1]):
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        return np.repeat(table[..., lo:hi], np.bincount(rows - lo, minlength=hi - lo), axis=-1)
+    return np.take(table, rows, axis=-1)
+
+
 def _cached(geometry: Geometry):
     hit = _MEDIA_CACHE.get(id(geometry))
     if hit is not None and hit[0] is geometry:
@@ -214,6 +231,7 @@ class _Lines:
         # edges behind the start (s < 0, a particle starting inside the material) keep their negative path length in
         # s_full, so that backward deposits (albedo) find their segment; depths in X0 / lambda count from s = 0
         self.s_full = np.where(reach[:, None], s, 0.0)
+        self.s_range = np.ascontiguousarray(self.s_full[:, [0, -1]].T)     # (2, lines): first and last edge
         s = np.maximum(self.s_full, 0.0)
         self.s_edges = s
         ds = np.diff(s, axis=1)
@@ -234,9 +252,14 @@ class _Lines:
     def invert(self, rows, q, which: str):
         """Path length s (mm) and segment index at cumulative depth ``q`` (X0 or lambda_I) along lines ``rows``.
         Beyond the last edge the segment is -1 (and s is 0)."""
+        unit = self.unit[which]
+        if self.n_segments == 1:
+            hi = self.cum[which][rows, 1].reshape((-1,) + (1,) * (np.ndim(q) - 1))
+            inside = (q >= 0) & (q < hi)
+            lo = self.s_edges[rows, 0].reshape(hi.shape)
+            return np.where(inside, lo + q * unit[0], 0.0), np.where(inside, 0, -1)
         cum = self.cum[which][rows]
         se = self.s_edges[rows]
-        unit = self.unit[which]
         s = np.zeros(q.shape)
         seg = np.full(q.shape, -1, dtype=np.int64)
         for k in range(self.n_segments):
@@ -249,8 +272,8 @@ class _Lines:
     def segment_of(self, rows, s):
         """Segment index (-1 outside) at path length ``s`` (K,) along lines ``rows`` (K,) (one line per point)."""
         if self.n_segments == 1:
-            se = self.s_full
-            return np.where((s >= se[rows, 0]) & (s < se[rows, 1]), 0, -1)
+            lo, hi = _gather_rows(self.s_range, rows)
+            return np.where((s >= lo) & (s < hi), 0, -1)
         return self.segment_at(rows, s[:, None])[:, 0]
 
     def segment_at(self, rows, s):
@@ -275,16 +298,17 @@ class _Lines:
         added in float32 (0.1 mm resolution at 2 m, far below any cell size)."""
         if np.ndim(s) == 1 and np.ndim(rows) == 1 and np.size(rows) == np.size(s) and np.size(rows) > 1:
             return self._positions_flat(rows, s, r_mm, phi, dtype, xy)
-        if xy:       # Cartesian lateral offsets (u1, u2) along (e1, e2) -> polar
-            r_mm, phi = np.hypot(r_mm, phi), np.arctan2(phi, r_mm)
         nd = max(np.ndim(s), np.ndim(r_mm))
         col = (slice(None),) + (None,) * (nd - 1)
         o, d, e1, e2 = self.origin[rows], self.direction[rows], self.e1[rows], self.e2[rows]
-        ph = np.asarray(phi, dtype=np.float32)   # float32 trig: ~20x faster, 1e-7 relative error
-        r = np.asarray(r_mm, dtype=dtype)
-        c, sn = np.cos(ph).astype(dtype, copy=False), np.sin(ph).astype(dtype, copy=False)
-        c *= r
-        sn *= r
+        if xy:       # Cartesian lateral offsets (u1, u2) along (e1, e2)
+            c, sn = np.asarray(r_mm, dtype=dtype), np.asarray(phi, dtype=dtype)
+        else:
+            ph = np.asarray(phi, dtype=np.float32)   # float32 trig: ~20x faster, 1e-7 relative error
+            r = np.asarray(r_mm, dtype=dtype)
+            c, sn = np.cos(ph).astype(dtype, copy=False), np.sin(ph).astype(dtype, copy=False)
+            c *= r
+            sn *= r
         out = []
         for k in range(3):
             a = (o[:, k][col] + s * d[:, k][col]).astype(dtype, copy=False)
@@ -307,7 +331,7 @@ class _Lines:
             shear = self.sinh_eta[:, None] * np.ones((len(self.origin), 1))
             packed[key] = np.ascontiguousarray(np.concatenate(
                 [self.origin, self.direction, self.e1, self.e2, shear], axis=1).T.astype(dtype))
-        t = np.take(packed[key], rows, axis=1)
+        t = _gather_rows(packed[key], rows)
         if xy:                       # lateral offsets given along (e1, e2)
             c, sn = np.asarray(r_mm, dtype=dtype), np.asarray(phi, dtype=dtype)
         else:
@@ -403,6 +427,7 @@ class _SpotSink:
         keep = np.nonzero(ok & (cell >= 0))[0]
         rows = rows.reshape((-1,) + (1,) * (len(shape) - 1))
         seg, e_total, rows = (_take_broadcast(a, keep, shape) for a in (seg, e_total, rows))
+        cell = cell[keep]
         if self.visible:
             p = self.pads
             if kind == "em":
@@ -413,7 +438,7 @@ class _SpotSink:
                 e_vis = p["f_mip"][seg] * e_total
         else:
             e_vis = None
-        self.blocks.append((rows + lines.base if lines.base else rows, cell[keep], e_total, e_vis, kind == "em"))
+        self.blocks.append((rows + lines.base if lines.base else rows, cell, e_total, e_vis, kind == "em"))
 
     def register_lines(self, lines: _Lines, parent_rows, parent_lines: _Lines):
         """Give ``lines`` (secondary lines, one per entry of ``parent_rows``) global line indices after all lines
@@ -498,10 +523,11 @@ def _em_block(sink: _SpotSink, lines: _Lines, rows, energy, photon, start_q, spo
         s, seg = lines.invert(r_g, start_q[idx][:, None] + t_depth, "x0")
         s, seg = s[..., None], seg[..., None]
         sub = (m, -1, n_sub)
-        r_mm = sp["r_rm"].reshape(sub) * _pad(med.moliere_mm)[seg]
+        r_mm = sp["r_rm"].reshape(sub) * _pad(med.moliere_mm).astype(sp["r_rm"].dtype)[seg]  # float32 sub-spots
         w = sp["weight"]
-        e_spot = e_g[:, None, None] * (w.reshape(sub) if w.ndim == 2 else w.reshape(1, -1, n_sub))
-        if k > 0:
+        if k == 0:
+            e_spot = e_g[:, None, None] * (w.reshape(sub) if w.ndim == 2 else w.reshape(1, -1, n_sub))
+        else:
             # far deposits first (their Poisson counts fix their energy); the GFlash spots get the rest exactly
             n_far, e_far = _far_counts(pops, e_g, rng)
             n_neu = np.minimum(rng.poisson(gas.per_gev * e_g), gas.max_per_shower) if gas else np.zeros(m, int)
@@ -516,7 +542,7 @@ def _em_block(sink: _SpotSink, lines: _Lines, rows, energy, photon, start_q, spo
             ratio = _fl.spot_energy_ratio(t_depth - sp["start_x0"][:, None], sp["alpha"][:, None],
                                           sp["tmax_x0"][:, None], med.z_eff[seg0][:, None], sink.visible)
             q_core = _fl.core_quantum_gev(e_shape[:, None], med.z_eff[seg0][:, None], ratio)[..., None]
-            main = (e_spot * (target / e_g)[:, None, None]).astype(np.float32)
+            main = (w.reshape(sub) * target[:, None, None]).astype(np.float32)    # weights are (M, S) here
             nq = 2 * n_core            # core ring and inner tail ring: the dense body of the shower
             main[..., :nq] = _fl.quantise(main[..., :nq], q_core, rng)
             kept = _fl.roulette(main, _fl.SOFT_QUANTUM_GEV, rng)
@@ -548,9 +574,15 @@ def _far_counts(pops, energy, rng):
         lam = pop.fraction * np.asarray(energy) / pop.quantum_gev
         q = np.where(lam > pop.max_count, pop.fraction * np.asarray(energy) / pop.max_count, pop.quantum_gev)
         n = rng.poisson(np.minimum(lam, pop.max_count))
-        sizes = rng.standard_exponential(int(n.sum())) * np.repeat(q, n)
-        total += np.bincount(np.repeat(np.arange(n.size), n), weights=sizes, minlength=n.size)
-        out.append((n, sizes))
+        x = rng.standard_exponential(int(n.sum()), dtype=np.float32)
+        # per-shower sums of the exponential variates from the running sum at each shower's last deposit
+        cum = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])
+        total += q * np.diff(cum[np.concatenate([[0], np.cumsum(n)])])
+        if np.all(q == pop.quantum_gev):
+            x *= np.float32(pop.quantum_gev)
+        else:
+            x *= np.repeat(q.astype(np.float32), n)
+        out.append((n, x))
     return out, total
 
 
@@ -564,12 +596,12 @@ def _spot_emission(s_depth, seg_depth, w_depth, n, rng):
     tot = cum[:, -1:]
     cum = np.where(tot > 0, cum / np.where(tot > 0, tot, 1.0), 1.0)
     c = np.floor(cum * n[:, None] + rng.random((m, 1)))             # points at or below each spot's upper edge
-    c[:, -1] = n + np.floor(rng.random(m) * 0)                       # exactly n per shower
-    c[:, -1] = n
+    c[:, -1] = n                                                     # exactly n per shower
     counts = np.diff(np.concatenate([np.zeros((m, 1)), np.minimum(c, n[:, None])], axis=1), axis=1)
-    counts = np.maximum(counts, 0).astype(np.int64).ravel()
-    j = np.repeat(np.arange(m * nd), counts)
-    return j // nd, s_depth.ravel()[j], seg_depth.ravel()[j]
+    counts = np.maximum(counts, 0).astype(np.int64)
+    flat = counts.ravel()
+    return (np.repeat(np.arange(m), counts.sum(axis=1)), np.repeat(s_depth.ravel(), flat),
+            np.repeat(seg_depth.ravel(), flat))
 
 
 def _far_points(sink: _SpotSink, lines: _Lines, rows, s, seg, pop, sizes, rng, kind="em"):
@@ -578,9 +610,14 @@ def _far_points(sink: _SpotSink, lines: _Lines, rows, s, seg, pop, sizes, rng, k
     k = s.size
     if k == 0:
         return
-    dz, u1, u2 = _halo.far_offsets(k, _pad(sink.media.att_mm)[seg], pop, rng)
+    att = sink.media.att_mm
+    dz, u1, u2 = _halo.far_offsets(k, att[0] if np.all(att == att[0]) else _pad(att)[seg], pop, rng)
     s_h = s + dz
-    seg_h = np.where(seg >= 0, lines.segment_of(rows, s_h), -1)
+    if lines.n_segments == 1:
+        # one medium: a deposit in a cell is in it (the axis depth s_h of a displaced point does not decide that)
+        seg_h = seg
+    else:
+        seg_h = np.where(seg >= 0, lines.segment_of(rows, s_h), -1)
     sink.add(lines, rows, s_h, seg_h, u1, u2, sizes, kind, xy=True)
 
 
@@ -595,10 +632,13 @@ def _neutron_points(sink: _SpotSink, lines: _Lines, rows, s, seg, gas, rng, kind
         dz, u1, u2 = _halo.neutron_box((k,), gas.steps, _pad(sink.media.lambda_mm)[seg] * gas.box_lambda, rng)
     else:
         dz, u1, u2 = _halo.neutron_walks((k,), gas.steps, _pad(sink.media.lambda_mm)[seg] * gas.step_lambda, rng)
-    rows_n = np.repeat(rows, gas.steps)
-    s_n = (s[:, None] + dz).ravel()
-    seg_n = np.where(np.repeat(seg >= 0, gas.steps), lines.segment_of(rows_n, s_n), -1)
-    sink.add(lines, rows_n, s_n, seg_n, u1.ravel(), u2.ravel(), np.full(s_n.size, gas.deposit_gev), kind, xy=True)
+    # the scatters of a neutron share its line: (K, steps) blocks broadcast the line's frame over the steps
+    s_n = s[:, None] + dz
+    if lines.n_segments == 1:        # one medium: a deposit located in a cell is in it (see _far_points)
+        seg_n = seg[:, None]
+    else:
+        seg_n = np.where(seg[:, None] >= 0, lines.segment_at(rows, s_n), -1)
+    sink.add(lines, rows, s_n, seg_n, u1, u2, np.float64(gas.deposit_gev), kind, xy=True)
 
 
 def _track_block(sink: _SpotSink, lines: _Lines, rows, s_stop, charged, energy, n_track: int, rng=None,
@@ -847,7 +887,9 @@ def _simulate_spots(geometry: Geometry, pdg, energy_gev, origin_mm, direction, r
     if sink.blocks:
         rows = np.concatenate([b[0] for b in sink.blocks])
         e_tot = np.concatenate([b[2] for b in sink.blocks])
-        spots = {"particle": sink.owner[rows], "cell": np.concatenate([b[1] for b in sink.blocks]),
+        owner = sink.owner
+        identity = owner.size == p and np.array_equal(owner, np.arange(p))    # one line per particle
+        spots = {"particle": rows if identity else owner[rows], "cell": np.concatenate([b[1] for b in sink.blocks]),
                  "energy_gev": np.concatenate([b[3] for b in sink.blocks]) if mode == "visible" else e_tot,
                  "energy_total_gev": e_tot, "em": np.concatenate([np.full(b[0].size, b[4]) for b in sink.blocks])}
     else:

@@ -22,35 +22,35 @@ Radial profile at depth tau = t / T (in units of the local Moliere radius R_M), 
                                                         p3 = 1.313 - 0.0686 ln E
 
 (coefficients as in the GFlash tuning shipped with Geant4). Each component has the closed-form cumulative
-r^2 / (r^2 + R^2), so a radius is drawn by inversion: r = R sqrt(u / (1 - u)).
+r^2 / (r^2 + R^2), so a radius is drawn by inversion: r = R sqrt(u / (1 - u)). In visible mode (``sampling``) the
+sampling-calorimeter variant is used: T + t1/F_s + t2 (1 - ehat), alpha + a1/F_s, wider and more correlated
+fluctuations, and corrections to R_C, R_T and p (:data:`SAMPLING_T` ...; paper sec. 5).
 
 Energy is deposited as ``n_spots`` *depth spots* per shower (energy-proportional in production, :func:`spot_counts`)
 whose depths are drawn from the shower's own Gamma profile by *stratified* inversion: spot j gets a quantile u_j
 drawn uniformly inside its probability stratum [b_j, b_j+1) of the Gamma(alpha) law (tabulated inverse CDF,
 :func:`gamma_quantile`) and carries the energy fraction b_j+1 - b_j. The strata have equal probability under a fixed
-proposal density refined towards the shower start and the deep tail (:func:`proposal_bounds`; the older
-:func:`strata` refines by a fixed number of halvings, i.e. a fixed number of tail spots per shower). The mean profile is exact and, unlike
-independent draws, the spot count adds almost no artificial fluctuation of layer fractions or rear leakage (a
-binomial sqrt(p(1-p)/n_spots) otherwise). GFlash's own spot count N = 93 ln(Z) E^0.876 models sampling fluctuations, which
-pcloud adds separately in "visible" mode.
+proposal density refined towards the shower start and the deep tail (:func:`proposal_bounds`). The mean profile is
+exact and the spot count adds almost no artificial fluctuation of layer fractions or rear leakage.
 
-Lateral importance sampling (``n_lateral`` > 0, the default in :func:`pcloud.sim.deposit.deposit_particles`): each
-depth spot is split into 1 + n_lateral *sub-spots* at the same depth. Both radial components are always sampled
-instead of picking one at random: one core sub-spot (r from the core law, weight p) and n_lateral tail sub-spots,
-one in each stratum [c_k, c_k+1) of the tail law's CDF u = r^2/(r^2 + R_T^2) with weight (1 - p)(c_k+1 - c_k).
-The strata (:func:`lateral_bounds`) are refined geometrically towards u -> 1, i.e. the proposal density is
-widened: in stratum k it is 1/(n_lateral (c_k+1 - c_k)) times the target, so each sub-spot's weight is exactly the
-importance ratio target/proposal (times 1/n_lateral) and the weights of a shower sum to 1 *deterministically*
-(energy is conserved exactly, no normalisation noise, no negative weights). The expectation of every observable
-(longitudinal and radial profiles, containment, t_max) is unchanged; what changes is that the far tail (several
-R_T, up to the calorimeter edge) is populated by many low-energy sub-spots instead of by rare, full-weight ones, so
-the number of cells with small deposits becomes realistic. A shower with n depth spots has n (1 + n_lateral) spots.
+Lateral sub-spots (``n_lateral`` > 0, production): each depth spot is split into a *core ring* of ``n_core``
+sub-spots at one radius drawn from the core law and azimuths phi_0 + 2 pi k / n_core (weight p / n_core each), an
+*inner-tail ring* of ``n_core`` sub-spots at one radius in the first stratum of the tail law (azimuths shifted by
+half a step) and ``n_lateral`` - 1 outer tail sub-spots, one per stratum [c_k, c_k+1) of the tail CDF
+(:func:`lateral_bounds`, refined towards large radii; weights (1 - p)(c_k+1 - c_k), exact importance sampling, the
+weights of a shower sum to 1). The rings are antithetic: a depth spot shares its core and inner-tail energy equally
+between the half-planes and quadrants around its axis, so cell-to-cell ratios (E_ratio) carry no spot-count noise;
+the physical fluctuations are added by :mod:`pcloud.sim.fluctuations` and the far deposits by
+:mod:`pcloud.sim.halo`.
 
-Photons first convert after an exponential depth of mean 9/7 X0 (PDG Review, sec. 34.4.5: pair-production mean
-free path); electrons and positrons start showering at the front face.
+Photons convert after an exponential depth of mean 9/7 X0 (PDG Review, sec. 34.4.5: pair-production mean free path)
+into an e+e- pair that shares their energy by the complete-screening Bethe-Heitler law (:func:`pair_share`; PDG eq.
+34.31); each lepton showers independently from the conversion point. Electrons and positrons start showering at the
+front face.
 
-Validity: GFlash was fitted for E >~ 1 GeV. Below, ln y is clamped (>= 2 for the means, >= 3 for the widths) so that
-soft showers (pi0 photons of a few hundred MeV) stay compact and finite.
+Validity: GFlash was fitted for E >~ 1 GeV. Below, ln y is clamped (>= 2 for the means, >= 3 for the widths) and
+alpha >= :data:`ALPHA_MIN`, so that soft showers (pi0 photons of a few hundred MeV, the softer lepton of a pair) stay
+compact and finite.
 """
 from __future__ import annotations
 
@@ -78,7 +78,8 @@ _TABLE: np.ndarray | None = None
 def gamma_quantile(alpha, u) -> np.ndarray:
     """Quantile of the unit-rate Gamma(alpha) law at probability ``u`` (broadcast), by bilinear interpolation of a
     table over (ln alpha, z = Phi^-1(u)) built once with ``scipy.special.gammaincinv`` (alpha in [0.3, 60];
-    median relative error 1e-4, < 1% for 99% of (alpha, u)). Replaces ``gammaincinv`` (~0.75 us per call) on the hot path."""
+    median relative error 1e-4, < 1% for 99% of (alpha, u)). Replaces ``gammaincinv`` (~0.75 us per call) on the hot
+    path."""
     return gamma_quantile_z(alpha, ndtri(u))
 
 
@@ -170,13 +171,16 @@ def proposal_bounds(n: int, kind: str = "em") -> np.ndarray:
     else:
         raise ValueError(f"proposal_bounds: kind must be 'em' or 'had', got {kind!r}")
     # dense grid uniform in logit(u) resolves both ends; G is strictly increasing (uniform share > 0)
-    x = np.linspace(-20.0, 20.0, 32001)
-    grid = np.concatenate([[0.0], 1.0 / (1.0 + np.exp(-x)), [1.0]])
-    cdf = proposal_cdf(grid, **pars)
-    cdf[0], cdf[-1] = 0.0, 1.0
+    if ("grid", kind) not in _BOUNDS_CACHE:
+        x = np.linspace(-20.0, 20.0, 32001)
+        grid = np.concatenate([[0.0], 1.0 / (1.0 + np.exp(-x)), [1.0]])
+        cdf = proposal_cdf(grid, **pars)
+        cdf[0], cdf[-1] = 0.0, 1.0
+        _BOUNDS_CACHE[("grid", kind)] = (grid, cdf)
+    grid, cdf = _BOUNDS_CACHE[("grid", kind)]
     b = np.interp(np.linspace(0.0, 1.0, n + 1), cdf, grid)
     b[0], b[-1] = 0.0, 1.0
-    if len(_BOUNDS_CACHE) > 512:
+    if len(_BOUNDS_CACHE) > 2048:
         _BOUNDS_CACHE.clear()
     _BOUNDS_CACHE[key] = b
     return b
@@ -492,17 +496,22 @@ def em_spots(energy_gev, z_eff, ec_mev, n_spots, rng, photon=False, n_lateral: i
             r[..., 2 * c:] = stratified_lateral(r_tail, lb[1:], rng, u_tail, dtype=np.float32)
         r = r.reshape(m, -1)
         dlb = np.diff(lb)
-        wc = np.broadcast_to((p_core / c)[..., None], p_core.shape + (c,))
-        wt1 = np.broadcast_to(((1.0 - p_core) * dlb[0] / c)[..., None], p_core.shape + (c,))
-        weight = np.concatenate([wc, wt1, (1.0 - p_core)[..., None] * dlb[1:]], axis=2)
-        weight = (weight * (w_depth[..., None] if w_depth.ndim == 2 else w_depth[None, :, None])).reshape(m, -1)
+        w_core = p_core * (w_depth if w_depth.ndim == 2 else w_depth[None, :])
+        w_tail = (w_depth if w_depth.ndim == 2 else w_depth[None, :]) - w_core
+        weight = np.empty(shape + (n_sub,))
+        weight[..., :c] = (w_core / c)[..., None]
+        weight[..., c:2 * c] = (w_tail * (dlb[0] / c))[..., None]
+        weight[..., 2 * c:] = w_tail[..., None] * dlb[1:]
+        weight = weight.reshape(m, -1)
         # azimuths: rings at phi_0 + 2 pi k / c (tail ring shifted by half a step), outer tail strata spread at
         # phi_1 + 2 pi j / (kt - 1) (one random phi_0, phi_1 per depth spot; float32: fast trig)
         offs = np.concatenate([np.arange(c) / c, (np.arange(c) + 0.5) / c,
-                               np.arange(kt - 1) / max(kt - 1, 1)]).astype(np.float32)
+                               np.arange(kt - 1) / max(kt - 1, 1)]) * (2.0 * np.pi)
         phi0 = rng.random(shape + (2,), dtype=np.float32)
-        phi = np.where(np.arange(n_sub) < 2 * c, phi0[..., :1], phi0[..., 1:]) + offs
-        phi = (phi * np.float32(2.0 * np.pi)).reshape(m, -1)
+        phi0 *= np.float32(2.0 * np.pi)
+        phi = np.repeat(phi0, [2 * c, kt - 1], axis=-1)
+        phi += offs.astype(np.float32)
+        phi = phi.reshape(m, -1)
         if repeat_depth:
             t = np.repeat(t, n_sub, axis=1)
     start = np.asarray(shower.get("start_x0", np.zeros(m)), dtype=np.float64)

@@ -105,18 +105,19 @@ def quantise(e, q, rng, conserve_axis=None) -> np.ndarray:
 
 def roulette(e, q, rng) -> np.ndarray:
     """Russian roulette with quantum ``q`` (GeV): keep each entry with p = 1 - exp(-e/q), then e/p times a standard
-    exponential variate (deposits of a continuous size spectrum, mean preserved); else 0. Kept iff e/q exceeds a
-    standard exponential variate (P = 1 - exp(-e/q)). Keeps the dtype of ``e`` (float32 or float64)."""
+    exponential variate where e < q (deposits of a continuous size spectrum); else 0. Unbiased for any rounding of
+    p, since the same float32 p decides and weights (E[out] = p e/p = e). Keeps the dtype of ``e`` (float32 or
+    float64)."""
     e = np.asarray(e)
     if e.dtype != np.float32:
         e = e.astype(np.float64, copy=False)
     x = (e / np.asarray(q, dtype=e.dtype)).astype(np.float32, copy=False)
-    keep = x > rng.standard_exponential(e.shape, dtype=np.float32)
-    p = np.ones(e.shape, dtype=np.float32)
-    small = keep & (x < 20)
-    p[small] = -np.expm1(-x[small])
-    out = np.zeros(e.shape, dtype=e.dtype)
-    np.divide(e, p, out=out, where=keep)
-    single = keep & (x < 1)             # mostly one quantum: its size follows the (exponential) quantum spectrum
-    out[single] *= rng.standard_exponential(int(single.sum()), dtype=np.float32)
+    p = np.exp(np.negative(x))
+    np.subtract(np.float32(1.0), p, out=p)
+    keep = rng.random(e.shape, dtype=np.float32) < p
+    out = np.divide(e, p, out=np.zeros(e.shape, dtype=e.dtype), where=keep)
+    single = np.nonzero((keep & (x < 1)).ravel())[0]   # mostly one quantum: its size follows the quantum spectrum
+    if single.size:
+        flat = out.reshape(-1)
+        flat[single] *= rng.standard_exponential(single.size, dtype=np.float32)
     return out

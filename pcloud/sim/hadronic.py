@@ -1,34 +1,39 @@
-"""Hadronic showers: parametrised first interaction, EM fraction, hadronic profile and invisible energy.
+"""Hadronic showers: first interaction, EM fraction as pi0-like sub-showers, hadronic profile, invisible energy,
+backsplash, halo and evaporation neutrons.
 
-Model (a fast parametrisation, not a cascade simulation):
+Model (a fast parametrisation, not a cascade simulation; pions tuned to the public CaloGAN Geant4 distributions,
+datasets/SIMULATION.md):
 
-1. A charged hadron ionises like a MIP (mean dE/dx of the local stack) from the front face to its first inelastic
-   interaction, at a depth drawn from an exponential law in nuclear interaction lengths lambda_I (PDG Review,
-   "Passage of particles through matter": survival probability exp(-x / lambda_I)). Neutral hadrons leave nothing
-   before it. A hadron that does not interact inside the calorimeter punches through (MIP deposits only).
+1. A charged hadron ionises like a MIP (mean dE/dx of the local stack, multiple scattering, delta rays;
+   :func:`pcloud.sim.deposit._track_block`) from the front face to its first inelastic interaction, at a depth drawn
+   from an exponential law in the *pion* interaction length for pions (:data:`PIONS`; PDG atomic and nuclear
+   properties: lambda_pi(Pb) = 226.2 g/cm^2 vs lambda_I = 199.6 g/cm^2, :func:`pcloud.sim.media.pion_lambda_ratio`)
+   and in the nuclear interaction length otherwise. Neutral hadrons leave nothing before it. A hadron that does not
+   interact inside the calorimeter punches through (MIP deposits only).
 2. At the interaction the remaining energy E splits into an EM part (pi0 / eta -> photons) with the mean fraction of
-   Groom's power law (PDG Review, "Calorimetry", sec. 35.x; Gabriel et al., NIM A338 (1994) 336):
+   Groom's power law (PDG Review, "Calorimetry"; Gabriel et al., NIM A338 (1994) 336):
 
        <f_em> = 1 - (E / E0)^(k - 1),   E0 = 1 GeV (pions),  k = 0.82,
 
    fluctuating shower by shower as a Beta distribution with that mean and concentration ``FEM_CONCENTRATION`` (the
-   large, asymmetric event-to-event f_em fluctuations of Wigmans, "Calorimetry", sec. 4.3). The EM part is one
-   photon-like GFlash sub-shower (:mod:`pcloud.sim.em`) starting at the interaction point.
+   large, asymmetric event-to-event f_em fluctuations of Wigmans, "Calorimetry", sec. 4.3). The EM part is
+   1 + Poisson(:data:`PI0_EXTRA`) photon-like sub-showers (:func:`pi0_split`): successive pi0 generations, the first
+   at the interaction and the others along the hadronic profile, each tilted by p_T / E from the hadron's line.
 3. The non-EM part deposits along a Gamma profile in lambda_I measured from the interaction point, with the
    hadronic-component parameters of Bock et al. (NIM 186 (1981) 533), E in GeV:
 
        shape a = 0.6165 + 0.3183 ln E,   rate d = 0.9099 - 0.0237 ln E   (per lambda_I),
 
    laterally as 2 r R^2 / (r^2 + R^2)^2 with R = lambda_I (0.12 + 0.08 x) growing with the depth x (lambda_I) after
-   the interaction, so that ~95% of the energy is within ~1 lambda_I (PDG "Calorimetry": 95% lateral containment
-   in a cylinder of radius ~lambda_I). With ``n_lateral`` > 0 each depth spot is split into ``n_lateral``
-   sub-spots, one per stratum of this radial law's CDF refined towards large radii (importance sampling with exact,
-   deterministic weights; see :mod:`pcloud.sim.em` and :func:`pcloud.sim.em.lateral_bounds`), so the wide, soft
-   periphery of hadron showers is populated by many small deposits with unchanged expectation values.
+   the interaction (~95% within ~1 lambda_I; PDG "Calorimetry"), with importance-sampled lateral strata.
 4. A fraction f_inv of the non-EM energy is invisible (nuclear binding energy, escaping neutrinos, slow neutrons):
-   mean ``F_INVISIBLE`` = 0.30 with Beta fluctuations (Wigmans sec. 2.3.3 gives 30-40% of the non-EM energy),
-   so the response to the non-EM part is (1 - f_inv) of the EM response: e/h = 1 / (1 - <f_inv>) ~ 1.43 > 1
-   (non-compensating). Energy leaking out of the back or the sides is lost.
+   mean :data:`F_INVISIBLE` with Beta fluctuations shower by shower (Wigmans sec. 2.3.3: 30-40% of the non-EM energy);
+   the invisible energy E_inv = f_inv (1 - f_em) E is anti-correlated with the EM fraction, and e/h = 1 / (1 - <f_inv>)
+   > 1 (non-compensating). Energy leaking out of the back or the sides is lost.
+5. Far deposits of the visible non-EM energy (:data:`HAD_FAR`, :class:`pcloud.sim.halo.FarDeposits`): the
+   backsplash towards the front and a forward halo, emitted near the first interactions (:data:`NUCLEAR_DEPTH_LAMBDA`),
+   and evaporation neutrons (:data:`HAD_NEUTRONS`, ~one per 8 MeV of invisible energy) whose small recoil deposits
+   fill the calorimeter around the shower: together they give the occupancy, f_0 and sigma_0 of Geant4 pions.
 """
 from __future__ import annotations
 

@@ -76,10 +76,12 @@ class NeutronGas:
 #: Populations of EM showers: the albedo of soft photons scattered back towards the front and sideways
 #: (cos(theta) in [-1, 0.3], beyond two attenuation lengths; Compton backscattering leaves ~0.2-0.5 MeV photons),
 #: and penetrating photons flying forward in a ~37 deg cone beyond three attenuation lengths (the deep tail behind
-#: the shower).
+#: the shower). Fractions fitted to the card's f0 / f2, quanta to its sparsities: the deep quantum sets the occupancy
+#: of the back layer (1.6 -> 1.3 MeV raises the CaloGAN e+ layer-2 median by 3 of its 72 cells; 1.45 MeV centres
+#: the e+ and gamma medians over five seeds).
 EM_FAR = [
     FarDeposits("albedo", 0.0065, 0.5e-3, 2.0, 1.0, -1.0, 0.3, max_count=1500),
-    FarDeposits("deep", 0.009, 1.6e-3, 3.0, 1.5, 0.8, max_count=700),
+    FarDeposits("deep", 0.009, 1.45e-3, 3.0, 1.5, 0.8, max_count=700),
 ]
 
 #: Photonuclear neutrons of EM showers: giant-dipole-resonance photoabsorption gives ~0.2-0.3 neutrons per GeV of
@@ -94,12 +96,20 @@ def far_offsets(shape, att_mm, pop: FarDeposits, rng):
     """Displacements of deposits of ``pop`` from their emission points (``shape``; ``att_mm`` broadcasting with it,
     the local attenuation length): (dz along the shower axis, transverse u1, u2 along the line's e1, e2), mm,
     float32."""
-    d = (np.float32(pop.d_min_att) + np.float32(pop.length_scale) * rng.standard_exponential(shape, dtype=np.float32))
+    d = rng.standard_exponential(shape, dtype=np.float32)
+    d *= np.float32(pop.length_scale)
+    d += np.float32(pop.d_min_att)
     d *= np.asarray(att_mm, dtype=np.float32)
-    cos_t = rng.random(shape, dtype=np.float32) * np.float32(pop.cos_max - pop.cos_min) + np.float32(pop.cos_min)
-    r = d * np.sqrt(np.maximum(np.float32(1.0) - cos_t * cos_t, np.float32(0.0)))
-    phi = rng.random(shape, dtype=np.float32) * np.float32(2.0 * np.pi)
-    return d * cos_t, r * np.cos(phi), r * np.sin(phi)
+    u = rng.random((2,) + tuple(np.atleast_1d(shape)), dtype=np.float32)
+    cos_t = u[0] * np.float32(pop.cos_max - pop.cos_min)
+    cos_t += np.float32(pop.cos_min)
+    r = np.float32(1.0) - cos_t * cos_t
+    np.maximum(r, np.float32(0.0), out=r)
+    np.sqrt(r, out=r)
+    r *= d
+    phi = u[1] * np.float32(2.0 * np.pi)
+    d *= cos_t
+    return d, r * np.cos(phi), r * np.sin(phi)
 
 
 def neutron_box(shape, steps: int, half_mm, rng):
