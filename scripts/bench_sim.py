@@ -30,7 +30,7 @@ def law_table(n=300):
 
     from pcloud.sim import em
     from pcloud.sim.deposit import DEFAULT_SPOTS
-    from pcloud.sim.media import depth_media, em_sampling_fraction
+    from pcloud.sim.media import depth_media, em_sampling_fraction, em_sampling_term
 
     g = get_geometry("calogan")
     med = depth_media(g)
@@ -44,8 +44,10 @@ def law_table(n=300):
         ln_y = np.log(e * 1000 / ec)
         out = []
         for photon in (False, True):
-            n_depth = em.spot_counts(np.full(n, e), DEFAULT_SPOTS["em_per_gev"], rng)   # production budget
-            sp = em.em_spots(np.full(n, e), z, ec, n_depth, rng, photon=photon, n_lateral=DEFAULT_SPOTS["em_lateral"])
+            n_depth = np.maximum(em.spot_counts(np.full(n, e), DEFAULT_SPOTS["em_per_gev"], rng),
+                                 DEFAULT_SPOTS["em_min"])                                # production budget
+            sp = em.em_spots(np.full(n, e), z, ec, n_depth, rng, photon=photon, n_lateral=DEFAULT_SPOTS["em_lateral"],
+                             n_core=DEFAULT_SPOTS["em_core"])
             t = sp["t_x0"].ravel()
             w = np.broadcast_to(sp["weight"], sp["t_x0"].shape).ravel()
             h, edges = np.histogram(t, bins=np.arange(0, 40, 0.25), weights=w)
@@ -71,10 +73,59 @@ def law_table(n=300):
         pi_e.append(p_ / e_)
     (a, b), _ = curve_fit(lambda x, a, b: np.sqrt(a**2 / x + b**2), energies, np.array(res), p0=[0.1, 0.01])
     print("visible e+ sigma/E:", " ".join(f"{e:.0f}:{r:.4f}" for e, r in zip(energies, res)))
-    print(f"fit a = {a:.4f} (stack sampling term {g.sections[0].stack.sampling_term:.4f}), b = {abs(b):.4f}; "
+    print(f"fit a = {a:.4f} (stack sampling term {em_sampling_term(g.sections[0].stack):.4f}), b = {abs(b):.4f}; "
           f"EM sampling fraction {em_sampling_fraction(g.sections[0].stack):.4f}")
     print("pi+/e+ total response (calogan, 1.28 lambda_I deep):", " ".join(f"{e:.0f}:{r:.3f}" for e, r in
                                                                        zip(energies, pi_e)))
+
+
+#: Published test-beam energy resolutions sigma/E = a/sqrt(E) (+) b for electrons (a, b in %) and their sources.
+TEST_BEAMS = {
+    "calogan": (None, None, "no test beam: the Pb(2 mm)/LAr(4 mm) stack of the CaloGAN Geant4 set"),
+    "atlas": (10.0, 0.17, "ATLAS LAr EM barrel module test beam, Aharrouche et al., NIM A 568 (2006) 601"),
+    "cms": (2.8, 0.3, "CMS ECAL test beam (noise 12%/E apart), JINST 2 (2007) P04004"),
+    "clic": (16.6, 1.1, "CALICE Si/W ECAL prototype (0.525 mm Si, 1.4-4.2 mm W), NIM A 608 (2009) 372"),
+}
+
+
+def resolution_table(n=300, energies=(2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0)):
+    """Visible-mode electron (photon for cms) resolution of every geometry, calibrated to the EM scale, no noise:
+    fitted sigma/E = a/sqrt(E) (+) b with the RMS and with the 1.4826 MAD (leakage tails excluded)."""
+    from scipy.optimize import curve_fit
+
+    from pcloud.sim.media import em_sampling_fraction, em_sampling_term
+
+    print(f"{'geometry':8s} {'a rms %':>8s} {'b rms %':>8s} {'a mad %':>8s} {'b mad %':>8s} {'a stack %':>9s} "
+          f"{'test beam a / b %':>18s}  source")
+    out = {}
+    for geo in ("calogan", "clic", "cms", "atlas"):
+        g = get_geometry(geo)
+        fem = np.array([em_sampling_fraction(s.stack) for s in g.sections])
+        rms, mad = [], []
+        for e in energies:
+            if geo == "atlas":
+                _, ev, cell, en = simulate_sparse(g, "e-", n, energy_gev=e, mode="visible", noise=False,
+                                                  seed=int(e), eta_range=(-0.1, 0.1))
+                v = np.bincount(ev, weights=en / fem[g.cells["section"][cell]], minlength=n)
+            else:
+                part = {"calogan": "e+", "clic": "e-", "cms": "gamma"}[geo]
+                s = simulate_showers(g, part, n, energy_gev=e, mode="visible", noise=False, seed=int(e))
+                v = sum(s.images[sec.name].reshape(n, -1).sum(1) / f for sec, f in zip(g.sections, fem))
+            rms.append(v.std() / v.mean())
+            med = np.median(v)
+            mad.append(1.4826 * np.median(np.abs(v - med)) / med)
+        fits = []
+        for r in (rms, mad):
+            (a, b), _ = curve_fit(lambda x, a, b: np.sqrt(a**2 / x + b**2), np.array(energies), np.array(r),
+                                  p0=[0.1, 0.01])
+            fits += [abs(a) * 100, abs(b) * 100]
+        a_stack = em_sampling_term(g.sections[0].stack) * 100 or float(g.info.get("stochastic_term", 0)) * 100
+        ta, tb, src = TEST_BEAMS[geo]
+        tb_txt = "-" if ta is None else f"{ta:.1f} / {tb:.2f}"
+        print(f"{geo:8s} {fits[0]:8.2f} {fits[1]:8.2f} {fits[2]:8.2f} {fits[3]:8.2f} {a_stack:9.2f} "
+              f"{tb_txt:>18s}  {src}")
+        out[geo] = fits
+    return out
 
 
 def occupancy_table(n=1000, particles=("e+",), energies=((1.0, 100.0), 2.0, 10.0, 50.0, 100.0), mode="total"):
@@ -127,9 +178,13 @@ def main(argv=None):
     ap.add_argument("--laws", action="store_true", help="also print the measured law table")
     ap.add_argument("--occupancy", action="store_true", help="also print the calogan cell-occupancy table")
     ap.add_argument("--only-calogan-eplus", action="store_true", help="time only the goal case (calogan e+ total)")
+    ap.add_argument("--resolution", action="store_true",
+                    help="also print the sampling / constant terms of every geometry next to test beams")
     args = ap.parse_args(argv)
     if args.laws:
         law_table()
+    if args.resolution:
+        resolution_table()
     if args.occupancy:
         occupancy_table(particles=("e+", "gamma", "pi+"))
         occupancy_table(particles=("e+",), energies=((1.0, 100.0), 10.0), mode="visible")

@@ -140,9 +140,13 @@ def cmd_simulate(args) -> int:
         raise CLIError("--threshold-sigma applies to point-cloud (.parquet) outputs only")
     t0 = time.perf_counter()
     common = dict(energy_gev=(lo, hi), spectrum=args.spectrum, mode=args.mode, noise=args.noise, seed=args.seed)
+    if args.spread:
+        if args.geometry != "calogan":
+            raise CLIError("--spread (the seed-004 angle/position beam) exists for the calogan geometry only")
+        common["spread"] = True
     gen_meta = {"generator": "pcloud fast simulation (parametrised, GFlash-style; not Geant4)",
                 "particle": args.particle, "n": args.n, "energy_gev": [lo, hi], "spectrum": args.spectrum,
-                "mode": args.mode, "noise": args.noise, "seed": args.seed}
+                "mode": args.mode, "noise": args.noise, "seed": args.seed, "spread": bool(args.spread)}
     if args.geometry == "atlas":
         from pcloud.data.convert import sparse_to_clouds
         from pcloud.io.native import geometry_meta, write_clouds

@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from . import bench, files, models, ops
+from . import bench, files, models, ops, validate
 from .errors import CLIError
 
 # ---------------------------------------------------------------------------------------------------- parser
@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="clic .h5 only: write exactly the 53 (fixed angle) / 56 (variable angle) keys of the public "
                         "Triforce files, without pcloud's extra truth")
     s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--spread", action="store_true",
+                   help="calogan: directions within 5 deg and entry points within +-50 mm (seed 004); default: the "
+                        "public CaloGAN beam at the origin along the axis")
     s.add_argument("-o", "--output", required=True)
     s.set_defaults(func=files.cmd_simulate)
 
@@ -83,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=files.cmd_show)
 
     models.register(sub)
+    validate.register(sub)
     ops.register(sub)
     bench.register(sub)
     return p

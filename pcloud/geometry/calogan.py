@@ -41,5 +41,8 @@ def calogan_geometry(z0_mm: float = Z0_MM) -> Geometry:
     return Geometry(
         name="calogan", sections=sections,
         description="CaloGAN-like 3-layer Pb(2 mm)/LAr(4 mm) cube, 480 mm, front at z0 (seed 004)",
-        info={"z0_mm": z0_mm, "gun": {"max_angle_deg": 5.0, "max_displacement_mm": 50.0},
+        # default gun = the public CaloGAN data set's beam (origin, normal incidence: hep-lbdl/CaloGAN
+        # generation/cfg/run2.mac); "spread" = the seed-004 angle/position variant (<= 5 deg, +-5 cm; --spread)
+        info={"z0_mm": z0_mm, "gun": {"max_angle_deg": 0.0, "max_displacement_mm": 0.0,
+                                      "spread": {"max_angle_deg": 5.0, "max_displacement_mm": 50.0}},
               "file_format": "calogan-hdf5", "energy_units_in_file": "MeV (layers), GeV (energy)"})

@@ -88,9 +88,10 @@ class DGCNN(PointCloudModel):
             if i == 0 or self.dynamic:
                 feat = graph_feat if i == 0 else h
                 if exporting():  # one (B, N, N) block, no shape-dependent Python (pcloud.nn.layers.export_friendly)
-                    idx, valid = knn_dense(feat, self.k, mask)
-                else:
-                    idx, valid = knn(feat, self.k, mask, self.knn_block_size, return_valid=True)
+                    idx, valid = knn_dense(feat, self.k, mask, precise=True)
+                else:  # eval: float64 ranking of learned features, as the exported graph (pcloud.nn.knn.sq_dist)
+                    idx, valid = knn(feat, self.k, mask, self.knn_block_size, return_valid=True,
+                                     precise=not self.training)
             h = conv(h, idx, mask, valid)
             outs.append(h)
         local = torch.cat(outs, dim=-1)

@@ -50,7 +50,7 @@ def sq_dist(a: Tensor, b: Tensor) -> Tensor:
     """Squared distances ``(B, M, N)`` as the kNN ranks them: for at most :data:`EXACT_DIFF_MAX_CHANNELS`
     channels (coordinates) ``sum_c (a_c - b_c)^2`` accumulated channel by channel in a fixed order (elementwise
     IEEE operations, so every runtime computes the same bits and cells at equal distance on a grid tie exactly);
-    wider (learned) features use :func:`pairwise_sq_dist`."""
+    wider (learned) features use :func:`pairwise_sq_dist`. The dtype is the inputs' (float64 with ``precise``)."""
     if a.shape[-1] > EXACT_DIFF_MAX_CHANNELS:
         return pairwise_sq_dist(a, b)
     d = (a[..., 0].unsqueeze(-1) - b[..., 0].unsqueeze(-2)) ** 2
@@ -98,7 +98,7 @@ def _check_inputs(features: Tensor, k: int, mask: Tensor | None) -> Tensor:
 
 @torch.no_grad()
 def knn(features: Tensor, k: int, mask: Tensor | None = None, block_size: int | None = None, *,
-        return_valid: bool = False, max_elements: int = DEFAULT_MAX_ELEMENTS):
+        return_valid: bool = False, max_elements: int = DEFAULT_MAX_ELEMENTS, precise: bool = False):
     """Indices of the ``k`` nearest real neighbours of every point, ``(B, N, k)`` int64, nearest first.
 
     Parameters
@@ -110,6 +110,10 @@ def knn(features: Tensor, k: int, mask: Tensor | None = None, block_size: int | 
         ``B * block * N`` distance-buffer budget). Results do not depend on it.
     return_valid : also return ``valid (B, N, k)`` bool, True where the slot is a genuine, distinct real
         neighbour (False for repeated-nearest fill, self-loops and padded queries).
+    precise : centre and rank in float64 instead of float32. Two runtimes (torch, onnxruntime) round float32
+        sums and matmuls differently, enough to swap two neighbours whose distances agree to ~1e-7 (measured on
+        particle-flow clouds, where cells at nearly equal distances abound); in float64 such swaps are ~1e9 times
+        rarer. Models use it in eval mode, so that exported graphs choose the same neighbours.
 
     See the module docstring for the fill rules when an event has fewer than ``k + 1`` real points.
     """
@@ -117,8 +121,9 @@ def knn(features: Tensor, k: int, mask: Tensor | None = None, block_size: int | 
     B, N, _ = features.shape
     device = features.device
     with torch.autocast(device_type=device.type, enabled=False):
-        f = features.float().masked_fill(~mask.unsqueeze(-1), 0.0)
-        n_real = mask.sum(1, keepdim=True).clamp_min(1).unsqueeze(-1).float()  # (B,1,1)
+        dt = torch.float64 if precise else torch.float32
+        f = features.to(dt).masked_fill(~mask.unsqueeze(-1), 0.0)
+        n_real = mask.sum(1, keepdim=True).clamp_min(1).unsqueeze(-1).to(dt)  # (B,1,1)
         f = f - f.sum(1, keepdim=True) / n_real  # centre on the real points' mean
         f = f.masked_fill(~mask.unsqueeze(-1), 0.0)
         if block_size is None:
@@ -150,16 +155,17 @@ def knn(features: Tensor, k: int, mask: Tensor | None = None, block_size: int | 
 
 
 @torch.no_grad()
-def knn_dense(features: Tensor, k: int, mask: Tensor) -> tuple[Tensor, Tensor]:
+def knn_dense(features: Tensor, k: int, mask: Tensor, precise: bool = True) -> tuple[Tensor, Tensor]:
     """The export-friendly form of :func:`knn` (same neighbours, same ``valid``, same fill rules): one distance
     buffer ``(B, N, N)`` instead of a loop over query blocks, and ``k`` columns of ``+inf`` appended before
     ``topk`` so that ``k`` never exceeds the number of columns whatever the (dynamic) number of points; the
     appended columns are never finite, so they are never valid and are replaced by the fill rule. No Python value
     depends on the shapes, so ONNX and TorchScript graphs keep the batch and point axes dynamic. Distances are
     computed exactly as in :func:`knn` (:func:`sq_dist` of the centred float32 features) and ties go to the lower
-    index (:func:`smallest_k`)."""
-    f = features.float().masked_fill(~mask.unsqueeze(-1), 0.0)
-    n_real = mask.sum(1, keepdim=True).clamp_min(1).unsqueeze(-1).float()
+    index (:func:`smallest_k`); float64 with ``precise`` (as :func:`knn` in eval mode)."""
+    dt = torch.float64 if precise else torch.float32
+    f = features.to(dt).masked_fill(~mask.unsqueeze(-1), 0.0)
+    n_real = mask.sum(1, keepdim=True).clamp_min(1).unsqueeze(-1).to(dt)
     f = f - f.sum(1, keepdim=True) / n_real
     f = f.masked_fill(~mask.unsqueeze(-1), 0.0)
     d = sq_dist(f, f)  # (B, N, N)

@@ -7,8 +7,11 @@ Directions and entry points (all positions in the geometry frame, mm; the simula
 the window-at-eta-0 local frame, see :mod:`pcloud.sim.deposit`):
 
 - CaloGAN-like (``info["gun"]["max_angle_deg"]``): directions isotropic in a cone of half-angle ``max_angle_deg``
-  (default 5 deg) around local z, entry point on the front face displaced uniformly by +-``max_displacement_mm``
-  (default 50 mm) in x and y (seed 004, App. A). Collider angles from eqs. A.4/A.5: theta = arccos(p_y / p),
+  around local z, entry point on the front face displaced uniformly by +-``max_displacement_mm`` in x and y.
+  Default: 0 and 0, the beam of the public CaloGAN data set (at x = y = 0, the corner of four layer-1 cells, along
+  the calorimeter axis; hep-lbdl/CaloGAN ``generation/cfg/run2.mac``). ``spread=True`` applies the geometry's
+  ``info["gun"]["spread"]`` preset instead: <= 5 deg and +-50 mm, the angle/position variant of seed 004 (App. A)
+  used by the angle-regression benchmark. Collider angles from eqs. A.4/A.5: theta = arccos(p_y / p),
   phi = atan2(p_x, p_z).
 - CLIC-like (``info["gun"]["theta_range_rad"]``): polar angle uniform in ``theta_range_rad`` (default
   [1.047, 2.094]), from the origin, phi = 0; the window is centred on the particle, so ``window_eta`` =
@@ -62,7 +65,8 @@ def particle_gun(geometry: Geometry, particle, n: int, rng, energy_gev=(1.0, 100
     (n,3), ``window_eta`` (n,) for :func:`pcloud.sim.deposit.deposit_particles`, and ``truth`` (the per-shower truth
     keys of :mod:`pcloud.core.showers` known at generation time).
 
-    options: ``max_angle_deg``, ``max_displacement_mm`` (cone guns); ``theta_range_rad`` (CLIC-like);
+    options: ``max_angle_deg``, ``max_displacement_mm`` (cone guns); ``spread`` (bool: the geometry's spread
+    preset, ``info["gun"]["spread"]``; explicit options win over it); ``theta_range_rad`` (CLIC-like);
     ``eta_range``, ``phi_range`` (collider frame).
     """
     n = int(n)
@@ -71,10 +75,16 @@ def particle_gun(geometry: Geometry, particle, n: int, rng, energy_gev=(1.0, 100
     pdg = particle_pdg(particle)
     energy = sample_energies(n, energy_gev, spectrum, rng)
     gun = dict(geometry.info.get("gun", {}))
-    known = {"max_angle_deg", "max_displacement_mm", "theta_range_rad", "eta_range", "phi_range"}
+    known = {"max_angle_deg", "max_displacement_mm", "theta_range_rad", "eta_range", "phi_range", "spread"}
     bad = set(options) - known
     if bad:
         raise ValueError(f"gun: unknown options {sorted(bad)}; known: {sorted(known)}")
+    options = dict(options)
+    preset = gun.pop("spread", None)
+    if options.pop("spread", False):
+        if preset is None:
+            raise ValueError(f"gun: geometry {geometry.name!r} has no 'spread' preset (info['gun']['spread'])")
+        gun.update(preset)
     gun.update(options)
     front = float(geometry.sections[0].layer_edges_mm[0])
     window_eta = np.zeros(n)

@@ -313,10 +313,11 @@ def test_dictionary_cache_location(monkeypatch, tmp_path):
     from pcloud.io.mltree.root_writer import dictionary_dir
 
     monkeypatch.setenv("PCLOUD_CACHE", str(tmp_path / "c"))
-    assert dictionary_dir("6.40/00") == tmp_path / "c" / "root-dicts" / "6.40_00"
+    d = dictionary_dir("6.40/00")  # one folder per ROOT version and environment (libraries of one venv only)
+    assert d.parent == tmp_path / "c" / "root-dicts" and d.name.startswith("6.40_00-")
     monkeypatch.delenv("PCLOUD_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
-    assert dictionary_dir("6.40/00") == tmp_path / "x" / "pcloud" / "root-dicts" / "6.40_00"
+    assert dictionary_dir("6.40/00") == tmp_path / "x" / "pcloud" / "root-dicts" / d.name
 
 
 def test_track_layers_are_mltreemakers():

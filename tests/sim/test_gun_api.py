@@ -22,9 +22,17 @@ def test_energy_spectra(calogan):
         particle_gun(calogan, "e+", 10, rng, energy_gev=(5, 1))
 
 
+def test_calogan_default_gun_is_the_public_beam(calogan):
+    """Default = the public CaloGAN data set's beam: x = y = 0 (the corner of four layer-1 cells), along the axis."""
+    g = particle_gun(calogan, "gamma", 100, np.random.default_rng(1))
+    assert np.all(g["direction"] == [0.0, 0.0, 1.0]) and np.all(g["origin_mm"][:, :2] == 0.0)
+    assert np.all(g["origin_mm"][:, 2] == 288.0)
+    assert np.allclose(g["truth"]["theta_rad"], np.pi / 2) and np.allclose(g["truth"]["phi_rad"], 0.0)
+
+
 def test_calogan_gun_cone_and_displacement(calogan):
     rng = np.random.default_rng(1)
-    g = particle_gun(calogan, "gamma", 5000, rng)
+    g = particle_gun(calogan, "gamma", 5000, rng, spread=True)           # seed 004 angle/position variant
     cos_t = g["direction"][:, 2]
     assert np.all(cos_t >= np.cos(np.deg2rad(5.0)) - 1e-12)
     assert stats.kstest((1 - cos_t) / (1 - np.cos(np.deg2rad(5.0))), "uniform").pvalue > 0.01   # isotropic
@@ -32,6 +40,8 @@ def test_calogan_gun_cone_and_displacement(calogan):
     t = g["truth"]
     assert np.all(np.abs(t["theta_rad"] - np.pi / 2) <= np.deg2rad(5.0) + 1e-9)     # seed 004 eq. A.4
     assert np.all(np.abs(t["phi_rad"]) <= np.deg2rad(5.0) + 1e-9)
+    with pytest.raises(ValueError, match="spread"):
+        particle_gun(get_geometry("cms"), "gamma", 10, rng, spread=True)
 
 
 def test_clic_gun_window_centred():

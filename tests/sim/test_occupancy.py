@@ -67,9 +67,12 @@ def test_energy_per_cell_has_a_long_low_tail(calogan_showers):
 def test_em_weights_non_negative_and_normalised(n_lateral):
     rng = np.random.default_rng(1)
     e = np.array([0.3, 1.0, 10.0, 100.0, 500.0])
-    sp = em.em_spots(e, 69.4, 9.31, 48, rng, photon=np.array([0, 1, 0, 1, 0], bool), n_lateral=n_lateral)
+    sp = em.em_spots(e, 69.4, 9.31, 48, rng, photon=np.array([0, 1, 0, 1, 0], bool), n_lateral=n_lateral, n_core=4)
     w = np.broadcast_to(sp["weight"], sp["r_rm"].shape)
-    assert sp["r_rm"].shape == sp["t_x0"].shape == (5, 48 * (1 + n_lateral))
+    # photon rows hold the spots of both leptons of the converted pair: 2 x 48 depth spots (electron rows padded)
+    n_sub = 1 if n_lateral == 0 else 2 * 4 + n_lateral - 1
+    assert sp["n_sub"] == n_sub
+    assert sp["r_rm"].shape == sp["t_x0"].shape == (5, 2 * 48 * n_sub)
     assert np.all(w >= 0) and np.allclose(w.sum(axis=1), 1.0, rtol=0, atol=1e-12)
     assert np.all(np.isfinite(sp["r_rm"])) and np.all(sp["r_rm"] <= em.EM_R_MAX_RM * (1 + 1e-9))
     hs = hadronic.hadronic_spots(e, 32, rng, n_lateral=n_lateral)
@@ -94,9 +97,9 @@ def test_importance_sampling_keeps_the_radial_profile():
     sub-spots and the one-random-spot sampling, and the far tail (> 4 R_M) is populated by many more, smaller
     spots."""
     rng = np.random.default_rng(2)
-    e = np.full(2000, 20.0)
+    e = np.full(4000, 20.0)
     a = em.em_spots(e, 69.4, 9.31, 48, rng, n_lateral=0)
-    b = em.em_spots(e, 69.4, 9.31, 48, rng, n_lateral=6)
+    b = em.em_spots(e, 69.4, 9.31, 48, rng, n_lateral=6, n_core=4)
     wa = np.broadcast_to(a["weight"], a["r_rm"].shape)
     wb = b["weight"]
     for r in (0.5, 1.0, 2.0, 4.0):
@@ -114,14 +117,17 @@ def test_importance_sampling_keeps_the_radial_profile():
 def test_conservation_exact_with_sub_spots_for_all_particles():
     """Every sub-spot kind (EM, hadronic, delta rays) conserves energy exactly in a huge block: e/gamma deposit E,
     a muon deposits its MIP loss independently of how it is split laterally."""
-    g = block_geometry(PB_LAR, 3000.0)
+    # start 2.5 m inside a 5 m block: the albedo stays in it too, and a deep photon (mean free path ~0.1 m beyond
+    # 0.17 m, halo.EM_FAR) escapes 2.4 m with probability ~1e-12 (at 1.5 m it did in ~1 of 200 seeds)
+    g = block_geometry(PB_LAR, 5000.0)
     n = 100
-    o, d = beam(n)
+    o, d = beam(n, z0=2500.0)
     rng = np.random.default_rng(3)
     e = rng.uniform(1, 100, n)
     for pdg in (11, 22):
         dep = deposit_particles(g, np.full(n, pdg), e, o, d, rng, n_spots={"em_lateral": 8})
-        assert np.allclose(dep.per_particle(n), e, rtol=1e-9, atol=0)
+        # exact up to the rare photonuclear neutron that random-walks out of the 3 m block (20 keV per scatter)
+        assert np.allclose(dep.per_particle(n), e, rtol=1e-5, atol=0)
         assert np.all(dep.energy_gev > 0)
     mu = [deposit_particles(g, np.full(n, 13), e, o, d, np.random.default_rng(4), n_spots={"track_lateral": k})
           for k in (0, 3)]

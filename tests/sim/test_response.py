@@ -16,24 +16,40 @@ from simhelpers import beam, block_geometry
 
 
 def test_energy_conservation_fully_contained():
+    """e+- and photons start 1.5 m inside a 3 m deep, +-5 m wide Pb/LAr block, so that also their backscattered
+    albedo (soft photons, photonuclear neutrons; :mod:`pcloud.sim.halo`) stays inside: they deposit exactly E. pi0
+    start at the front face (the geometry has no material behind the start for a backward decay photon)."""
     g = block_geometry(PB_LAR, 3000.0)          # 190 X0 deep, +-5 m wide
     rng = np.random.default_rng(1)
     n = 200
-    o, d = beam(n)
     for pdg in (11, 22, 111):
+        o, d = beam(n, z0=1500.0 if pdg != 111 else -10.0)
         e = rng.uniform(1, 100, n)
         dep = deposit_particles(g, np.full(n, pdg), e, o, d, rng)
         got = dep.per_particle(n)
-        assert np.all(got <= e * (1 + 1e-12)), pdg
-        if pdg != 111:
-            assert np.allclose(got, e, rtol=1e-9), pdg
+        assert np.all(got <= e * (1 + 1e-6)), pdg           # float32 spot energies: 1e-7 relative rounding
+        if pdg != 111:   # exact but for a rare photonuclear neutron walking out of the block (20 keV per scatter)
+            assert np.allclose(got, e, rtol=1e-5), pdg
         else:   # a photon emitted backwards or sideways (lab angle >~ 90 deg, it misses the +-5 m block face 10 mm
             # ahead) is lost: lab energy E_g = m / (2 gamma (1 - beta cos theta)) <= m / (2 gamma) = m^2/(2E) there
             lost = e - got
-            # (+ 1e-3 E: soft photons outside GFlash's validity, alpha clamped near 1, can leak beyond 190 X0)
-            assert np.all(lost <= np.maximum(PI0_MASS_GEV**2 / (2 * e) * 1.01, 1e-3 * e)), lost.max()
-            assert np.mean(lost > 1e-9 * e) < 0.05          # only rare backward decays lose anything
+            # (+ 0.5% E: the albedo of the photon showers leaves through the front face, ~0.1% measured for e+-)
+            assert np.all(lost <= PI0_MASS_GEV**2 / (2 * e) * 1.01 + 5e-3 * e), lost.max()
+            assert np.mean(lost > 1e-2 * e) < 0.05          # only rare backward decays lose more than the albedo
         assert np.allclose(dep.energy_em_gev, dep.energy_gev)
+
+
+def test_albedo_through_the_front_face_is_small():
+    """A shower starting at the front face of a deep block loses only its albedo backwards: 0 < loss < 1% of E
+    (backscattered energy of GeV electron showers in lead is well below 1%)."""
+    g = block_geometry(PB_LAR, 3000.0)
+    rng = np.random.default_rng(1)
+    n = 200
+    o, d = beam(n)
+    e = rng.uniform(1, 100, n)
+    got = deposit_particles(g, np.full(n, 11), e, o, d, rng).per_particle(n)
+    loss = 1.0 - got / e
+    assert np.all(loss >= -1e-12) and 0.0 < loss.mean() < 0.01, loss.mean()
 
 
 def test_energy_never_exceeds_incident_energy(calogan):
@@ -107,13 +123,18 @@ def test_photostatistics_term_cms():
 
 
 def test_clic_ecal_sampling_fraction_and_term():
+    from pcloud.sim.media import em_sampling_term
+
     g = get_geometry("clic")
     st = g.sections[0].stack
     s = simulate_showers(g, "e-", 300, energy_gev=10.0, mode="visible", seed=3)
     ecal = s.section_energy()["ECAL"]
     ratio = ecal / (em_sampling_fraction(st) * s.truth["deposited_gev"])
     assert abs(ratio.mean() - 1) < 0.03
-    assert ratio.std() == pytest.approx(st.sampling_term / np.sqrt(10.0), rel=0.2)
+    assert ratio.std() == pytest.approx(em_sampling_term(st) / np.sqrt(10.0), rel=0.2)
+    # Si/W test beam: CALICE measured 16.6%/sqrt(E) with 0.525 mm Si and 1.4-4.2 mm W (NIM A 608 (2009) 372); the
+    # CLIC-like stack has 3.5 mm W, so its sampling fraction is lower: expect ~17-20%, not the 12% of c = 2.7%
+    assert 0.165 < em_sampling_term(st) < 0.20
 
 
 def test_hadronic_sampling_term_follows_mip_loss_per_layer():

@@ -67,14 +67,17 @@ def collinear_split(name, energy_gev, mode, seed, n=N_SHOWERS, split=True):
 def test_collinear_pair_occupancy_equals_single_photon(name, energy, mode):
     c1, e1 = collinear_split(name, energy, mode, seed=11, split=False)
     c2, e2 = collinear_split(name, energy, mode, seed=12, split=True)
+    # KS at p > 0.001: the 4 cases hold 24 KS tests, so p > 0.01 failed by chance in ~20% of random streams (energy
+    # p = 0.0055 for clic visible after a change of the far-deposit quanta; 8 other seed pairs gave p 0.08-0.97);
+    # the artifact this guards against is far stronger (a 10% occupancy shift of the clic ECAL groups: p < 3e-5)
     for k in range(c1.shape[1]):
         m1, m2 = c1[:, k].mean(), c2[:, k].mean()
         se = np.hypot(c1[:, k].std(), c2[:, k].std()) / np.sqrt(len(c1))
         # within 4%, or 3 standard errors for sparse groups (a few cells: calogan layer 2)
         assert abs(m2 - m1) <= max(0.04 * m1, 3 * se), (name, mode, k, m1, m2, se)
-        assert stats.ks_2samp(c1[:, k], c2[:, k]).pvalue > 0.01, (name, mode, k, m1, m2)
+        assert stats.ks_2samp(c1[:, k], c2[:, k]).pvalue > 0.001, (name, mode, k, m1, m2)
     assert abs(e2.mean() / e1.mean() - 1) < 0.02
-    assert stats.ks_2samp(e1, e2).pvalue > 0.01
+    assert stats.ks_2samp(e1, e2).pvalue > 0.001
 
 
 def test_gamma_pi0_not_separated_by_sparsity_at_small_opening_angle():

@@ -19,7 +19,7 @@ def occupancy_study(cfg: SinglesConfig, device: torch.device, log=print) -> dict
     n = 128
     out: dict = {"threshold_scan": [], "granularity": []}
     g = get_geometry("calogan")
-    sh = simulate_showers(g, "e+", n, energy_gev=(1.0, 100.0), seed=cfg.seed + 7)
+    sh = simulate_showers(g, "e+", n, energy_gev=(1.0, 100.0), seed=cfg.seed + 7, spread=True)  # as the e_vs_* tasks
     sh.truth["label"] = np.zeros(n, np.int64)
     train = np.ones(n, bool)
     dense_cost = {}

@@ -72,6 +72,10 @@ class SinglesTask:
     match_energy_to: int | None = None
     #: showers of a task made from the user's files (``pcloud bench singles --data``); None: simulated
     showers: ShowerImages | None = field(default=None, repr=False)
+    #: particle-gun options of :func:`pcloud.sim.gun.particle_gun` (e.g. ``{"spread": True}``: the CaloGAN seed-004
+    #: angle/position variant, <= 5 deg and +-5 cm; the calogan default gun is the public data set's beam at the
+    #: origin along the axis)
+    gun_options: dict = field(default_factory=dict)
 
     @property
     def n_classes(self) -> int:
@@ -85,10 +89,10 @@ class SinglesTask:
 TASKS: dict[str, SinglesTask] = {t.name: t for t in (
     SinglesTask("e_vs_gamma", "calogan", [["e+"], ["gamma"]], ["e+", "gamma"], (1.0, 100.0), "id",
                 "e+ vs gamma in the CaloGAN-like Pb/LAr calorimeter (seed 004 Table 3)",
-                working_points=(0.6, 0.7, 0.8, 0.9, 0.99), shape_set="calogan20"),
+                working_points=(0.6, 0.7, 0.8, 0.9, 0.99), shape_set="calogan20", gun_options={"spread": True}),
     SinglesTask("e_vs_pi", "calogan", [["e+"], ["pi+"]], ["e+", "pi+"], (1.0, 100.0), "id",
                 "e+ vs pi+ in the CaloGAN-like calorimeter (seed 004 Table 4)",
-                working_points=(0.96, 0.97, 0.98, 0.99, 0.9999), shape_set="calogan20"),
+                working_points=(0.96, 0.97, 0.98, 0.99, 0.9999), shape_set="calogan20", gun_options={"spread": True}),
     SinglesTask("gamma_vs_pi0", "clic", [["gamma"], ["pi0"]], ["gamma", "pi0"], (10.0, 510.0), "id+energy",
                 "gamma vs pi0 with opening angle < 0.01 rad, CLIC-like ECAL+HCAL, joint ID + energy (seed 001)",
                 selection=_opening_angle_below(0.01), working_points=(0.5, 0.7, 0.8, 0.9, 0.95), match_energy_to=1),
@@ -100,7 +104,8 @@ TASKS: dict[str, SinglesTask] = {t.name: t for t in (
                 "e / gamma / pi- three-class ID with PbWO4 crystals at 50 GeV (seed 003)", working_points=()),
     SinglesTask("gamma_angles", "calogan", [["gamma"]], ["gamma"], (1.0, 100.0), "regression",
                 "photon incidence angles and entry point from the calorimeter image (seed 004 section 4)",
-                regression_targets=("theta_rad", "phi_rad", "entry_x_mm", "entry_y_mm"), working_points=()),
+                regression_targets=("theta_rad", "phi_rad", "entry_x_mm", "entry_y_mm"), working_points=(),
+                gun_options={"spread": True}),
 )}
 
 
@@ -166,7 +171,7 @@ def build_dataset(task: SinglesTask, n_per_class: int, seed: int, mode: str = "t
                     stop = min(n_try, start + step)
                     kw = e_kw if e_kw["spectrum"] != "given" else \
                         dict(e_kw, energy_gev=e_kw["energy_gev"][start:stop])
-                    s = simulate_showers(g, p, stop - start, mode=mode, **kw,
+                    s = simulate_showers(g, p, stop - start, mode=mode, **kw, **task.gun_options,
                                          seed=round_seed if step == n_try else int(chunk_rng.integers(2**31)))
                     if mode == "visible":
                         s = em_scale(s)

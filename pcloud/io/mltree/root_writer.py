@@ -9,7 +9,7 @@ Two pieces:
 * **Dictionaries.** ROOT ships I/O dictionaries for ``vector<vector<float>>`` but not for
   ``vector<vector<unsigned long>>`` or the triply nested vectors. :func:`ensure_dictionaries` generates them once
   with ``TInterpreter::GenerateDictionary`` (ACLiC compiles them with the system C++ compiler: about 13 s the first
-  time) into a per-user cache, ``$PCLOUD_CACHE/root-dicts/<ROOT version>`` (default
+  time) into a per-user cache, ``$PCLOUD_CACHE/root-dicts/<ROOT version>-<environment hash>`` (default
   ``$XDG_CACHE_HOME/pcloud`` or ``~/.cache/pcloud``); later processes load the compiled library (about 1 s).
   A file lock (``fcntl.flock``) serialises concurrent builds; ACLiC writes into the working directory, so it is
   switched to the cache folder and restored afterwards.
@@ -185,7 +185,13 @@ def dictionary_dir(root_version: str) -> Path:
     if not base:
         base = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
                             "pcloud")
-    return Path(base) / "root-dicts" / root_version.replace("/", "_")
+    # one folder per ROOT installation: a dictionary compiled against another environment's ROOT libraries
+    # loads those libraries (and their NumPy) into this process (measured: a segmentation fault)
+    import hashlib
+    import sys
+
+    where = hashlib.sha256(f"{sys.prefix}|{sys.version}".encode()).hexdigest()[:12]
+    return Path(base) / "root-dicts" / f"{root_version.replace('/', '_')}-{where}"
 
 
 @contextlib.contextmanager

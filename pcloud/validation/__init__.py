@@ -1,0 +1,1 @@
+"""Validation of pcloud's fast simulation against Geant4: reference cards and real files (``pcloud validate``)."""
