@@ -78,6 +78,16 @@ for _name, _desc in (("deta", "eta - eta of the focal/nearest track at the point
                      ("dr_nearest_track", "Delta R to the nearest track at the point's layer (event clouds)")):
     register_feature(Feature(_name, 1, _col(_name), (_name,), _desc))
 register_feature(Feature("log_track_pt", 1, _log_track_pt, ("track_pt",), "ln(max(track pT, 0.1 GeV) / GeV)"))
+register_feature(Feature("dr_other_track", 1, _col("dr_other_track"), ("dr_other_track",),
+                         "Delta R to the nearest other track of a per-track cloud at the point's layer (1: none)"))
+
+
+def _log_other_track_pt(c):
+    return np.log(np.maximum(c["other_track_pt"].astype(np.float64), 0.1)).astype(np.float32)[:, None]
+
+
+register_feature(Feature("log_other_track_pt", 1, _log_other_track_pt, ("other_track_pt",),
+                         "ln(max(pT of that other track, 0.1 GeV) / GeV) (0.1 GeV: none)"))
 
 
 def resolve_features(features) -> list[Feature]:

@@ -203,3 +203,45 @@ def one_vs_rest_auc(y_true, proba, classes=None) -> dict:
         raise ValueError(f"one_vs_rest_auc: {classes.size} classes for {p.shape[1]} probability columns")
     per = {c.item(): auc(y == c, p[:, k]) for k, c in enumerate(classes)}
     return {"per_class": per, "macro": float(np.mean(list(per.values())))}
+
+
+def best_threshold(y_true, score, sample_weight=None, metric: str = "f1") -> tuple[float, float]:
+    """The decision threshold ``t`` that maximises ``metric`` of the decision ``score > t`` (binary ``y_true``),
+    and that maximum: ``(t, value)``.
+
+    ``metric``: ``"f1"`` (2 TP / (2 TP + FP + FN)) or ``"accuracy"``, optionally weighted per sample. Every cut
+    between two consecutive distinct scores is tried (exact, one sort): ``t`` is the midpoint between the lowest
+    score predicted positive and the next lower score (``score.min() - 1`` when all are positive; ``score.max()`` when
+    none are). Ties in the metric go to the higher threshold.
+    """
+    if metric not in ("f1", "accuracy"):
+        raise ValueError(f"best_threshold: metric must be 'f1' or 'accuracy', found {metric!r}")
+    y = np.asarray(y_true).astype(bool).ravel()
+    s = np.asarray(score, np.float64).ravel()
+    if y.shape != s.shape or s.size == 0:
+        raise ValueError(f"best_threshold: y_true and score must be non-empty and of equal length, found {y.shape} "
+                         f"and {s.shape}")
+    w = np.ones(s.size) if sample_weight is None else np.asarray(sample_weight, np.float64).ravel()
+    if w.shape != s.shape:
+        raise ValueError(f"best_threshold: sample_weight must have {s.size} values, found {w.shape}")
+    o = np.argsort(-s, kind="stable")
+    s, y, w = s[o], y[o], w[o]
+    last = np.r_[s[1:] != s[:-1], True]  # the last sample of each group of equal scores
+    tp = np.cumsum(w * y)[last]
+    fp = np.cumsum(w * ~y)[last]
+    pos, neg = float((w * y).sum()), float((w * ~y).sum())
+    tp, fp = np.r_[0.0, tp], np.r_[0.0, fp]  # first entry: nothing predicted positive
+    if metric == "f1":
+        den = 2 * tp + fp + (pos - tp)
+        val = np.divide(2 * tp, den, out=np.zeros_like(tp), where=den > 0)
+    else:
+        val = (tp + neg - fp) / max(pos + neg, 1e-300)
+    i = int(np.argmax(val))  # first maximum = highest threshold
+    distinct = s[last]
+    if i == 0:
+        t = float(distinct[0])
+    elif i == distinct.size:
+        t = float(distinct[-1] - 1.0)
+    else:
+        t = float(0.5 * (distinct[i - 1] + distinct[i]))
+    return t, float(val[i])

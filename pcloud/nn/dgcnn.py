@@ -19,6 +19,7 @@ from .edgeconv import EdgeConv
 from .heads import GlobalHead, PointCloudModel, SegHead
 from .layers import MaskedMLP, exporting, masked_pool, pooled_dim, reset_children
 from .knn import knn, knn_dense
+from .ragged import ragged_knn, segment_pool
 
 __all__ = ["DGCNN"]
 
@@ -78,6 +79,8 @@ class DGCNN(PointCloudModel):
         reset_children(self)
 
     def forward(self, batch) -> dict[str, Tensor]:
+        if self.is_ragged(batch):
+            return self._forward_ragged(batch)
         x, pos, mask, g = self.unpack(batch)
         if self.use_pos:
             x = torch.cat([x, (pos / self.pos_scale_mm).to(x.dtype)], dim=-1)
@@ -101,4 +104,27 @@ class DGCNN(PointCloudModel):
         out.update(self.head(pooled, g))
         if self.seg is not None:
             out.update(self.seg(torch.cat([local, emb], dim=-1), pooled, mask))
+        return out
+
+    def _forward_ragged(self, batch) -> dict[str, Tensor]:
+        """The ragged path (:mod:`pcloud.nn.ragged`): EdgeConvs on ``(P, C)`` rows, kNN per group of events of
+        similar size (:func:`~pcloud.nn.ragged.ragged_knn`), segment pooling."""
+        x, pos, lay, g = self.unpack_ragged(batch)
+        if self.use_pos:
+            x = torch.cat([x, (pos / self.pos_scale_mm).to(x.dtype)], dim=-1)
+        graph_feat = pos if self.graph_on == "pos" else x
+        h, outs = x, []
+        nbr = valid = None
+        for i, conv in enumerate(self.convs):
+            if i == 0 or self.dynamic:
+                nbr, valid = ragged_knn(graph_feat if i == 0 else h, lay, self.k, precise=not self.training)
+            h = conv.forward_flat(h, nbr, valid)
+            outs.append(h)
+        local = torch.cat(outs, dim=-1)
+        emb = self.embed(local, None)
+        pooled = segment_pool(emb, lay.batch, lay.n_events, self.pooling)
+        out: dict[str, Tensor] = {"global": pooled}
+        out.update(self.head(pooled, g))
+        if self.seg is not None:
+            out.update(self.seg.forward_ragged(torch.cat([local, emb], dim=-1), pooled, lay.batch))
         return out

@@ -83,28 +83,40 @@ class EdgeConv(nn.Module):
         if exporting():
             return self._forward_dense(centre, nbr, idx, mask, valid)
         bi, ii = mask.nonzero(as_tuple=True)  # real points, (M,)
-        if self.fused and bi.numel() > 0:
-            return self._fused_max(centre, nbr, idx, mask, bi, ii)
-        nb = idx[bi, ii]  # (M, k)
-        e = centre[bi, ii].unsqueeze(1) + nbr[bi.unsqueeze(1), nb]  # (M, k, H)
-        M, k, H = e.shape
-        h = self.tail(e.reshape(M * k, H)).reshape(M, k, -1)
-        if self.aggr == "max":
-            agg = h.amax(dim=1)
-        else:
-            w = torch.ones(M, k, dtype=h.dtype, device=h.device) if valid is None else valid[bi, ii].to(h.dtype)
-            w = torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))
-            agg = (h * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True)
+        B, N, H = nbr.shape
+        p = idx[bi, ii] + (bi * N).unsqueeze(1)  # (M, k) flat index of each edge's neighbour
+        v = None if valid is None else valid[bi, ii]
+        agg = self._aggregate(centre[bi, ii], nbr.reshape(B * N, H), p, v)
         out = agg.new_zeros(mask.shape + (agg.shape[-1],))
         out[bi, ii] = agg
         return out
 
-    def _fused_max(self, centre: Tensor, nbr: Tensor, idx: Tensor, mask: Tensor, bi: Tensor, ii: Tensor) -> Tensor:
+    def forward_flat(self, x: Tensor, nbr: Tensor, valid: Tensor | None = None) -> Tensor:
+        """Ragged form (:mod:`pcloud.nn.ragged`): ``x (P, C_in)``, ``nbr (P, k)`` flat neighbour indices (e.g. from
+        :func:`pcloud.nn.ragged.ragged_knn`), optional ``valid (P, k)`` -> ``(P, C_out)``; equals :meth:`forward` on
+        the real points of the padded batch."""
+        C = self.in_channels
+        w_a, w_b = self.lin0.weight[:, :C], self.lin0.weight[:, C:]
+        centre = torch.nn.functional.linear(x, w_a - w_b, self.lin0.bias)
+        return self._aggregate(centre, torch.nn.functional.linear(x, w_b), nbr, valid)
+
+    def _aggregate(self, c: Tensor, n_flat: Tensor, p: Tensor, valid: Tensor | None) -> Tensor:
+        """``AGG_j h([x_i, x_j - x_i])`` of the ``M`` centres: ``c (M, H)`` centre terms, ``n_flat (Q, H)`` neighbour
+        terms of every point, ``p (M, k)`` rows of ``n_flat`` of each centre's neighbours -> ``(M, C_out)``."""
+        if self.fused and c.shape[0] > 0:
+            return self._fused_max(c, n_flat, p)
+        e = c.unsqueeze(1) + n_flat[p]  # (M, k, H)
+        M, k, H = e.shape
+        h = self.tail(e.reshape(M * k, H)).reshape(M, k, -1)
+        if self.aggr == "max":
+            return h.amax(dim=1)
+        w = torch.ones(M, k, dtype=h.dtype, device=h.device) if valid is None else valid.to(h.dtype)
+        w = torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))
+        return (h * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True)
+
+    def _fused_max(self, c: Tensor, n_flat: Tensor, p: Tensor) -> Tensor:
         """The fast path of the module docstring (same result as the general path)."""
-        B, N, H = nbr.shape
-        c = centre[bi, ii]  # (M, H)
-        n_flat = nbr.reshape(B * N, H)
-        p = idx[bi, ii] + (bi * N).unsqueeze(1)  # (M, k) flat index of each edge's neighbour
+        H = n_flat.shape[-1]
         bn = self.tail[0] if isinstance(self.tail[0], nn.BatchNorm1d) else None
         act = self.tail[-1]
         scale = shift = None
@@ -121,7 +133,7 @@ class EdgeConv(nn.Module):
             shift = -scale * mu + (bn.bias if bn.affine else 0.0)
         with torch.no_grad():
             nb_val = n_flat[p]  # (M, k, H), outside the autograd graph
-            take_max = torch.ones(H, dtype=torch.bool, device=nbr.device) if scale is None else scale >= 0
+            take_max = torch.ones(H, dtype=torch.bool, device=n_flat.device) if scale is None else scale >= 0
             # (values, indices) reductions: several times faster on CPU than argmax over a middle axis
             if bool(take_max.all()):
                 j = nb_val.max(1).indices
@@ -134,10 +146,7 @@ class EdgeConv(nn.Module):
         e = c + n_flat.gather(0, q)
         if scale is not None:
             e = e * scale.to(e.dtype) + shift.to(e.dtype)
-        agg = act(e)
-        out = agg.new_zeros(mask.shape + (H,))
-        out[bi, ii] = agg
-        return out
+        return act(e)
 
     def _forward_dense(self, centre: Tensor, nbr: Tensor, idx: Tensor, mask: Tensor, valid: Tensor | None) -> Tensor:
         """Export-friendly eval-mode path (:func:`pcloud.nn.layers.export_friendly`): every slot is computed, no

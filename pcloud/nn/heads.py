@@ -77,6 +77,42 @@ class PointCloudModel(nn.Module):
             g = None
         return x, pos, mask, g
 
+    @staticmethod
+    def is_ragged(batch: Mapping[str, Tensor]) -> bool:
+        """True for a ragged batch (:mod:`pcloud.nn.ragged`: flat ``x (P, F)`` plus the event index ``batch``)."""
+        return isinstance(batch, Mapping) and batch.get("batch") is not None
+
+    def unpack_ragged(self, batch: Mapping[str, Tensor]):
+        """Validate a ragged batch (:mod:`pcloud.nn.ragged`) and return ``(x, pos, layout, g)``."""
+        from .ragged import ragged_layout
+
+        name = type(self).__name__
+        x, b = batch["x"], batch["batch"]
+        if x.dim() != 2 or x.shape[-1] != self.in_channels:
+            raise ValueError(f"{name}: ragged batch['x'] must be (P, {self.in_channels}), found {tuple(x.shape)}")
+        if b.shape != (x.shape[0],) or b.is_floating_point():
+            raise ValueError(f"{name}: ragged batch['batch'] must be an integer (P,) = ({x.shape[0]},) event index, "
+                             f"found {b.dtype} {tuple(b.shape)}")
+        g = batch.get("g") if self.n_global > 0 else None
+        n_events = batch.get("n_events")
+        if n_events is None and g is not None:
+            n_events = g.shape[0]
+        layout = ragged_layout(b, None if n_events is None else int(n_events))
+        pos = batch.get("pos")
+        if self.uses_pos:
+            if pos is None:
+                raise KeyError(f"{name}: this configuration needs batch['pos'] (P, 3); keys found: {sorted(batch)}")
+            if pos.shape != (x.shape[0], 3):
+                raise ValueError(f"{name}: ragged batch['pos'] must be (P, 3) = ({x.shape[0]}, 3), found "
+                                 f"{tuple(pos.shape)}")
+        if self.n_global > 0:
+            if g is None:
+                raise KeyError(f"{name}: configured with n_global={self.n_global} but batch has no 'g' (B, G)")
+            if g.shape != (layout.n_events, self.n_global):
+                raise ValueError(f"{name}: batch['g'] must be (B, G) = {(layout.n_events, self.n_global)}, found "
+                                 f"{tuple(g.shape)}")
+        return x, pos, layout, g
+
 
 class GlobalHead(nn.Module):
     """Event-level heads on pooled features: ID logits, auxiliary regression and skip-connected energy.
@@ -175,4 +211,12 @@ class SegHead(nn.Module):
         out = {"seg_logits": logits}
         if self.soft:
             out["seg_fractions"] = torch.softmax(logits.float(), -1) * mask.unsqueeze(-1)
+        return out
+
+    def forward_ragged(self, local: Tensor, global_feat: Tensor, batch: Tensor) -> dict[str, Tensor]:
+        """Ragged form (:mod:`pcloud.nn.ragged`): ``local (P, C)``, ``global_feat (B, D)``, ``batch (P,)``."""
+        logits = self.mlp(torch.cat([local, global_feat.to(local.dtype)[batch]], dim=-1), None)
+        out = {"seg_logits": logits}
+        if self.soft:
+            out["seg_fractions"] = torch.softmax(logits.float(), -1)
         return out

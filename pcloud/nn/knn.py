@@ -64,11 +64,12 @@ def sq_dist(a: Tensor, b: Tensor) -> Tensor:
 ONNX_TOPK = [False]
 
 
-def smallest_k(d: Tensor, k: int) -> tuple[Tensor, Tensor]:
+def smallest_k(d: Tensor, k: int, exact_ties: bool = True) -> tuple[Tensor, Tensor]:
     """The ``k`` smallest values of the last axis and their indices, ties broken by the lower index (a stable sort
     in torch; ONNX ``TopK``, which breaks ties the same way, in exported graphs), so that neighbour sets do not
-    depend on the runtime."""
-    if ONNX_TOPK[0]:
+    depend on the runtime. ``exact_ties=False``: ``torch.topk`` (several times faster on CPU; the order of equal
+    distances is unspecified, which does not matter for learned, continuous coordinates)."""
+    if ONNX_TOPK[0] or not exact_ties:
         return torch.topk(d, k, dim=-1, largest=False, sorted=True)
     vals, idx = torch.sort(d, dim=-1, stable=True)
     return vals[..., :k], idx[..., :k]
@@ -98,7 +99,8 @@ def _check_inputs(features: Tensor, k: int, mask: Tensor | None) -> Tensor:
 
 @torch.no_grad()
 def knn(features: Tensor, k: int, mask: Tensor | None = None, block_size: int | None = None, *,
-        return_valid: bool = False, max_elements: int = DEFAULT_MAX_ELEMENTS, precise: bool = False):
+        return_valid: bool = False, max_elements: int = DEFAULT_MAX_ELEMENTS, precise: bool = False,
+        exact_ties: bool = True):
     """Indices of the ``k`` nearest real neighbours of every point, ``(B, N, k)`` int64, nearest first.
 
     Parameters
@@ -114,6 +116,8 @@ def knn(features: Tensor, k: int, mask: Tensor | None = None, block_size: int | 
         sums and matmuls differently, enough to swap two neighbours whose distances agree to ~1e-7 (measured on
         particle-flow clouds, where cells at nearly equal distances abound); in float64 such swaps are ~1e9 times
         rarer. Models use it in eval mode, so that exported graphs choose the same neighbours.
+    exact_ties : ties go to the lower index (stable sort, the default); False uses ``torch.topk`` (faster, tie
+        order unspecified: for learned coordinates).
 
     See the module docstring for the fill rules when an event has fewer than ``k + 1`` real points.
     """
@@ -140,7 +144,7 @@ def knn(features: Tensor, k: int, mask: Tensor | None = None, block_size: int | 
             d = sq_dist(f[:, start:stop], f)  # (B, b, N)
             d.masked_fill_(pad_cols, float("inf"))
             d[:, q - start, q] = float("inf")  # exclude self
-            dist, nb = smallest_k(d, k_eff)  # (B, b, k_eff), ties: lower index first
+            dist, nb = smallest_k(d, k_eff, exact_ties)  # (B, b, k_eff), ties: lower index first
             ok = torch.isfinite(dist)
             if k_eff < k:
                 extra = k - k_eff

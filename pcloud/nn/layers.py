@@ -50,7 +50,9 @@ def activation(act: str) -> nn.Module:
         return nn.LeakyReLU(0.2)
     if act == "gelu":
         return nn.GELU()
-    raise ValueError(f"unknown activation {act!r}; expected 'relu', 'leaky_relu' or 'gelu'")
+    if act == "elu":
+        return nn.ELU()
+    raise ValueError(f"unknown activation {act!r}; expected 'relu', 'leaky_relu', 'gelu' or 'elu'")
 
 
 def norm_layer(norm: str | None, dim: int) -> nn.Module | None:
@@ -108,7 +110,9 @@ class MaskedMLP(nn.Module):
     def reset_parameters(self) -> None:
         reset_children(self)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        if mask is None:  # ragged rows (pcloud.nn.ragged): every row is a real point
+            return self.net(x)
         if _EXPORT[0]:
             if self.training:
                 raise RuntimeError("MaskedMLP: the export-friendly path is for eval mode only (call model.eval())")

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 __all__ = ["MultiTaskLoss", "CellSegmentationLoss", "focal_loss", "regression_criterion", "two_class", "SEG_LOSSES"]
 
 #: kinds of :class:`CellSegmentationLoss`
-SEG_LOSSES = ("energy_weighted", "ce", "focal", "energy_weighted_focal")
+SEG_LOSSES = ("energy_weighted", "ce", "focal", "energy_weighted_focal", "mixed")
 
 
 def two_class(fraction: Tensor) -> Tensor:
@@ -152,27 +152,37 @@ class CellSegmentationLoss(nn.Module):
     """Segmentation loss on CELL points only, for the particle-flow segmenters (:mod:`pcloud.pflow.learned`).
 
     ``kind``: ``"energy_weighted"`` (cross-entropy weighted per cell by ``max(E_cell, 0)`` and normalised per
-    batch), ``"ce"`` (unweighted mean over cells), ``"focal"`` (:func:`focal_loss`, averaged over cells) or
-    ``"energy_weighted_focal"``; track points and padding never count.
+    batch), ``"ce"`` (unweighted mean over cells), ``"focal"`` (:func:`focal_loss`, averaged over cells),
+    ``"energy_weighted_focal"`` or ``"mixed"``: ``energy_share * L_energy_weighted + (1 - energy_share) * L_ce``
+    (per-cell weights ``energy_share * E+ / sum E+ + (1 - energy_share) / n_cells`` over the batch), so that the
+    energy that matters for particle flow and the cell count that cell-level F1 counts both enter; track points and
+    padding never count.
 
     ``forward(outputs, batch) -> (loss, parts)`` as :class:`pcloud.train.trainer.Trainer` expects; ``batch`` holds
     ``"y"`` ((B, N) int64 labels, -1 = ignore, or (B, N) float focal fractions for 2 classes), ``"cell_mask"`` (B, N)
     bool and ``"energy"`` (B, N) GeV (padding 0).
     """
 
-    def __init__(self, kind: str = "energy_weighted", gamma: float = 2.0):
+    def __init__(self, kind: str = "energy_weighted", gamma: float = 2.0, energy_share: float = 0.5):
         super().__init__()
         if kind not in SEG_LOSSES:
             raise ValueError(f"CellSegmentationLoss: loss must be one of {SEG_LOSSES}, found {kind!r}")
         if gamma < 0:
             raise ValueError(f"CellSegmentationLoss: gamma must be >= 0, found {gamma}")
-        self.kind, self.gamma = kind, float(gamma)
+        if not 0.0 <= energy_share <= 1.0:
+            raise ValueError(f"CellSegmentationLoss: energy_share must be in [0, 1], found {energy_share}")
+        self.kind, self.gamma, self.energy_share = kind, float(gamma), float(energy_share)
         self.mtl = MultiTaskLoss(w_tnet=0.0)
 
     def weights(self, batch) -> torch.Tensor:
         cell = batch["cell_mask"].bool()
         if self.kind.startswith("energy_weighted"):
             return batch["energy"].float().clamp_min(0.0) * cell
+        if self.kind == "mixed":
+            e = batch["energy"].float().clamp_min(0.0) * cell
+            c = cell.float()
+            a = self.energy_share
+            return a * e / e.sum().clamp_min(1e-12) + (1.0 - a) * c / c.sum().clamp_min(1.0)
         return cell.float()
 
     def forward(self, outputs, batch):

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from .heads import GlobalHead, PointCloudModel, SegHead
 from .layers import MaskedMLP, masked_pool, pooled_dim, reset_children
+from .ragged import segment_pool
 
 __all__ = ["TNet", "PointNet"]
 
@@ -44,8 +45,13 @@ class TNet(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, pts: Tensor, mask: Tensor) -> Tensor:
-        h = masked_pool(self.point_mlp(pts, mask), mask, "max")
+    def forward(self, pts: Tensor, mask: Tensor, layout=None) -> Tensor:
+        """``pts (B, N, d)`` + ``mask``, or ragged ``pts (P, d)`` with ``mask=None`` and the
+        :class:`~pcloud.nn.ragged.RaggedLayout`."""
+        if layout is not None:
+            h = segment_pool(self.point_mlp(pts, None), layout.batch, layout.n_events, "max")
+        else:
+            h = masked_pool(self.point_mlp(pts, mask), mask, "max")
         delta = self.out(self.fc(h)).view(-1, self.dim, self.dim)
         return delta + torch.eye(self.dim, dtype=delta.dtype, device=delta.device)
 
@@ -105,6 +111,8 @@ class PointNet(PointCloudModel):
         reset_children(self)
 
     def forward(self, batch) -> dict[str, Tensor]:
+        if self.is_ragged(batch):
+            return self._forward_ragged(batch)
         x, pos, mask, g = self.unpack(batch)
         out: dict[str, Tensor] = {}
         if self.uses_pos:
@@ -123,4 +131,26 @@ class PointNet(PointCloudModel):
         out.update(self.head(pooled, g))
         if self.seg is not None:
             out.update(self.seg(torch.cat(local, dim=-1), pooled, mask))
+        return out
+
+    def _forward_ragged(self, batch) -> dict[str, Tensor]:
+        """The ragged path (:mod:`pcloud.nn.ragged`): the same layers on ``(P, C)`` rows, segment pooling."""
+        x, pos, lay, g = self.unpack_ragged(batch)
+        out: dict[str, Tensor] = {}
+        if self.uses_pos:
+            p = pos / self.pos_scale_mm
+            if self.tnet is not None:
+                t = self.tnet(p, None, lay)
+                out["transform"] = t
+                p = torch.bmm(p.unsqueeze(1), t.to(p.dtype)[lay.batch]).squeeze(1)
+            x = torch.cat([x, p.to(x.dtype)], dim=-1)
+        h, local = x, []
+        for layer in self.layers:
+            h = layer(h, None)
+            local.append(h)
+        pooled = segment_pool(h, lay.batch, lay.n_events, self.pooling)
+        out["global"] = pooled
+        out.update(self.head(pooled, g))
+        if self.seg is not None:
+            out.update(self.seg.forward_ragged(torch.cat(local, dim=-1), pooled, lay.batch))
         return out

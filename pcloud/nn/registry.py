@@ -72,10 +72,14 @@ def build_model(name: str, **cfg) -> nn.Module:
 
 def _register_builtins() -> None:
     from .dgcnn import DGCNN
+    from .gravnet import GravNet
     from .pointnet import PointNet
+    from .transformer import PointTransformer
 
     register_model("pointnet", PointNet)
     register_model("dgcnn", DGCNN)
+    register_model("transformer", PointTransformer)
+    register_model("gravnet", GravNet)
 
 
 _register_builtins()

@@ -10,7 +10,8 @@ calorimeter layer) the cloud holds
   ``"EMB2"``) when it reaches that layer, else its first reached layer (per-event field ``focal_ref_layer``);
 * CELL points: every cell of the focal track's event whose centre lies within ``Delta R < dr_max`` of the reference
   point (``Delta R = sqrt(d_eta^2 + d_phi^2)``, d_phi wrapped to [-pi, pi)). ``dr_max`` is an argument (chosen at
-  load time, never baked into files);
+  load time, never baked into files); with ``cell_mask`` only the cells it marks (e.g. the topo-clustered cells
+  with E > 0, the cell population of the MLTree files and of the benchmark's metrics);
 * FOCAL_TRACK points: one per calorimeter layer the focal track reaches (its extrapolated eta, phi, x, y, z);
 * OTHER_TRACK points: the layer points of the other tracks of the event that lie within ``dr_max`` of the
   reference point.
@@ -33,6 +34,8 @@ Per-point fields: the schema fields of :mod:`pcloud.core.schema` plus (model fea
 ``deta``           float32  eta(point) - eta(focal track at the point's layer)                              (--)
 ``dphi``           float32  phi(point) - phi(focal track at the point's layer), wrapped to [-pi, pi)      (rad)
 ``delta_r_ref``    float32  Delta R of the point to the reference point (the quantity cut at ``dr_max``)
+``dr_other_track`` float64  Delta R to the nearest *other* track of the cloud at the point's layer (1.0: none)
+``other_track_pt`` float64  measured pT of that track (GeV; 0 for none)
 =================  =======  ==================================================================================
 
 ``delta_r`` (schema) = ``sqrt(deta^2 + dphi^2)``: the distance to the focal track *at the point's layer* (the
@@ -226,9 +229,11 @@ def _focal_rows(events, tracks, reached: np.ndarray, where: str) -> np.ndarray:
     return rows
 
 
-def _cells_in_cone(events, geometry, ev, ref_eta, ref_phi, dr_max: float, emptied, max_pairs: int) -> tuple:
+def _cells_in_cone(events, geometry, ev, ref_eta, ref_phi, dr_max: float, emptied, max_pairs: int,
+                   cell_mask=None) -> tuple:
     """(cloud, cell row) of every cell of the cloud's event within ``dr_max`` of its reference point, built from
-    all (cloud, cell of its event) pairs in chunks; cells marked in ``emptied`` (if given) are dropped."""
+    all (cloud, cell of its event) pairs in chunks; cells marked in ``emptied`` (if given) and cells outside
+    ``cell_mask`` (if given) are dropped."""
     gc, C = geometry.cells, events.cells
     c_off = events.cell_offsets
     n_ev_cells = c_off[ev + 1] - c_off[ev]
@@ -244,6 +249,8 @@ def _cells_in_cone(events, geometry, ev, ref_eta, ref_phi, dr_max: float, emptie
         keep = dr < dr_max
         if emptied is not None:
             keep &= ~emptied[crow]  # emptied by subtraction (drop policy)
+        if cell_mask is not None:
+            keep &= cell_mask[crow]
         sel_cl.append(owner[keep])
         sel_row.append(crow[keep])
     cell_cl = np.concatenate(sel_cl) if sel_cl else np.zeros(0, np.int64)
@@ -281,6 +288,41 @@ def _relative_to_focal(events, rows, reached, ref_eta, ref_phi, cl, layer, eta, 
     t_eta = np.where(use, np.asarray(events.tracks["layer_eta"], np.float64)[fr, lc], ref_eta[cl])
     t_phi = np.where(use, np.asarray(events.tracks["layer_phi"], np.float64)[fr, lc], ref_phi[cl])
     return eta - t_eta, delta_phi(phi, t_phi)
+
+
+#: ``dr_other_track`` of points with no other track at their layer in the cloud
+NO_OTHER_TRACK_DR = 1.0
+
+
+def _nearest_other_track(cl, layer, grp, eta, phi, pt, L: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per point: DeltaR to the nearest OTHER_TRACK point of its cloud at its layer (capped at
+    :data:`NO_OTHER_TRACK_DR`, which also marks "none") and that track's pT (0 for none); over (point, other-track
+    point of the same cloud and layer) pairs, without a loop."""
+    n = cl.size
+    dr = np.full(n, NO_OTHER_TRACK_DR)
+    ptn = np.zeros(n)
+    other = np.nonzero(grp == 1)[0]
+    if other.size == 0 or n == 0:
+        return dr, ptn
+    key_o = cl[other] * L + layer[other]
+    o = np.argsort(key_o, kind="stable")
+    other, key_o = other[o], key_o[o]
+    key = cl * L + layer
+    start = np.searchsorted(key_o, key, side="left")
+    cnt = np.searchsorted(key_o, key, side="right") - start
+    owner, pos = _expand(start, cnt)
+    if owner.size == 0:
+        return dr, ptn
+    j = other[pos]
+    d = np.hypot(eta[owner] - eta[j], delta_phi(phi[owner], phi[j]))
+    d = np.where(owner == j, np.inf, d)  # an other-track point is not its own neighbour
+    best = np.lexsort((d, owner))
+    first = np.r_[True, owner[best][1:] != owner[best][:-1]]
+    b = best[first]
+    keep = np.isfinite(d[b]) & (d[b] < NO_OTHER_TRACK_DR)
+    dr[owner[b][keep]] = d[b][keep]
+    ptn[owner[b][keep]] = pt[j[b][keep]]
+    return dr, ptn
 
 
 def _track_cloud_points(events, geometry, e_cur, rows, reached, ref_eta, ref_phi, trk_pts, cell_cl, cell_row):
@@ -326,6 +368,8 @@ def _track_cloud_points(events, geometry, e_cur, rows, reached, ref_eta, ref_phi
         "cell_row": prow, "track_row": trow_pt,
         "deta": deta, "dphi": dphi, "delta_r_ref": np.hypot(eta - ref_eta[cl], delta_phi(phi, ref_phi[cl])),
     }
+    points["dr_other_track"], points["other_track_pt"] = _nearest_other_track(cl, layer, grp, eta, phi,
+                                                                              points["track_pt"], L)
     return cl, points, prow
 
 
@@ -345,9 +389,11 @@ def _track_cloud_fields(events, rows, ev, ref_l, ref_eta, ref_phi) -> dict:
 
 
 def track_clouds(events, geometry, dr_max: float = 0.2, cell_energy_gev=None, tracks=None,
-                 max_pairs: int = _MAX_PAIRS) -> ak.Array:
+                 max_pairs: int = _MAX_PAIRS, cell_mask=None) -> ak.Array:
     """One cloud per focal track (module docstring). ``tracks``: rows of ``events.tracks`` (default: all tracks
-    reaching the calorimeter); ``cell_energy_gev``: current energy per row of ``events.cells`` (default: measured)."""
+    reaching the calorimeter); ``cell_energy_gev``: current energy per row of ``events.cells`` (default: measured);
+    ``cell_mask``: bool per row of ``events.cells``, only those cells may enter the clouds (default: all; e.g. the
+    topo-clustered cells with positive energy, :func:`pcloud.pflow.learned.cloud_cell_mask`)."""
     where = "track_clouds"
     _check_events(events, geometry, where)
     if not (np.isfinite(dr_max) and dr_max > 0):
@@ -361,7 +407,13 @@ def track_clouds(events, geometry, dr_max: float = 0.2, cell_energy_gev=None, tr
     ref_eta = T["layer_eta"][rows, ref_l]
     ref_phi = T["layer_phi"][rows, ref_l]
     emptied = None if cell_energy_gev is None else (e_cur <= 0) & (e0 > 0)
-    cell_cl, cell_row = _cells_in_cone(events, geometry, ev, ref_eta, ref_phi, dr_max, emptied, max_pairs)
+    if cell_mask is not None:
+        cell_mask = np.asarray(cell_mask, bool)
+        if cell_mask.shape != e0.shape:
+            raise ValueError(f"{where}: cell_mask must have one value per row of events.cells {e0.shape}, found "
+                             f"shape {cell_mask.shape}")
+    cell_cl, cell_row = _cells_in_cone(events, geometry, ev, ref_eta, ref_phi, dr_max, emptied, max_pairs,
+                                       cell_mask)
     f_cl, f_lay = np.nonzero(reached[rows])  # focal-track points: one per reached layer
     o_cl, o_row, o_lay = _other_track_points(events, rows, ev, reached, ref_eta, ref_phi, dr_max)
     trk_pts = (np.concatenate([f_cl, o_cl]), np.concatenate([rows[f_cl], o_row]), np.concatenate([f_lay, o_lay]),

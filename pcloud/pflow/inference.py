@@ -65,6 +65,15 @@ def _event_chunks(n_events: int, chunk_events: int):
         yield a, min(n_events, a + chunk_events)
 
 
+def _cell_mask(events, geometry, segmenter, cell_mask):
+    """The cells the clouds may hold: ``cell_mask`` if given, else the segmenter's own selection
+    (``segmenter.cloud_cell_mask(events, geometry)``, e.g. topo-clustered cells), else all."""
+    if cell_mask is not None:
+        return np.asarray(cell_mask, bool)
+    fn = getattr(segmenter, "cloud_cell_mask", None)
+    return fn(events, geometry) if callable(fn) else None
+
+
 def _reaching_tracks(events) -> np.ndarray:
     return np.nonzero(np.asarray(events.tracks["layer_reached"], bool).any(1))[0].astype(np.int64)
 
@@ -89,9 +98,12 @@ def _merge(cell_row, track_row, energy, n_tracks, method) -> Attribution:
     return Attribution(uk // max(n_tracks, 1), uk % max(n_tracks, 1), e, method=method)
 
 
-def common_inference(events, geometry, segmenter, dr_max: float = 0.2, chunk_events: int = 2000) -> Attribution:
-    """Every track predicted on the untouched event; claims normalised per cell (module docstring)."""
+def common_inference(events, geometry, segmenter, dr_max: float = 0.2, chunk_events: int = 2000,
+                     cell_mask=None) -> Attribution:
+    """Every track predicted on the untouched event; claims normalised per cell (module docstring). ``cell_mask``:
+    the cells the clouds may hold (default: the segmenter's ``cloud_cell_mask``, else all)."""
     _check_segmenter(segmenter)
+    cell_mask = _cell_mask(events, geometry, segmenter, cell_mask)
     rows_all = _reaching_tracks(events)
     tev = events.tracks["event"][rows_all]
     e_pos = np.clip(np.asarray(events.cells["energy_gev"], np.float64), 0, None)
@@ -101,7 +113,7 @@ def common_inference(events, geometry, segmenter, dr_max: float = 0.2, chunk_eve
         rows = rows_all[(tev >= a) & (tev < b)]
         if rows.size == 0:
             continue
-        clouds = track_clouds(events, geometry, dr_max=dr_max, tracks=rows)
+        clouds = track_clouds(events, geometry, dr_max=dr_max, tracks=rows, cell_mask=cell_mask)
         crow, trow, f = _predict(segmenter, clouds, "common_inference")
         crs.append(crow), trs.append(trow), fs.append(f)
     if not crs:
@@ -114,10 +126,11 @@ def common_inference(events, geometry, segmenter, dr_max: float = 0.2, chunk_eve
 
 
 def iterative_inference(events, geometry, segmenter, dr_max: float = 0.2, cleanup_sigma: float | None = 2.0,
-                        chunk_events: int = 2000) -> Attribution:
+                        chunk_events: int = 2000, cell_mask=None) -> Attribution:
     """Tracks in descending pT, k-th track of every event at once, predict-attribute-subtract-re-cloud; final
-    clean-up of small leftovers (module docstring)."""
+    clean-up of small leftovers (module docstring). ``cell_mask`` as in :func:`common_inference`."""
     _check_segmenter(segmenter)
+    cell_mask = _cell_mask(events, geometry, segmenter, cell_mask)
     if cleanup_sigma is not None and not cleanup_sigma >= 0:
         raise ValueError(f"iterative_inference: cleanup_sigma must be >= 0 or None, found {cleanup_sigma!r}")
     e_cur = np.asarray(events.cells["energy_gev"], np.float64).copy()
@@ -132,7 +145,8 @@ def iterative_inference(events, geometry, segmenter, dr_max: float = 0.2, cleanu
         rows_c, rank_c = rows_all[in_chunk], rank_all[in_chunk]
         for k in range(int(rank_c.max()) + 1):
             rows = rows_c[rank_c == k]
-            clouds = track_clouds(events, geometry, dr_max=dr_max, cell_energy_gev=e_cur, tracks=rows)
+            clouds = track_clouds(events, geometry, dr_max=dr_max, cell_energy_gev=e_cur, tracks=rows,
+                                  cell_mask=cell_mask)
             crow, trow, f = _predict(segmenter, clouds, "iterative_inference")
             e = f * np.clip(e_cur[crow], 0, None)
             # one track per event in this iteration and events own disjoint cell rows: crow is unique

@@ -68,7 +68,59 @@ DEFAULT_FEATURES = ["type_onehot", "delta_r", "deta", "dphi", "layer", "log_ener
 EVENT_FEATURES = ["type_onehot", "dr_nearest_track", "deta", "dphi", "layer", "log_energy", "noise_sigma",
                   "log_track_pt", "track_chi2_ndf"]
 _SMALL = {"pointnet": dict(channels=(64, 128, 128), seg_hidden=(128, 64), head_hidden=()),
-          "dgcnn": dict(k=16, edge_channels=(64, 64, 128), emb_dim=128, seg_hidden=(128, 64), head_hidden=())}
+          "dgcnn": dict(k=16, edge_channels=(64, 64, 128), emb_dim=128, seg_hidden=(128, 64), head_hidden=()),
+          "transformer": dict(dim=64, n_heads=4, n_layers=3, ffn_mult=2, pair_hidden=16, seg_hidden=(64,),
+                              head_hidden=()),
+          "gravnet": dict(blocks=3, dense=(64,), out_dims=48, space_dims=4, prop_dims=22, k=16, emb_dim=128,
+                          seg_hidden=(128, 64), head_hidden=())}
+#: cell populations of the clouds: every cell in the cone, or the topo-clustered cells with E > 0 (the MLTree cell
+#: population and the cells the benchmark's metrics evaluate)
+CELL_SELECTIONS = ("all", "topo")
+
+
+def cloud_cell_mask(events, geometry, cells: str = "topo"):
+    """Cells allowed in the clouds: None for ``"all"``; for ``"topo"`` the cells of a 4/2/0 topo-cluster (on the
+    measured energies) with measured E > 0."""
+    if cells not in CELL_SELECTIONS:
+        raise ValueError(f"cells must be one of {CELL_SELECTIONS}, found {cells!r}")
+    if cells == "all":
+        return None
+    from .topocluster import clustered_cell_mask
+
+    return clustered_cell_mask(events, geometry) & (np.asarray(events.cells["energy_gev"]) > 0)
+
+
+def remap_fraction(p: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Move the decision point of a predicted fraction from 0.5 to ``threshold``: piecewise linear and monotone,
+    ``0 -> 0``, ``threshold -> 0.5``, ``1 -> 1`` (None or 0.5: unchanged). A cell whose fraction exceeds the threshold
+    then carries the larger share, so the hard label (dominant share) follows the threshold chosen on the
+    validation split while the soft shares stay ordered."""
+    if threshold is None or threshold == 0.5:
+        return p
+    t = float(threshold)
+    return np.where(p < t, 0.5 * p / t, 0.5 + 0.5 * (p - t) / (1.0 - t))
+
+
+class RaggedAdapter(nn.Module):
+    """Runs a point model on the ragged path (:mod:`pcloud.nn.ragged`) from padded batches: converts the batch,
+    calls the model and puts per-point outputs back into (B, N, ...) with zeros at padding."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        from ..nn.ragged import padded_to_ragged
+
+        mask = batch["mask"]
+        out = self.model(padded_to_ragged(batch))
+        for key in ("seg_logits", "seg_fractions"):
+            if key in out:
+                v = out[key]
+                pad = v.new_zeros(mask.shape + v.shape[1:])
+                pad[mask] = v
+                out[key] = pad
+        return out
 
 
 # ---------------------------------------------------------------------------------------------------- base
@@ -79,7 +131,8 @@ class _CellSegmenter:
     default_features = DEFAULT_FEATURES
 
     def __init__(self, model="pointnet", target="soft", loss="energy_weighted", max_points=256, features=None,
-                 device="auto", seed=1, binary_threshold=0.5, gamma=2.0, **model_cfg):
+                 device="auto", seed=1, binary_threshold=0.5, gamma=2.0, *, cells="all", threshold=None,
+                 threshold_metric="f1+ewa", energy_share=0.5, ragged=False, **model_cfg):
         if model not in _SMALL:
             raise ValueError(f"{type(self).__name__}: model must be one of {sorted(_SMALL)}, found {model!r}")
         if target not in POINT_TARGETS:
@@ -90,7 +143,20 @@ class _CellSegmenter:
             raise ValueError(f"{type(self).__name__}: binary_threshold must be in [0, 1), found {binary_threshold}")
         if max_points is not None and int(max_points) < 1:
             raise ValueError(f"{type(self).__name__}: max_points must be positive or None, found {max_points}")
+        if cells not in CELL_SELECTIONS:
+            raise ValueError(f"{type(self).__name__}: cells must be one of {CELL_SELECTIONS}, found {cells!r}")
+        if not (threshold is None or threshold == "val" or (isinstance(threshold, (int, float))
+                                                           and 0.0 < float(threshold) < 1.0)):
+            raise ValueError(f"{type(self).__name__}: threshold must be None, 'val' or a number in (0, 1), found "
+                             f"{threshold!r}")
         self.model_name, self.target, self.loss_name = model, target, loss
+        self.cells, self.ragged, self.energy_share = cells, bool(ragged), float(energy_share)
+        #: decision threshold of the predicted fraction as asked (None, "val": chosen on the validation split by
+        #: fit(), or a number) and as applied (``threshold``: None or a number)
+        self.threshold_spec = threshold if threshold in (None, "val") else float(threshold)
+        self.threshold = None if threshold in (None, "val") else float(threshold)
+        self.threshold_info: dict = {}
+        self.threshold_metric = threshold_metric
         self.max_points = None if max_points is None else int(max_points)
         self.features = list(features) if features is not None else list(self.default_features)
         resolve_features(self.features)
@@ -99,7 +165,7 @@ class _CellSegmenter:
         self.model_cfg = {**_SMALL[model], **model_cfg}
         self.n_classes = 3 if target == "hard" else 2
         self.focal_class = 0 if target == "hard" else 1
-        self.loss_fn = CellSegmentationLoss(loss, gamma)
+        self.loss_fn = CellSegmentationLoss(loss, gamma, energy_share)
         self.normaliser: Normaliser | None = None
         self.model: nn.Module | None = None
         self.history: list = []
@@ -108,6 +174,14 @@ class _CellSegmenter:
     def _build(self) -> nn.Module:
         torch.manual_seed(self.seed)
         cfg = dict(self.model_cfg)
+        if self.model_name == "transformer":  # columns of the pairwise features dlayer / dlogE
+            cols = feature_columns(self.features)
+            for key, name in (("layer_col", "layer"), ("energy_col", "log_energy")):
+                if key not in cfg and name in cols:
+                    cfg[key] = cols.index(name)
+            names = [p for p in cfg.get("pair_features", ("dr", "dist", "dlayer", "dlogE"))
+                     if (p != "dlayer" or "layer_col" in cfg) and (p != "dlogE" or "energy_col" in cfg)]
+            cfg["pair_features"] = tuple(names)
         return build_model(self.model_name, in_channels=len(feature_columns(self.features)),
                            n_seg_classes=self.n_classes, **cfg)
 
@@ -143,11 +217,14 @@ class _CellSegmenter:
 
     # ------------------------------------------------------------------ training
     def fit(self, train_events, val_events, geometry, epochs=10, batch_size=64, lr=1e-3, patience=3,
-            max_minutes=None, log=print) -> dict:
-        """Build clouds, fit the normaliser on the training clouds, train with early stopping on ``val_events``.
+            max_minutes=None, log=print, optimizer="adam", schedule="constant", warmup=0.05, weight_decay=0.0,
+            schedule_time=False) -> dict:
+        """Build clouds, fit the normaliser on the training clouds, train with early stopping on ``val_events``
+        (recipe arguments as :class:`pcloud.train.trainer.Trainer`); with ``threshold="val"`` choose the decision
+        threshold on the validation clouds afterwards (:meth:`choose_threshold`).
 
         Returns ``{"history", "best_epoch", "epochs_run", "seconds", "seconds_per_epoch", "n_train_clouds",
-        "n_val_clouds", "n_params", "prep_seconds", "truncated_energy_fraction"}``.
+        "n_val_clouds", "n_params", "prep_seconds", "truncated_energy_fraction", "threshold"}``.
         """
         t0 = time.perf_counter()
         tr = self.make_clouds(train_events, geometry)
@@ -162,35 +239,92 @@ class _CellSegmenter:
         e_kept = float(dtr["energy"].clamp_min(0).sum())
         prep = time.perf_counter() - t0
         self.model = self._build()
-        trainer = Trainer(self.model, self.loss_fn, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
-                          max_minutes=max_minutes, device=self.device_name, seed=self.seed, progress=False, log=log)
+        net = RaggedAdapter(self.model) if self.ragged else self.model
+        trainer = Trainer(net, self.loss_fn, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                          max_minutes=max_minutes, device=self.device_name, seed=self.seed, progress=False, log=log,
+                          optimizer=optimizer, schedule=schedule, warmup=warmup, weight_decay=weight_decay,
+                          schedule_time=schedule_time)
         res = trainer.fit(dtr, dva)
-        self.model = trainer.model
+        self.model = trainer.model.model if self.ragged else trainer.model
         self.history = res.history
+        if self.threshold_spec == "val":
+            self.choose_threshold(val_events, geometry, self.threshold_metric)
         return {"history": res.history, "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
                 "seconds": res.seconds, "seconds_per_epoch": res.seconds / max(res.epochs_run, 1),
                 "n_train_clouds": len(tr), "n_val_clouds": len(va), "n_params": self.n_params,
-                "prep_seconds": prep, "truncated_energy_fraction": 1.0 - e_kept / e_all if e_all > 0 else 0.0}
+                "prep_seconds": prep, "truncated_energy_fraction": 1.0 - e_kept / e_all if e_all > 0 else 0.0,
+                "threshold": self.threshold, "threshold_info": dict(self.threshold_info)}
 
-    def loss_on(self, events, geometry) -> float:
-        """Mean loss of the trained model on the clouds of ``events`` (no gradient)."""
-        batch, _, _ = self.tensors(self.make_clouds(events, geometry))
-        dev = next(self.model.parameters()).device
-        self.model.eval()
-        with torch.no_grad():
-            out = self.model({k: v.to(dev) for k, v in batch.items()})
-            return float(self.loss_fn(out, {k: v.to(dev) for k, v in batch.items()})[0])
+    def _net(self) -> nn.Module:
+        return RaggedAdapter(self.model) if self.ragged else self.model
+
+    def choose_threshold(self, val_events, geometry, metric: str = "f1+ewa", cell_mask=None) -> float:
+        """Choose the decision threshold of the predicted fraction on validation *events*: predict every track's
+        cloud of the untouched events once (common inference), then for each candidate threshold on a grid (0.05 to
+        0.70) remap the fractions (:func:`remap_fraction`), attribute as :func:`pcloud.pflow.inference.
+        common_inference` does and score the hard cell labels (dominant share) against the truth on the evaluated
+        cells (topo-clustered, E > 0, as the benchmark): ``metric`` "f1" (charged vs neutral), "ewa"
+        (energy-weighted accuracy) or "f1+ewa" (their sum, the default: both are goals). The chosen value is stored
+        in ``threshold`` (applied by :meth:`predict_fraction`) and reported in ``threshold_info`` with the scores at
+        0.5 and at the choice."""
+        from ..core.attribution import truth_attribution
+        from .inference import _merge, _reaching_tracks
+        from .topocluster import clustered_cell_mask
+
+        if metric not in ("f1", "ewa", "f1+ewa"):
+            raise ValueError(f"choose_threshold: metric must be 'f1', 'ewa' or 'f1+ewa', found {metric!r}")
+        old = self.threshold
+        self.threshold = None
+        rows = _reaching_tracks(val_events)
+        clouds = track_clouds(val_events, geometry, dr_max=self.dr_max, tracks=rows,
+                              cell_mask=self.cloud_cell_mask(val_events, geometry))
+        raw = self.predict_fraction(clouds, raw=True)
+        self.threshold = old
+        from .clouds import cloud_cell_rows
+
+        crow, trow = cloud_cell_rows(clouds), cloud_track_rows(clouds)
+        e = np.asarray(val_events.cells["energy_gev"], np.float64)
+        e_pos = np.clip(e, 0, None)
+        ev_mask = (clustered_cell_mask(val_events, geometry) if cell_mask is None else np.asarray(cell_mask, bool)) \
+            & (e > 0)
+        lab_t = truth_attribution(val_events).dominant_track(e.size, e)[ev_mask]
+        w = e[ev_mask]
+        n_tracks = val_events.tracks["event"].size
+
+        def score(t):
+            f = remap_fraction(raw, t)
+            claim = np.bincount(crow, f, minlength=e.size)
+            a = _merge(crow, trow, f / np.maximum(claim, 1.0)[crow] * e_pos[crow], n_tracks, "val")
+            lab_p = a.dominant_track(e.size, e)[ev_mask]
+            ct, cp = lab_t >= 0, lab_p >= 0
+            tp, fp, fn = np.sum(ct & cp), np.sum(~ct & cp), np.sum(ct & ~cp)
+            f1 = 2 * tp / max(2 * tp + fp + fn, 1)
+            ewa = float(w[lab_t == lab_p].sum() / max(w.sum(), 1e-12))
+            return {"f1": float(f1), "ewa": ewa, "f1+ewa": float(f1) + ewa, "charged_share": float(cp.mean())}
+
+        grid = np.round(np.arange(0.05, 0.701, 0.025), 3)
+        scores = {float(t): score(float(t)) for t in grid}
+        best = max(scores, key=lambda t: (scores[t][metric], -abs(t - 0.5)))
+        self.threshold = float(best)
+        s05 = scores.get(0.5) or score(0.5)
+        self.threshold_info = {"chosen_on": "val", "metric": f"{metric} (common inference on the validation events, "
+                               "topo-clustered cells with E > 0)", "threshold": float(best),
+                               "val": scores[best], "val_at_0.5": s05,
+                               "charged_share_true": float((lab_t >= 0).mean()), "n_cells": int(ev_mask.sum()),
+                               "grid": {str(t): v for t, v in scores.items()}}
+        return self.threshold
 
     # ------------------------------------------------------------------ prediction
-    def predict_fraction(self, clouds, batch_size: int = 256) -> np.ndarray:
+    def predict_fraction(self, clouds, batch_size: int = 256, raw: bool = False) -> np.ndarray:
         """Predicted fraction in [0, 1] per CELL point of ``clouds`` (flattened in cloud order, cells only); cells
-        dropped by ``max_points`` get 0."""
+        dropped by ``max_points`` get 0. With a decision ``threshold`` the fractions are remapped so that it becomes
+        the 0.5 point (:func:`remap_fraction`); ``raw=True`` returns p(focal) unchanged."""
         if self.model is None or self.normaliser is None:
             raise RuntimeError(f"{type(self).__name__}: not fitted; call fit() or load()")
         typ = ak.to_numpy(ak.flatten(clouds.points["type"], axis=1))
         out = np.zeros(typ.size, np.float64)
         dev = select_device(self.device_name)
-        self.model.to(dev).eval()
+        net = self._net().to(dev).eval()
         base = 0
         with torch.no_grad():
             for s in range(0, len(clouds), batch_size):
@@ -199,18 +333,27 @@ class _CellSegmenter:
                 if n_pts == 0:
                     continue
                 batch, idx, flat_slot = self.tensors(chunk, with_targets=False)
-                res = self.model({k: v.to(dev) for k, v in batch.items()})
+                res = net({k: v.to(dev) for k, v in batch.items()})
                 p = torch.softmax(res["seg_logits"].float(), -1)[..., self.focal_class]
                 out[base + idx] = p.reshape(-1).cpu().numpy().astype(np.float64)[flat_slot]
                 base += n_pts
-        return np.clip(out[typ == PointType.CELL], 0.0, 1.0)
+        f = np.clip(out[typ == PointType.CELL], 0.0, 1.0)
+        if not raw and isinstance(self.threshold, float):
+            f = remap_fraction(f, self.threshold)
+        return f
+
+    def cloud_cell_mask(self, events, geometry):
+        """The cells this segmenter's clouds hold (None: all; see :data:`CELL_SELECTIONS`); the inference functions
+        of :mod:`pcloud.pflow.inference` build their clouds with it."""
+        return cloud_cell_mask(events, geometry, self.cells)
 
     # ------------------------------------------------------------------ persistence
     def _config(self) -> dict:
         return {"model": self.model_name, "target": self.target, "loss": self.loss_name,
                 "max_points": self.max_points, "features": self.features, "device": self.device_name,
                 "seed": self.seed, "binary_threshold": self.binary_threshold, "gamma": self.gamma,
-                **self.model_cfg}
+                "cells": self.cells, "threshold": self.threshold, "threshold_metric": self.threshold_metric,
+                "energy_share": self.energy_share, "ragged": self.ragged, **self.model_cfg}
 
     def save(self, path) -> None:
         if self.model is None or self.normaliser is None:
@@ -218,7 +361,8 @@ class _CellSegmenter:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         torch.save({"class": type(self).__name__, "config": self._config(),
                     "state_dict": {k: v.cpu() for k, v in self.model.state_dict().items()},
-                    "normaliser": self.normaliser.to_dict(), "history": self.history}, path)
+                    "normaliser": self.normaliser.to_dict(), "history": self.history,
+                    "threshold_info": self.threshold_info}, path)
 
     @classmethod
     def load(cls, path, device: str | None = None):
@@ -238,6 +382,7 @@ class _CellSegmenter:
         obj.normaliser = Normaliser(nd["features"], nd["mean"], nd["std"], nd.get("n_points", 0),
                                     nd.get("fitted_on", {}))
         obj.history = st.get("history", [])
+        obj.threshold_info = dict(st.get("threshold_info") or {})
         return obj
 
 
@@ -265,7 +410,7 @@ class FocalTrackSegmenter(_CellSegmenter):
         return {**super()._config(), "dr_max": self.dr_max}
 
     def make_clouds(self, events, geometry):
-        return track_clouds(events, geometry, dr_max=self.dr_max)
+        return track_clouds(events, geometry, dr_max=self.dr_max, cell_mask=self.cloud_cell_mask(events, geometry))
 
     def _targets(self, clouds, pad, sel, n) -> torch.Tensor:
         cell = (pad["type"] == int(PointType.CELL))
@@ -306,6 +451,9 @@ class ChargedFractionSegmenter(_CellSegmenter):
                  device="auto", seed=1, binary_threshold=0.5, gamma=2.0, **model_cfg):
         if target == "hard":
             raise ValueError("ChargedFractionSegmenter: target must be 'soft' or 'binary' (no focal track)")
+        if model_cfg.get("threshold") == "val":
+            raise ValueError("ChargedFractionSegmenter: threshold='val' is chosen with per-track inference; give a "
+                             "number or None")
         if model == "pointnet":
             model_cfg = {"channels": (32, 64, 64), "seg_hidden": (64, 32), **model_cfg}
         super().__init__(model, target, loss, max_points, features, device, seed, binary_threshold, gamma,

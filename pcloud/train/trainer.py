@@ -13,6 +13,21 @@ another seed or recipe. ``epochs`` and ``max_minutes`` are not settings: they ma
 Checkpoints are read with :func:`pcloud.train.checkpoint.safe_load` (tensors, numbers, strings, lists, dicts only).
 Device: ``"auto"`` picks CUDA when available, else CPU. On CUDA the forward pass runs under bfloat16 autocast when
 ``amp`` is set; on CPU everything is float32.
+
+Recipe (opt-in; the defaults keep the original behaviour: Adam at a constant learning rate, gradient-norm clipping
+at 5, shuffled mini-batches):
+
+* ``optimizer``: ``"adam"`` or ``"adamw"`` (decoupled weight decay, Loshchilov & Hutter, arXiv:1711.05101);
+* ``schedule``: ``"constant"``, ``"cosine"`` (linear warm-up over the first ``warmup`` fraction of the planned steps,
+  then a half cosine down to ``final_lr_ratio * lr``; Loshchilov & Hutter, arXiv:1608.03983) or ``"onecycle"``
+  (Smith & Topin, arXiv:1708.07120, as ``torch.optim.lr_scheduler.OneCycleLR`` with cosine annealing: from
+  ``lr / 25`` up to ``lr`` over the ``warmup`` fraction, then down to ``lr / 25 / 1e4``); :func:`lr_factor`. The
+  factor depends only on the training progress ``p`` = optimiser steps / planned steps (``epochs`` x batches per
+  epoch), so a resumed run follows the same schedule; with ``schedule_time=True`` and a ``max_minutes`` budget,
+  ``p = max(p_steps, elapsed / budget)`` so that the schedule ends when the budget does;
+* ``sample_weights`` (dict data only): per-event weights; each epoch draws as many events as there are, with
+  replacement, with these probabilities (class-balanced or energy-weighted sampling;
+  :func:`class_balanced_weights`).
 """
 from __future__ import annotations
 
@@ -55,13 +70,61 @@ def n_events(data) -> int:
     return sum(int(next(iter(b.values())).shape[0]) for b in data)
 
 
-def iterate_batches(data, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> Iterable[dict]:
-    """Mini-batches of a dict of tensors (or pass-through for an iterable of batches)."""
+SCHEDULES = ("constant", "cosine", "onecycle")
+OPTIMIZERS = ("adam", "adamw")
+
+
+def _cos_interp(a: float, b: float, t: float) -> float:
+    """From ``a`` at ``t = 0`` to ``b`` at ``t = 1`` along a half cosine."""
+    return b + (a - b) * 0.5 * (1.0 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
+
+
+def lr_factor(schedule: str, progress: float, warmup: float = 0.05, final_ratio: float = 0.0) -> float:
+    """Learning-rate multiplier at training ``progress`` in [0, 1] (module docstring).
+
+    * ``"constant"``: 1;
+    * ``"cosine"``: ``max(progress / warmup, 0.01)`` during the warm-up, then
+      ``final_ratio + (1 - final_ratio) (1 + cos(pi (progress - warmup) / (1 - warmup))) / 2``;
+    * ``"onecycle"``: cosine from ``1/25`` to 1 over the warm-up, then cosine from 1 to ``1/25/1e4``.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
+    if not 0.0 <= warmup < 1.0:
+        raise ValueError(f"warmup must be a fraction in [0, 1), found {warmup}")
+    p = min(max(float(progress), 0.0), 1.0)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        if p < warmup:
+            return max(p / warmup, 0.01)
+        return _cos_interp(1.0, final_ratio, (p - warmup) / (1.0 - warmup))
+    lo = 1.0 / 25.0
+    if p < warmup:
+        return _cos_interp(lo, 1.0, p / warmup)
+    return _cos_interp(1.0, lo / 1e4, (p - warmup) / (1.0 - warmup))
+
+
+def class_balanced_weights(labels) -> torch.Tensor:
+    """Per-event sampling weights ``1 / count(label)`` (each class drawn equally often on average)."""
+    lab = torch.as_tensor(labels).long().reshape(-1)
+    if lab.numel() == 0:
+        raise ValueError("class_balanced_weights: no labels")
+    cnt = torch.bincount(lab - lab.min())
+    return 1.0 / cnt[lab - lab.min()].double()
+
+
+def iterate_batches(data, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
+                    weights: torch.Tensor | None = None) -> Iterable[dict]:
+    """Mini-batches of a dict of tensors (or pass-through for an iterable of batches). ``weights`` (with
+    ``shuffle``): draw the events with replacement with these probabilities."""
     if not isinstance(data, dict):
         yield from data
         return
     n = n_events(data)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if shuffle and weights is not None:
+        order = torch.multinomial(weights.double(), n, replacement=True, generator=generator)
+    else:
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for i in range(0, n, batch_size):
         idx = order[i:i + batch_size]
         yield {k: v[idx] for k, v in data.items()}
@@ -103,7 +166,9 @@ class Trainer:
                  patience: int = 5, min_delta: float = 0.0, grad_clip: float | None = 5.0, amp: bool = True,
                  device: str = "auto", seed: int = 1, progress="auto", max_minutes: float | None = None,
                  target_val_loss: float | None = None, log: Callable[[str], None] | None = print,
-                 settings: dict | None = None, **_ignored):
+                 settings: dict | None = None, optimizer: str = "adam", schedule: str = "constant",
+                 warmup: float = 0.05, final_lr_ratio: float = 0.0, schedule_time: bool = False,
+                 sample_weights=None, **_ignored):
         self.device = select_device(device)
         self.model = model.to(self.device)
         self.loss_fn = loss_fn
@@ -114,7 +179,20 @@ class Trainer:
         self.progress = _use_progress(progress)
         self.target_val_loss = target_val_loss
         self.log = log or (lambda s: None)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"Trainer: optimizer must be one of {OPTIMIZERS}, found {optimizer!r}")
+        lr_factor(schedule, 0.0, warmup, final_lr_ratio)  # validates the schedule settings
+        opt_cls = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt_cls(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.base_lr, self.schedule, self.warmup, self.final_lr_ratio = float(lr), schedule, float(warmup), \
+            float(final_lr_ratio)
+        self.schedule_time = bool(schedule_time)
+        self.sample_weights = None if sample_weights is None else torch.as_tensor(sample_weights).double()
+        if self.sample_weights is not None and (self.sample_weights.dim() != 1 or
+                                                bool((self.sample_weights < 0).any()) or
+                                                not float(self.sample_weights.sum()) > 0):
+            raise ValueError("Trainer: sample_weights must be a 1-d tensor of non-negative weights, not all 0")
+        self.steps_per_epoch: int | None = None
         self.generator = torch.Generator().manual_seed(seed)
         self.start_epoch = 0
         self.result = TrainResult()
@@ -130,6 +208,13 @@ class Trainer:
                          "weight_decay": float(weight_decay), "patience": int(patience), "min_delta": float(min_delta),
                          "grad_clip": grad_clip, "model": type(model).__name__,
                          "n_params": int(sum(q.numel() for q in model.parameters())), **(settings or {})}
+        # recipe settings enter the identity only when they differ from the defaults (older checkpoints resume)
+        recipe = {"optimizer": (optimizer, "adam"), "schedule": (schedule, "constant"),
+                  "sample_weights": (None if sample_weights is None else "custom", None)}
+        if schedule != "constant":
+            recipe.update(warmup=(float(warmup), None), final_lr_ratio=(float(final_lr_ratio), None),
+                          schedule_time=(bool(schedule_time), None))
+        self.settings.update({k: v for k, (v, default) in recipe.items() if v != default})
 
     # -------------------------------------------------------------------------------------------- checkpoints
     def _state(self, epoch: int) -> dict:
@@ -216,12 +301,32 @@ class Trainer:
             raise ValueError("evaluate_loss: validation data is empty")
         return tot / n, {k: v / n for k, v in logs.items()}
 
+    def training_progress(self, epoch: int, step: int) -> float:
+        """Training progress in [0, 1] at optimiser ``step`` of ``epoch`` (module docstring)."""
+        if self.steps_per_epoch:
+            p = (epoch * self.steps_per_epoch + step) / (self.epochs * self.steps_per_epoch)
+        else:
+            p = epoch / max(self.epochs, 1)
+        if self.schedule_time and self.max_minutes:
+            p = max(p, (self.seconds_before + self._elapsed()) / (60.0 * self.max_minutes))
+        return min(p, 1.0)
+
+    def _set_lr(self, epoch: int, step: int) -> None:
+        if self.schedule == "constant":
+            return
+        f = lr_factor(self.schedule, self.training_progress(epoch, step), self.warmup, self.final_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.base_lr * f
+
     def _train_epoch(self, batches, epoch: int) -> tuple[float, int]:
         """One pass of optimiser steps over ``batches``; returns the summed loss x events and the events."""
         tr_loss, tr_n = 0.0, 0
+        step = 0
         for batch in batches:
             if int(next(iter(batch.values())).shape[0]) < 2:
                 continue  # a 1-event remainder batch: batch norm cannot train on it (dropped, as drop_last)
+            self._set_lr(epoch, step)
+            step += 1
             batch = to_device(batch, self.device)
             out = self._forward(batch)
             loss, _ = self.loss_fn(out, batch)
@@ -247,12 +352,21 @@ class Trainer:
             self.resume()
         t0 = self._t0 = time.perf_counter()
         self._best_state = None
+        if isinstance(train, dict):
+            self.steps_per_epoch = max(1, n_events(train) // self.batch_size
+                                       + (1 if n_events(train) % self.batch_size >= 2 else 0))
+        elif hasattr(train, "__len__"):
+            try:
+                self.steps_per_epoch = max(1, len(train))
+            except TypeError:
+                self.steps_per_epoch = None
         for epoch in range(self.start_epoch, self.epochs):
             if self.finished:  # a resumed run that had stopped early (or on its budget) stays stopped
                 break
             self.model.train()
             _set_epoch(train, epoch)
-            batches = iterate_batches(train, self.batch_size, shuffle=True, generator=self.generator)
+            batches = iterate_batches(train, self.batch_size, shuffle=True, generator=self.generator,
+                                      weights=self.sample_weights)
             if self.progress:
                 from tqdm import tqdm
 
@@ -266,6 +380,7 @@ class Trainer:
             val_loss, parts = self.evaluate_loss(val)
             elapsed = self.seconds_before + time.perf_counter() - t0
             rec = {"epoch": epoch, "train_loss": tr_loss / max(tr_n, 1), "val_loss": val_loss, "seconds": elapsed,
+                   "lr": float(self.optimizer.param_groups[0]["lr"]),
                    **{f"val_{k}": v for k, v in parts.items()}}
             self.result.history.append(rec)
             if self.on_epoch is not None:
