@@ -264,9 +264,11 @@ def make_particles(particles, n_events: int) -> ak.Array:
 
 
 # ---------------------------------------------------------------------------------------------------- checking
-def validate_clouds(clouds, where: str = "clouds") -> ak.Array:
+def validate_clouds(clouds, where: str = "clouds", point_fields=None) -> ak.Array:
     """Check that ``clouds`` follows the schema; returns it as an awkward array. Raises :class:`SchemaError`
-    naming ``where``, the field, what was expected and what was found."""
+    naming ``where``, the field, what was expected and what was found. ``point_fields``: the per-point fields the
+    caller needs (default: all of the schema's), for clouds read with only some columns of a store
+    (:func:`pcloud.io.native.iter_clouds` ``columns``)."""
     if not isinstance(clouds, ak.Array):
         raise SchemaError(f"{where}: expected an awkward Array of events, found {type(clouds).__name__}")
     fields = ak.fields(clouds)
@@ -274,7 +276,7 @@ def validate_clouds(clouds, where: str = "clouds") -> ak.Array:
     if missing:
         raise SchemaError(f"{where}: missing per-event field(s) {missing}; found {fields}")
     pfields = ak.fields(clouds.points)
-    missing = [f for f in REQUIRED_POINT_FIELDS if f not in pfields]
+    missing = [f for f in (REQUIRED_POINT_FIELDS if point_fields is None else point_fields) if f not in pfields]
     if missing:
         raise SchemaError(f"{where}: missing per-point field(s) {missing} in 'points'; found {pfields}")
     if clouds.points.ndim != 2:

@@ -116,10 +116,17 @@ def select_points(clouds, max_points, sort_by="energy") -> dict:
                 truncated_energy=np.bincount(ev[dropped], weights=energy[dropped], minlength=b), typ=typ)
 
 
-def _point_columns(clouds, feats) -> dict[str, np.ndarray]:
+def padded_point_fields(feats) -> list[str]:
+    """The per-point fields :func:`to_padded` reads for features ``feats`` (without per-point targets): position,
+    energy (ordering, truncation), type, and what the features need."""
     need = {"x", "y", "z", "energy", "type"}
-    for f in feats:
+    for f in resolve_features(feats):
         need |= set(f.needs)
+    return sorted(need)
+
+
+def _point_columns(clouds, feats) -> dict[str, np.ndarray]:
+    need = set(padded_point_fields(feats))
     pf = ak.fields(clouds.points)
     missing = sorted(need - set(pf))
     if missing:
@@ -148,8 +155,8 @@ def to_padded(clouds: ak.Array, features: Sequence[str], max_points: int | None 
     (the global input of :mod:`pcloud.nn` heads). ``normaliser`` (:class:`pcloud.data.normalise.Normaliser`) is applied
     to ``x``, leaving padding at 0.
     """
-    clouds = validate_clouds(clouds, "to_padded")
     feats = resolve_features(features)
+    clouds = validate_clouds(clouds, "to_padded", None if targets else padded_point_fields(feats))
     b = len(clouds)
     if b == 0:
         raise ValueError("to_padded: no events")

@@ -227,13 +227,17 @@ def sparse_to_clouds(geometry: Geometry, truth: dict, event_index, cell, energy_
     return _tag(clouds, geometry, thr)
 
 
+#: the per-point fields :func:`clouds_to_images` reads
+IMAGE_POINT_FIELDS = ("type", "cell_id", "energy")
+
+
 def clouds_to_images(clouds: ak.Array, geometry: Geometry, dtype=np.float32) -> ShowerImages:
     """Inverse of :func:`images_to_clouds`: CELL points back to dense images (GeV); tracks and padding ignored.
 
     Cells that were below threshold come back as 0. Per-event scalar fields become the truth dict. Raises when the
     clouds were made on another geometry or hold cell ids outside it.
     """
-    clouds = validate_clouds(clouds, "clouds_to_images")
+    clouds = validate_clouds(clouds, "clouds_to_images", IMAGE_POINT_FIELDS)
     n = len(clouds)
     if n == 0:
         raise ValueError("clouds_to_images: no events")

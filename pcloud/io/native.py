@@ -395,6 +395,10 @@ class NativeStore:
         """Row groups of the file (the units in which it is streamed, sharded and shuffled)."""
         return int(_open(self.path).metadata.num_row_groups)
 
+    def event_field_names(self) -> list[str]:
+        """Names of the store's top-level (per-event) columns, ``points`` excluded."""
+        return [n for n in _open(self.path).schema_arrow.names if n != "points"]
+
     def chunks(self, chunk_size: int | None = None, columns=None, row_groups=None) -> Iterator[ak.Array]:
         """:func:`iter_clouds` of the store."""
         return iter_clouds(self.path, chunk_size=chunk_size, columns=columns, row_groups=row_groups)

@@ -19,8 +19,8 @@ import awkward as ak
 import numpy as np
 import torch
 
-from ..data.batch import to_padded
-from ..data.convert import clouds_to_images
+from ..data.batch import padded_point_fields, to_padded
+from ..data.convert import IMAGE_POINT_FIELDS, clouds_to_images
 from .models import image_tensors
 
 #: per-event targets copied into batches when the clouds have them (name -> dtype)
@@ -39,6 +39,20 @@ class Batcher:
         self.kind, self.features, self.max_points = kind, list(features), max_points
         self.normaliser, self.geometry = normaliser, geometry
         self.global_fields, self.targets = list(global_fields), list(targets)
+
+    def columns(self, store, extra: Sequence[str] = ()) -> list[str]:
+        """The store columns this batcher reads (``event_number``, the targets and section energies the store has,
+        ``extra`` per-event fields, and only the per-point fields the batches are made of), for
+        ``store.chunks(columns=...)``: reading ~12 of the schema's columns instead of all keeps a streamed shuffle
+        buffer about 3x smaller (71 -> 22 MB per 4096 CaloGAN events)."""
+        have = set(store.event_field_names())
+        wanted = ["event_number", *self.targets, *self.global_fields, *extra]
+        missing = [f for f in self.global_fields if f not in have]
+        if missing:
+            raise KeyError(f"Batcher: the store {store.path} lacks the per-event field(s) {missing} (section energies)")
+        cols = list(dict.fromkeys(f for f in wanted if f in have))
+        pts = padded_point_fields(self.features) if self.kind == "point" else list(IMAGE_POINT_FIELDS)
+        return cols + [f"points.{f}" for f in pts]
 
     def points(self, clouds: ak.Array) -> dict:
         """The point-model inputs ``x``, ``pos``, ``mask`` plus the bookkeeping of :func:`to_padded`."""

@@ -98,7 +98,7 @@ def train_ddp(cfg, out, log=print) -> dict | None:
     ddp = wrap_ddp(model.to(device), device)
     batcher = Batcher(p["kind"], d["features"], d["max_points"], p["normaliser"], p["geometry"], p["global_fields"])
     common = dict(batch_size=t["batch_size"], collate=batcher, splits=p["splits"], seed=cfg.seed,
-                  chunk_size=d["chunk_events"])
+                  chunk_size=d["chunk_events"], columns=batcher.columns(p["store"]))
     train_ds = CloudDataset(p["store"], shuffle=True, split="train", shuffle_buffer=t["shuffle_buffer"], **common)
     train_ds.rank, train_ds.world = rank, world
     val_ds = CloudDataset(p["store"], shuffle=False, split="val", **common)

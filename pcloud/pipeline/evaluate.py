@@ -38,7 +38,8 @@ def predict_store(bundle: Bundle, store: NativeStore, splits=None, split: str | 
     """Per-event model outputs over ``store`` (or one split of it): the store's per-event fields plus ``proba``
     (N, n_classes) and/or ``energy_pred_gev`` (N,)."""
     batcher = bundle.batcher()
-    ds = CloudDataset(store, batch_size=batch_size, splits=splits, split=split)
+    ds = CloudDataset(store, batch_size=batch_size, splits=splits, split=split,
+                      columns=batcher.columns(store, extra=_EVENT_FIELDS))
     dev = next(bundle.model.parameters()).device
     cols: dict[str, list] = {}
     with torch.no_grad():

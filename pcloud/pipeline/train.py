@@ -154,7 +154,7 @@ def train(cfg: RunConfig, out, log=print, on_epoch=None) -> dict:
     model = build_from_spec(cfg.model["name"], spec, p["geometry"])
     batcher = Batcher(p["kind"], d["features"], d["max_points"], p["normaliser"], p["geometry"], p["global_fields"])
     common = dict(batch_size=t["batch_size"], collate=batcher, splits=p["splits"], seed=cfg.seed,
-                  chunk_size=d["chunk_events"])
+                  chunk_size=d["chunk_events"], columns=batcher.columns(p["store"]))
     train_ds = CloudDataset(p["store"], shuffle=True, split="train", shuffle_buffer=t["shuffle_buffer"], **common)
     val_ds = CloudDataset(p["store"], shuffle=False, split="val", **common)
     trainer = Trainer(model, task_loss(task), run_dir=out / "runs", epochs=t["epochs"], batch_size=t["batch_size"],
