@@ -120,8 +120,13 @@ def _image_chunks(inp: InputFile, chunk: int, classes, threshold_gev, selection,
                                                       {k: v[keep] for k, v in showers.images.items()},
                                                       {k: np.asarray(v)[keep] for k, v in showers.truth.items()},
                                                       dict(showers.meta))
-        clouds = images_to_clouds(sel, threshold_gev=threshold_gev)
-        yield _assemble(clouds, {k: v[keep] for k, v in fields.items()}, showers.geometry)
+        box = [_assemble(images_to_clouds(sel, threshold_gev=threshold_gev), {k: v[keep] for k, v in fields.items()},
+                         showers.geometry)]
+        # a suspended stream must not pin its last chunk: with many input files every one of them waits here while
+        # the others are read (build_store interleaves them), ~100 MB per file of 4096 CaloGAN events; so no local
+        # name refers to the chunk (images, clouds or the yielded array) while the generator is suspended
+        del showers, sel, fields, keep
+        yield box.pop()
 
 
 def _native_chunks(inp: InputFile, chunk: int, classes, threshold_gev, selection) -> Iterator[ak.Array]:
@@ -141,7 +146,9 @@ def _native_chunks(inp: InputFile, chunk: int, classes, threshold_gev, selection
         c = c[keep]
         if threshold_gev:
             c = ak.with_field(c, c.points[(c.points.energy > threshold_gev) | (c.points["type"] != 0)], "points")
-        yield _assemble(c, {k: v[keep] for k, v in fields.items()}, g)
+        box = [_assemble(c, {k: v[keep] for k, v in fields.items()}, g)]
+        del c, truth, fields, keep  # as in _image_chunks: nothing of this chunk stays pinned while suspended
+        yield box.pop()
 
 
 def _chunk_sizes(inputs: Sequence[InputFile], chunk_events: int) -> list[int]:
