@@ -89,12 +89,41 @@ def throughput(fn: Callable[[], object], n_events: int, device: torch.device | s
     return n_events * reps / (time.perf_counter() - t0)
 
 
+def _to_device(batch: dict, device) -> dict:
+    return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
+
+
+def batch_events(batch: dict) -> int:
+    """Events in a model batch: padded (the first tensor's leading axis) or ragged (``n_events``,
+    :mod:`pcloud.nn.ragged`)."""
+    if "n_events" in batch:
+        return int(batch["n_events"])
+    return int(next(v for v in batch.values() if hasattr(v, "shape")).shape[0])
+
+
 def inference_cost(model, batch: dict, device) -> dict:
     """Inference events/s and peak tensor memory (MB) of ``model`` on one batch (dict of tensors), in eval mode."""
     model.eval()
-    b = {k: v.to(device) for k, v in batch.items()}
-    n = int(next(iter(batch.values())).shape[0])
+    b = _to_device(batch, device)
+    n = batch_events(batch)
     with torch.no_grad():
         eps = throughput(lambda: model(b), n, device=device, min_seconds=0.3, max_repeats=20)
         mem = peak_memory_mb(lambda: model(b), device=device)
     return {"events_per_s": float(eps), "peak_memory_mb": float(mem), "cost_batch": n}
+
+
+def training_step_cost(model, batch: dict, device, loss_key: str = "logits") -> dict:
+    """Seconds per training step (forward, backward of the summed squared ``loss_key`` output; no optimiser) and
+    peak tensor memory (MB) of ``model`` on one batch, in training mode."""
+    model.train()
+    b = _to_device(batch, device)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        out = model(b)
+        out[loss_key].float().pow(2).sum().backward()
+
+    steps_per_s = throughput(step, 1, device=device, min_seconds=0.3, max_repeats=10)
+    mem = peak_memory_mb(step, device=device)
+    model.zero_grad(set_to_none=True)
+    return {"step_seconds": 1.0 / steps_per_s, "train_peak_memory_mb": float(mem)}

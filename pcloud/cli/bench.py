@@ -43,12 +43,15 @@ def _bench_singles(args) -> int:
 def _bench_pflow(args) -> int:
     from pcloud.bench.pflow import PflowConfig, run_pflow
 
-    cfg = PflowConfig(out=args.out, quick=args.quick, medium=getattr(args, "medium", False), device=args.device,
-                      n_events=args.events, epochs=args.epochs, seed=args.seed,
-                      models=[m for m in args.models.split(",") if m],
+    cfg = PflowConfig(out=args.out, quick=args.quick, medium=getattr(args, "medium", False),
+                      large=getattr(args, "large", False), device=args.device,
+                      n_events=args.events, epochs=args.epochs, seed=args.seed, seeds=getattr(args, "seeds", None),
+                      recipe=getattr(args, "recipe", "new"),
+                      models=[m for m in args.models.split(",") if m] if args.models else None,
                       dense_fraction=getattr(args, "dense_fraction", 0.3),
                       generator=getattr(args, "generator", "gun"),
-                      ablation=False if getattr(args, "no_ablation", False) else None,
+                      ablation=False if getattr(args, "no_ablation", False) else (
+                          True if getattr(args, "ablation", False) else None),
                       event_model=not getattr(args, "no_event_model", False),
                       data=list(getattr(args, "data", []) or []))
     res = run_pflow(cfg)
@@ -68,7 +71,9 @@ def register(sub) -> None:
     s.add_argument("--device", default=None, help="auto, cpu or cuda")
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--tasks", default=None, help="comma-separated subset of the tasks (default: all)")
-    s.add_argument("--models", default=None, help="comma-separated subset of the learned models (default: all)")
+    s.add_argument("--models", default=None,
+                   help="comma-separated learned models (default: quick pointnet, dgcnn and the dense CNNs; full "
+                        "mode also transformer, gravnet)")
     s.add_argument("--n-per-class", type=int, default=None, help="showers per class (default 700 quick, 20000 full)")
     s.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 8 quick, 40 full)")
     s.add_argument("--threshold-mev", type=float, default=None, help="cell threshold for the point clouds (MeV)")
@@ -89,19 +94,32 @@ def register(sub) -> None:
     mode.add_argument("--quick", action="store_true",
                       help="small configuration (600 events, 2 epochs; < 5 min on 2 CPU cores)")
     mode.add_argument("--medium", action="store_true",
-                      help="between quick and full (3000 events, 8 epochs, time-budgeted models, ablation; "
-                           "<= 20 min on 2 CPU cores)")
+                      help="between quick and full (3000 events, 8 epochs, the four per-track models with time "
+                           "budgets, 3 training seeds)")
+    mode.add_argument("--large", action="store_true",
+                      help="more data for the best model (8000 events, PointNet with a 12 min budget per training "
+                           "seed, 3 seeds; budgeted for about an hour on 2 CPU cores, not yet measured)")
     p.add_argument("--out", default="out/bench_pflow", help="output folder (default out/bench_pflow)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device")
     p.add_argument("--events", type=int, default=None, help="number of generated events")
     p.add_argument("--epochs", type=int, default=None, help="maximum training epochs per model")
-    p.add_argument("--seed", type=int, default=1, help="seed of generation, splits and training")
-    p.add_argument("--models", default="pointnet,dgcnn", help="comma-separated learned per-track models")
+    p.add_argument("--seed", type=int, default=1, help="seed of generation, splits and the first training seed")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="training seeds run in sequence (seed, seed+1, ...; metrics as mean and spread; default 1 "
+                        "quick, 3 otherwise)")
+    p.add_argument("--recipe", default="new", choices=("new", "legacy"),
+                   help="training recipe of the per-track models: new (topo-clustered clouds, mixed loss, AdamW + "
+                        "cosine, threshold chosen on val) or legacy (before issue 11)")
+    p.add_argument("--models", default=None,
+                   help="comma-separated learned per-track models: pointnet, dgcnn, transformer, gravnet (default "
+                        "per mode)")
     p.add_argument("--dense-fraction", type=float, default=0.3,
                    help="share of events with 2-3 parents at DeltaR 0.02-0.15 (default 0.3)")
     p.add_argument("--generator", default="gun", choices=("gun", "pythia-tau", "pythia-dijet"),
                    help="event generator: the built-in rho/Delta gun (default) or Pythia8 (needs pythia8mc)")
     p.add_argument("--no-ablation", action="store_true", help="skip the PointNet target/loss ablation")
+    p.add_argument("--ablation", action="store_true",
+                   help="run the PointNet target/loss ablation (default: only in full mode)")
     p.add_argument("--no-event-model", action="store_true", help="skip the whole-event ChargedFractionSegmenter")
     p.add_argument("--data", action="append", default=[], metavar="FILE.root",
                    help="MLTree files with per-cell truth instead of generated events; repeatable")

@@ -29,6 +29,9 @@ only), so every event is processed independently of the others; the event-level 
 features (``pooling``, masked), then :class:`~pcloud.nn.heads.GlobalHead`; segmentation uses
 :class:`~pcloud.nn.heads.SegHead` on the final point features and the pooled vector.
 
+Neighbour-restricted attention (``attn_k``): each point attends only to itself and its ``attn_k`` nearest points in
+``pos`` (cost ``N k`` instead of ``N^2`` per event; for CPU training), with the same pairwise bias on those pairs.
+
 Ragged path (:mod:`pcloud.nn.ragged`): the per-point embedding runs on ``(P, F)`` rows; the attention blocks run on
 groups of events of similar size (:func:`pcloud.nn.ragged.size_groups`), each padded only to its largest event.
 Attention needs a dense ``N x N`` block per event, so this is the least padding an exact attention can have.
@@ -59,26 +62,32 @@ def _eta_phi(pos: Tensor) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def pair_features(x: Tensor, pos: Tensor | None, names: Sequence[str], layer_col: int | None = None,
-                  energy_col: int | None = None, dist_scale_mm: float = 100.0) -> Tensor:
+                  energy_col: int | None = None, dist_scale_mm: float = 100.0, nbr: Tensor | None = None) -> Tensor:
     """Pairwise features ``(B, N, N, len(names))`` (float32) of padded ``x (B, N, F)`` / ``pos (B, N, 3)`` (module
-    docstring; values at padding are irrelevant: padding keys are masked)."""
+    docstring; values at padding are irrelevant: padding keys are masked). With ``nbr (B, N, K)`` (neighbour slots of
+    every point) only those pairs: ``(B, N, K, len(names))``."""
+    if nbr is None:
+        def pair(v):  # (B, N, C) -> (query (B, N, 1, C), key (B, 1, N, C))
+            return v.unsqueeze(2), v.unsqueeze(1)
+    else:
+        b_idx = torch.arange(x.shape[0], device=x.device).view(-1, 1, 1)
+
+        def pair(v):  # (B, N, C) -> (query (B, N, 1, C), key (B, N, K, C))
+            return v.unsqueeze(2), v[b_idx, nbr]
     feats = []
     for name in names:
         if name == "dr":
             eta, phi = _eta_phi(pos.float())
-            de = eta.unsqueeze(-1) - eta.unsqueeze(-2)
-            dp = torch.remainder(phi.unsqueeze(-1) - phi.unsqueeze(-2) + torch.pi, 2 * torch.pi) - torch.pi
+            (ei, ej), (fi, fj) = pair(eta.unsqueeze(-1)), pair(phi.unsqueeze(-1))
+            de = (ei - ej)[..., 0]
+            dp = torch.remainder((fi - fj)[..., 0] + torch.pi, 2 * torch.pi) - torch.pi
             feats.append(torch.log(torch.sqrt(de * de + dp * dp) + 1e-3))
         elif name in ("dist", "dxy"):
-            p = pos.float() if name == "dist" else pos.float()[..., :2]
-            d = torch.sqrt(((p.unsqueeze(-2) - p.unsqueeze(-3)) ** 2).sum(-1))
-            feats.append(torch.log1p(d / dist_scale_mm))
-        elif name == "dlayer":
-            c = x[..., layer_col].float()
-            feats.append(c.unsqueeze(-1) - c.unsqueeze(-2))
-        elif name == "dlogE":
-            c = x[..., energy_col].float()
-            feats.append(c.unsqueeze(-1) - c.unsqueeze(-2))
+            pi, pj = pair(pos.float() if name == "dist" else pos.float()[..., :2])
+            feats.append(torch.log1p(torch.sqrt(((pi - pj) ** 2).sum(-1)) / dist_scale_mm))
+        elif name in ("dlayer", "dlogE"):
+            ci, cj = pair(x[..., layer_col if name == "dlayer" else energy_col].float().unsqueeze(-1))
+            feats.append((ci - cj)[..., 0])
         else:
             raise ValueError(f"unknown pair feature {name!r}; known: {PAIR_FEATURES}")
     return torch.stack(feats, dim=-1)
@@ -97,12 +106,24 @@ class AttentionBlock(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim))
 
-    def forward(self, h: Tensor, bias: Tensor) -> Tensor:
+    def forward(self, h: Tensor, bias: Tensor, nbr: Tensor | None = None) -> Tensor:
+        """``bias (B, H, N, N)``, or with ``nbr (B, N, K)`` neighbour slots ``bias (B, H, N, K)``: each point attends to
+        those ``K`` points only."""
         B, N, D = h.shape
-        q, k, v = self.qkv(self.ln1(h)).view(B, N, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
-                                           dropout_p=self.dropout if self.training else 0.0)
-        h = h + F.dropout(self.proj(a.transpose(1, 2).reshape(B, N, D)), self.dropout, self.training)
+        H, dh = self.n_heads, D // self.n_heads
+        if nbr is None:
+            q, k, v = self.qkv(self.ln1(h)).view(B, N, 3, H, dh).permute(2, 0, 3, 1, 4)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
+                                               dropout_p=self.dropout if self.training else 0.0)
+            a = a.transpose(1, 2).reshape(B, N, D)
+        else:
+            q, k, v = self.qkv(self.ln1(h)).view(B, N, 3, H, dh).unbind(2)  # (B, N, H, dh) each
+            b_idx = torch.arange(B, device=h.device).view(-1, 1, 1)
+            kn, vn = k[b_idx, nbr], v[b_idx, nbr]  # (B, N, K, H, dh)
+            w = torch.einsum("bnhd,bnkhd->bhnk", q, kn) / dh ** 0.5 + bias.to(q.dtype)
+            w = F.dropout(torch.softmax(w, -1), self.dropout, self.training)
+            a = torch.einsum("bhnk,bnkhd->bnhd", w, vn).reshape(B, N, D)
+        h = h + F.dropout(self.proj(a), self.dropout, self.training)
         return h + F.dropout(self.ffn(self.ln2(h)), self.dropout, self.training)
 
 
@@ -122,6 +143,10 @@ class PointTransformer(PointCloudModel):
     use_pos : concatenate ``batch["pos"] / pos_scale_mm`` to the input features.
     attn_dropout : dropout inside the blocks (attention weights, residual branches).
     group_elements : group budget of the ragged path (:func:`pcloud.nn.ragged.size_groups`).
+    attn_k : None (default) for attention over the whole cloud; an integer restricts every point's attention to
+        itself and its ``attn_k`` nearest points in ``pos`` (pair features and bias on those pairs only), which
+        makes the cost linear in the number of points (the local attention of Zhao et al., "Point Transformer",
+        arXiv:2012.09164, with ParT's pairwise bias); for CPU-bounded training.
     """
 
     def __init__(self, in_channels: int, n_classes: int = 0, n_targets: int = 0, n_seg_classes: int = 0,
@@ -133,7 +158,7 @@ class PointTransformer(PointCloudModel):
                  pooling: str = "max+mean", head_hidden: Sequence[int] = (256, 128),
                  seg_hidden: Sequence[int] = (256, 128), seg_soft: bool = False, norm: str | None = "batch",
                  act: str = "gelu", dropout: float = 0.0, attn_dropout: float = 0.0,
-                 group_elements: int = 1 << 22):
+                 group_elements: int = 1 << 22, attn_k: int | None = None):
         super().__init__()
         pair_features = tuple(pair_features)
         bad = [p for p in pair_features if p not in PAIR_FEATURES]
@@ -155,6 +180,11 @@ class PointTransformer(PointCloudModel):
         self.pos_scale_mm, self.pooling, self.n_heads = float(pos_scale_mm), pooling, int(n_heads)
         self.pair_names, self.layer_col, self.energy_col = pair_features, layer_col, energy_col
         self.dist_scale_mm, self.group_elements = float(dist_scale_mm), int(group_elements)
+        if attn_k is not None and (not isinstance(attn_k, int) or attn_k < 1):
+            raise ValueError(f"PointTransformer: attn_k must be None or a positive int, found {attn_k!r}")
+        if attn_k is not None:
+            self.uses_pos = True  # the neighbours are found in pos
+        self.attn_k = attn_k
         d_in = self.in_channels + (3 if use_pos else 0)
         self.embed = MaskedMLP([d_in, dim, dim], "layer", act)
         self.pair_mlp = (nn.Sequential(nn.Linear(len(pair_features), pair_hidden), nn.GELU(),
@@ -171,22 +201,41 @@ class PointTransformer(PointCloudModel):
     def reset_parameters(self) -> None:
         reset_children(self)
 
-    def _bias(self, x: Tensor, pos: Tensor | None, mask: Tensor) -> Tensor:
-        """Attention bias ``(B, H, N, N)``: the pairwise interaction ``U`` plus ``-1e9`` at padding keys."""
+    def _bias(self, x: Tensor, pos: Tensor | None, mask: Tensor, nbr: Tensor | None = None,
+              key_ok: Tensor | None = None) -> Tensor:
+        """Attention bias ``(B, H, N, N)`` (or ``(B, H, N, K)`` over the neighbour slots ``nbr``): the pairwise
+        interaction ``U`` plus ``-1e9`` at padding keys (or at the invalid neighbour slots, ``key_ok`` False)."""
         B, N = mask.shape
-        key_pad = torch.zeros(B, 1, 1, N, dtype=torch.float32, device=mask.device).masked_fill(
-            ~mask.view(B, 1, 1, N), _MASKED)
+        if nbr is None:
+            key_pad = torch.zeros(B, 1, 1, N, dtype=torch.float32, device=mask.device).masked_fill(
+                ~mask.view(B, 1, 1, N), _MASKED)
+            shape = (B, self.n_heads, N, N)
+        else:
+            key_pad = torch.zeros(nbr.shape, dtype=torch.float32, device=mask.device).masked_fill(
+                ~key_ok, _MASKED).unsqueeze(1)
+            shape = (B, self.n_heads) + tuple(nbr.shape[1:])
         if self.pair_mlp is None:
-            return key_pad.expand(B, self.n_heads, N, N)
-        u = pair_features(x, pos, self.pair_names, self.layer_col, self.energy_col, self.dist_scale_mm)
-        u = self.pair_mlp(u.to(x.dtype)).permute(0, 3, 1, 2)  # (B, H, N, N)
+            return key_pad.expand(shape)
+        u = pair_features(x, pos, self.pair_names, self.layer_col, self.energy_col, self.dist_scale_mm, nbr)
+        u = self.pair_mlp(u.to(x.dtype)).permute(0, 3, 1, 2)  # (B, H, N, N or K)
         return u.float() + key_pad
+
+    def _neighbours(self, pos: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """``attn_k`` nearest points in ``pos`` plus the point itself: slots ``(B, N, K + 1)`` and their validity."""
+        from .knn import knn
+
+        idx, valid = knn(pos, self.attn_k, mask, return_valid=True)
+        own = torch.arange(mask.shape[1], device=mask.device).view(1, -1, 1).expand(mask.shape[0], -1, 1)
+        return torch.cat([own, idx], -1), torch.cat([mask.unsqueeze(-1), valid], -1)
 
     def _attend(self, h: Tensor, x: Tensor, pos: Tensor | None, mask: Tensor) -> Tensor:
         """The attention blocks on padded ``h (B, N, dim)``; zeros at padding."""
-        bias = self._bias(x, pos, mask)
+        nbr = ok = None
+        if self.attn_k is not None:
+            nbr, ok = self._neighbours(pos, mask)
+        bias = self._bias(x, pos, mask, nbr, ok)
         for blk in self.blocks:
-            h = blk(h, bias)
+            h = blk(h, bias, nbr)
         return self.ln_out(h) * mask.unsqueeze(-1).to(h.dtype)
 
     def _inputs(self, x: Tensor, pos: Tensor | None) -> Tensor:

@@ -60,8 +60,8 @@ from ..train.checkpoint import safe_load
 from ..train.trainer import Trainer, select_device
 from .clouds import cloud_track_rows, event_clouds, track_clouds
 
-__all__ = ["FocalTrackSegmenter", "ChargedFractionSegmenter", "OracleSegmenter", "DEFAULT_FEATURES",
-           "EVENT_FEATURES"]
+__all__ = ["FocalTrackSegmenter", "ChargedFractionSegmenter", "OracleSegmenter", "SegmenterEnsemble",
+           "DEFAULT_FEATURES", "EVENT_FEATURES", "remap_fraction", "cloud_cell_mask"]
 
 DEFAULT_FEATURES = ["type_onehot", "delta_r", "deta", "dphi", "layer", "log_energy", "noise_sigma", "log_track_pt",
                     "track_chi2_ndf"]
@@ -419,6 +419,34 @@ class FocalTrackSegmenter(_CellSegmenter):
         if self.target == "binary":
             return torch.where(cell, pad["y_binary"], torch.full_like(pad["y_binary"], -1))
         return torch.from_numpy(hard3_labels(clouds, pad["y_hard"].numpy(), cell.numpy()))
+
+
+class SegmenterEnsemble:
+    """The mean predicted fraction of several trained :class:`FocalTrackSegmenter` (e.g. one per training seed) as one
+    segmenter for :mod:`pcloud.pflow.inference`: the members' raw p(focal) are averaged, then remapped by the
+    ensemble's own decision threshold (:meth:`choose_threshold`, as :meth:`FocalTrackSegmenter.choose_threshold`, on
+    validation events). The members must build the same clouds (same ``dr_max`` and cell selection)."""
+
+    def __init__(self, members, threshold=None):
+        members = list(members)
+        if not members:
+            raise ValueError("SegmenterEnsemble: no members")
+        if len({(m.dr_max, m.cells) for m in members}) != 1:
+            raise ValueError("SegmenterEnsemble: members build different clouds (dr_max / cells differ)")
+        self.members, self.dr_max, self.cells = members, members[0].dr_max, members[0].cells
+        self.threshold = None if threshold is None else float(threshold)
+        self.threshold_info: dict = {}
+        self.threshold_metric = members[0].threshold_metric
+        self.n_params = sum(m.n_params for m in members)
+
+    def cloud_cell_mask(self, events, geometry):
+        return self.members[0].cloud_cell_mask(events, geometry)
+
+    def predict_fraction(self, clouds, raw: bool = False) -> np.ndarray:
+        f = np.mean([m.predict_fraction(clouds, raw=True) for m in self.members], axis=0)
+        return f if raw or self.threshold is None else remap_fraction(f, self.threshold)
+
+    choose_threshold = FocalTrackSegmenter.choose_threshold
 
 
 def hard3_labels(clouds, y_hard: np.ndarray, cell_mask: np.ndarray) -> np.ndarray:

@@ -90,6 +90,14 @@ def _validated(cfg: dict) -> RunConfig:
         raise ValueError(f"config train.workers: expected an integer >= 0, found {t['workers']!r}")
     if not (isinstance(t["lr"], (int, float)) and t["lr"] > 0):
         raise ValueError(f"config train.lr: expected a positive number, found {t['lr']!r}")
+    if t.get("optimizer", "adam") not in ("adam", "adamw"):
+        raise ValueError(f"config train.optimizer: expected adam or adamw, found {t['optimizer']!r}")
+    if t.get("schedule", "constant") not in ("constant", "cosine", "onecycle"):
+        raise ValueError(f"config train.schedule: expected constant, cosine or onecycle, found {t['schedule']!r}")
+    for key, lo, hi in (("warmup", 0.0, 1.0), ("weight_decay", 0.0, math.inf)):
+        v = t.get(key, 0.0)
+        if isinstance(v, bool) or not (isinstance(v, (int, float)) and lo <= v < hi):
+            raise ValueError(f"config train.{key}: expected a number in [{lo:g}, {hi:g}), found {v!r}")
     fr = cfg["split"]["fractions"]
     if not isinstance(fr, dict) or not {"train", "val", "test"} <= set(fr):
         raise ValueError(f"config split.fractions: expected {{train, val, test}} fractions, found {fr!r}")

@@ -88,7 +88,7 @@ def train_ddp(cfg, out, log=print) -> dict | None:
     n_classes = len(p["classes"]) if task in ("id", "id+energy") else 0
     spec = model_spec(cfg.model["name"], len(feature_columns(d["features"])), n_classes,
                       task in ("energy", "id+energy"), 0, len(p["global_fields"]), bool(cfg.model["small"]),
-                      cfg.model.get("options") or {})
+                      cfg.model.get("options") or {}, feature_names=feature_columns(d["features"]))
     torch.manual_seed(cfg.seed)
     device = select_device(cfg.device)
     if device.type == "cuda":
@@ -118,7 +118,9 @@ def train_ddp(cfg, out, log=print) -> dict | None:
     trainer = Trainer(ddp, task_loss(task), run_dir=out / "runs" if rank == 0 else None, epochs=t["epochs"],
                       batch_size=t["batch_size"], lr=t["lr"], patience=t["patience"], device=str(device),
                       seed=cfg.seed, max_minutes=t.get("max_minutes"), log=lambda s: say(f"[train:ddp] {s}"),
-                      progress=False, settings={**_run_settings(cfg), "world_size": world})
+                      progress=False, settings={**_run_settings(cfg), "world_size": world},
+                      optimizer=t.get("optimizer", "adam"), schedule=t.get("schedule", "constant"),
+                      warmup=t.get("warmup", 0.05), weight_decay=t.get("weight_decay", 0.0))
     trainer.batch_context = join_context(ddp)
     result = trainer.fit(counted(train_ds), val_ds)
     per_rank = [None] * world

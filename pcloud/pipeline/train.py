@@ -126,10 +126,16 @@ def prepare_data(cfg: RunConfig, out: Path, log=print) -> dict:
             "global_fields": [section_field(s.name) for s in geometry.sections]}
 
 
+#: training-recipe keys of ``train.yaml`` at their defaults: left out of a run's identity (checkpoints written before
+#: the keys existed still resume)
+_RECIPE_DEFAULTS = {"optimizer": "adam", "schedule": "constant", "warmup": 0.05, "weight_decay": 0.0}
+
+
 def _run_settings(cfg: RunConfig) -> dict:
     """The recipe a checkpoint must match to be resumed (the epochs and time budget may change)."""
     d = cfg.to_dict()
-    d["train"] = {k: v for k, v in d["train"].items() if k not in ("epochs", "max_minutes", "workers")}
+    d["train"] = {k: v for k, v in d["train"].items() if k not in ("epochs", "max_minutes", "workers")
+                  and not (k in _RECIPE_DEFAULTS and v == _RECIPE_DEFAULTS[k])}
     return {"recipe": json.dumps(d, sort_keys=True, default=str)}
 
 
@@ -149,7 +155,7 @@ def train(cfg: RunConfig, out, log=print, on_epoch=None) -> dict:
     n_classes = len(p["classes"]) if task in ("id", "id+energy") else 0
     spec = model_spec(cfg.model["name"], len(feature_columns(d["features"])), n_classes,
                       task in ("energy", "id+energy"), 0, len(p["global_fields"]), bool(cfg.model["small"]),
-                      cfg.model.get("options") or {})
+                      cfg.model.get("options") or {}, feature_names=feature_columns(d["features"]))
     torch.manual_seed(cfg.seed)
     model = build_from_spec(cfg.model["name"], spec, p["geometry"])
     batcher = Batcher(p["kind"], d["features"], d["max_points"], p["normaliser"], p["geometry"], p["global_fields"])
@@ -160,7 +166,9 @@ def train(cfg: RunConfig, out, log=print, on_epoch=None) -> dict:
     trainer = Trainer(model, task_loss(task), run_dir=out / "runs", epochs=t["epochs"], batch_size=t["batch_size"],
                       lr=t["lr"], patience=t["patience"], device=str(select_device(cfg.device)), seed=cfg.seed,
                       max_minutes=t.get("max_minutes"), log=lambda s: log(f"[train] {s}"), progress=False,
-                      settings=_run_settings(cfg))
+                      settings=_run_settings(cfg), optimizer=t.get("optimizer", "adam"),
+                      schedule=t.get("schedule", "constant"), warmup=t.get("warmup", 0.05),
+                      weight_decay=t.get("weight_decay", 0.0))
     trainer.on_epoch = on_epoch
     result = trainer.fit(_loader(train_ds, t["workers"]), _loader(val_ds, t["workers"]))
     res = finish_training(out, trainer.model, cfg, p, spec, result, log=log)

@@ -173,3 +173,36 @@ def plot_event_attribution(events, geometry, labels: dict, event: int, path, lay
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return str(path)
+
+
+def plot_learning_curves(training: dict, path, ncols: int = 3) -> str:
+    """Learning curves of the benchmark's models: per model (``training[name]["seeds"]``: one entry per training
+    seed with its ``history``), the training loss (dashed) and the validation loss (solid) per epoch, one colour per
+    seed; the epoch of the best validation loss marked. Saves a PNG at ``path``."""
+    items = [(n, t) for n, t in training.items() if (t.get("seeds") or [t])[0].get("history")]
+    if not items:
+        return ""
+    nrows = max(1, int(np.ceil(len(items) / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.6 * nrows), squeeze=False)
+    for ax, (name, t) in zip(axes.ravel(), items):
+        for i, run in enumerate(t.get("seeds") or [t]):
+            h = run.get("history") or []
+            ep = [r["epoch"] for r in h]
+            c = plt.cm.tab10(i % 10)
+            ax.plot(ep, [r["train_loss"] for r in h], "--", color=c, lw=1)
+            ax.plot(ep, [r["val_loss"] for r in h], "-", marker="o", ms=3, color=c,
+                    label=f"seed {run.get('seed', i)}")
+            b = run.get("best_epoch")
+            if b is not None and 0 <= b < len(h):
+                ax.plot([b], [h[b]["val_loss"]], "*", ms=10, color=c)
+        ax.set_title(f"{name} ({t.get('model')}, loss {t.get('loss')})", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss (dashed: train, solid: val)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes.ravel()[len(items):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return str(path)

@@ -1,6 +1,7 @@
 """``pcloud bench pflow`` in a tiny configuration, event subsetting and the CLI registration."""
 import json
 
+import numpy as np
 import pytest
 
 from pcloud.bench.pflow import PFLOW_MODES, PflowConfig, run_pflow
@@ -57,15 +58,26 @@ def test_run_pflow_tiny(tmp_path):
 
 def test_modes_resolve():
     q = PflowConfig(quick=True).resolved()
-    assert (q.n_events, q.epochs, q.ablation, q.max_points) == (600, 2, False, 128)
+    assert (q.n_events, q.epochs, q.ablation, q.max_points, q.seeds) == (600, 2, False, 128, 1)
+    assert q.models == ["pointnet", "dgcnn"] and q.cells == "topo" and q.threshold == "val"
     m = PflowConfig(medium=True).resolved()
-    assert m.mode == "medium" and (m.n_events, m.epochs, m.ablation) == (3000, 8, True)
+    assert m.mode == "medium" and (m.n_events, m.epochs, m.ablation, m.seeds) == (3000, 8, False, 3)
+    assert m.seed_list == [1, 2, 3] and set(m.models) == {"pointnet", "dgcnn", "transformer", "gravnet"}
+    assert m.fit_kwargs()["optimizer"] == "adamw" and m.fit_kwargs()["schedule"] == "cosine"
+    lg = PflowConfig(large=True, seed=5).resolved()
+    assert lg.mode == "large" and lg.seed_list == [5, 6, 7] and lg.models == ["pointnet"]
+    legacy = PflowConfig(medium=True, recipe="legacy").resolved()
+    assert (legacy.cells, legacy.loss, legacy.threshold, legacy.optimizer, legacy.schedule) == \
+        ("all", "energy_weighted", None, "adam", "constant")
+    assert PflowConfig(medium=True, threshold=0.4, loss="ce").resolved().segmenter_kwargs()["threshold"] == 0.4
     assert m.minutes("pointnet") == PFLOW_MODES["medium"]["model_minutes"]["pointnet"] and m.arch("dgcnn")["k"] == 8
     f = PflowConfig(n_events=50).resolved()
     assert f.mode == "full" and f.n_events == 50 and f.epochs == 15 and f.minutes("pointnet") is None
     assert PflowConfig(medium=True, n_events=100, ablation=False).resolved().ablation is False
     with pytest.raises(ValueError, match="quick and medium"):
         PflowConfig(quick=True, medium=True).resolved()
+    with pytest.raises(ValueError, match="seeds"):
+        PflowConfig(seeds=0).resolved()
     with pytest.raises(ValueError, match="dense_fraction"):
         PflowConfig(dense_fraction=2.0).resolved()
 
@@ -78,5 +90,93 @@ def test_cli_has_the_pflow_command():
     assert callable(args.func)
     args = parser.parse_args(["bench", "pflow", "--medium", "--no-ablation", "--dense-fraction", "0.4"])
     assert args.medium and not args.quick and args.no_ablation and args.dense_fraction == 0.4
+    args = parser.parse_args(["bench", "pflow", "--large", "--seeds", "2", "--recipe", "legacy", "--models",
+                              "transformer,gravnet"])
+    assert args.large and args.seeds == 2 and args.recipe == "legacy" and args.models == "transformer,gravnet"
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "pflow", "--medium", "--quick"])
+
+
+def test_seed_summary_and_goal_by_hand():
+    from pcloud.bench.pflow.run import _goal, seed_summary
+
+    def run(f1, ewa, share, dense_it):
+        return {"f1": f1, "energy_weighted_accuracy": ewa, "charged_fraction_pred": share,
+                "charged_fraction_true": 0.30, "n_tracks": 10,
+                "dense": {"tracks": {"f1": dense_it, "energy_weighted_accuracy": dense_it, "n_tracks": 4},
+                          "events": {"f1": 0.5}}}
+
+    s = seed_summary([run(0.75, 0.90, 0.31, 0.6), run(0.85, 0.94, 0.29, 0.8), run(0.95, 0.95, 0.30, 0.7)])
+    assert s["n_seeds"] == 3 and s["f1"] == pytest.approx(0.85) and s["n_tracks"] == 10
+    assert s["spread"]["f1"]["std"] == pytest.approx(0.1) and s["spread"]["f1"]["values"] == [0.75, 0.85, 0.95]
+    assert s["dense"]["tracks"]["f1"] == pytest.approx(0.7) and s["spread"]["dense.tracks.f1"]["max"] == 0.8
+    assert "spread" not in seed_summary([run(0.7, 0.9, 0.3, 0.6)])
+    g = _goal({"pointnet_iterative": s, "pointnet_common": seed_summary([run(0.6, 0.85, 0.2, 0.65)]),
+               "rule_based": run(0.99, 0.99, 0.3, 0.99)})  # baselines never count as the best learned method
+    assert g["best_method"] == "pointnet_iterative" and g["f1_ok"] and g["energy_weighted_accuracy_ok"]
+    assert g["charged_share_ok"] and g["met"]
+    assert g["iterative_vs_common_dense"]["pointnet"]["iterative_better"] is True
+
+
+def _tiny(tmp_path, name, **kw):
+    cfg = dict(out=str(tmp_path / name), quick=True, n_events=40, epochs=1, max_points=48, device="cpu",
+               models=["pointnet"], event_model=False, plots=False, write_mltree=False, dense_fraction=0.5)
+    cfg.update(kw)
+    return run_pflow(PflowConfig(**cfg), log=lambda s: None)
+
+
+@pytest.mark.slow
+def test_run_pflow_seeds_mean_and_spread(tmp_path):
+    """Two training seeds: every learned method reports the seeds' mean and spread, the training record keeps each
+    seed's run, the ensemble of the seeds is a method of its own; baselines are trained once (no spread)."""
+    _tiny(tmp_path, "s2", seeds=2)
+    res = json.loads((tmp_path / "s2" / "results.json").read_text())
+    assert res["config"]["seeds"] == 2 and res["config"]["recipe"] == "new"
+    tr = res["training"]["pointnet"]
+    assert [t["seed"] for t in tr["seeds"]] == [1, 2] and tr["seed"] == 1
+    assert all(t["cells"] == "topo" and t["loss"] == "ce" and isinstance(t["threshold"], float) for t in tr["seeds"])
+    for name in ("pointnet_iterative", "pointnet_common"):
+        r = res["methods"][name]
+        assert r["n_seeds"] == 2
+        sp = r["spread"]["f1"]
+        assert len(sp["values"]) == 2 and sp["min"] <= sp["mean"] <= sp["max"]
+        assert r["f1"] == pytest.approx(np.mean(sp["values"]), abs=1e-12)
+        assert sp["std"] == pytest.approx(np.std(sp["values"], ddof=1), abs=1e-12)
+        assert r["energy_weighted_accuracy"] == pytest.approx(np.mean(r["spread"]["energy_weighted_accuracy"]
+                                                                     ["values"]), abs=1e-12)
+    assert res["training"]["pointnet_ensemble"]["members_seeds"] == [1, 2]
+    assert {"pointnet_ensemble_iterative", "pointnet_ensemble_common"} <= set(res["methods"])
+    assert res["methods"]["pointnet_ensemble_iterative"]["n_seeds"] == 1
+    assert res["methods"]["dr_nearest"]["n_seeds"] == 1 and "spread" not in res["methods"]["dr_nearest"]
+    assert res["all_conserve"] is True
+    report = (tmp_path / "s2" / "report.md").read_text()
+    assert "±" in report and "pointnet_ensemble" in report and "## Goal (issue 11)" in report
+
+
+@pytest.mark.slow
+def test_run_pflow_legacy_recipe(tmp_path):
+    """--recipe legacy: every cell of the cone, the energy-weighted loss, Adam at a constant rate, threshold 0.5."""
+    res = _tiny(tmp_path, "legacy", recipe="legacy")
+    tr = res["training"]["pointnet"]
+    assert (tr["cells"], tr["loss"], tr["threshold"]) == ("all", "energy_weighted", None)
+    assert all(h["lr"] == pytest.approx(1e-3) for h in tr["history"])  # constant rate
+    assert "spread" not in res["methods"]["pointnet_iterative"] and "pointnet_ensemble" not in res["training"]
+    new = _tiny(tmp_path, "new")
+    lrs = [h["lr"] for h in new["training"]["pointnet"]["history"]]
+    assert new["training"]["pointnet"]["cells"] == "topo" and lrs[-1] < 1e-3  # cosine decay
+
+
+def test_recipe_resolution():
+    """Explicit fields win over the recipe; "recipe" thresholds resolve; unknown recipes and models are refused."""
+    c = PflowConfig(quick=True, cells="all", optimizer="adam", weight_decay=0.0).resolved()
+    assert (c.cells, c.optimizer, c.weight_decay, c.schedule, c.loss) == ("all", "adam", 0.0, "cosine", "ce")
+    assert PflowConfig(quick=True, threshold=None).resolved().threshold is None  # explicit 0.5
+    assert PflowConfig(quick=True, recipe="legacy", threshold="val").resolved().threshold == "val"
+    assert PflowConfig(quick=True, recipe="legacy", loss="mixed").resolved().loss == "mixed"
+    assert PflowConfig(quick=True, models=["gravnet"]).resolved().arch("gravnet")["k"] == 12
+    with pytest.raises(ValueError, match="recipe"):
+        PflowConfig(recipe="newest").resolved()
+    with pytest.raises(ValueError, match="unknown models"):
+        PflowConfig(models=["pointnet++"]).resolved()
+    with pytest.raises(ValueError, match="quick and large"):
+        PflowConfig(quick=True, large=True).resolved()

@@ -154,3 +154,37 @@ def test_granularity_tasks_share_the_showers_and_conserve_energy():
         np.testing.assert_array_equal(s.truth["event_number"], native.truth["event_number"])
         np.testing.assert_allclose(s.total_energy(), native.total_energy(), rtol=1e-5)  # float32 images
         np.testing.assert_array_equal(s.images["HCAL"], native.images["HCAL"])
+
+
+def test_quick_mode_keeps_its_models_and_full_mode_has_all():
+    from pcloud.bench.singles.config import QUICK_MODELS
+    from pcloud.bench.singles.models import DENSE_MODEL_NAMES, POINT_MODEL_NAMES
+
+    assert SinglesConfig(quick=True).resolved().models == list(QUICK_MODELS)
+    assert "transformer" not in QUICK_MODELS and "gravnet" not in QUICK_MODELS
+    assert SinglesConfig().resolved().models == list(POINT_MODEL_NAMES + DENSE_MODEL_NAMES)
+    assert {"transformer", "gravnet"} <= set(POINT_MODEL_NAMES)
+    assert SinglesConfig(quick=True, models=["gravnet"]).resolved().models == ["gravnet"]
+
+
+def test_occupancy_padded_and_ragged_rows():
+    """The threshold scan measures each point model on the padded batch and on the same events as a ragged batch
+    (inference and one training step); the report renders both."""
+    import torch
+
+    from pcloud.bench.singles.occupancy import occupancy_study
+    from pcloud.bench.singles.report import _occupancy
+
+    cfg = SinglesConfig(quick=True, models=["pointnet"]).resolved()
+    occ = occupancy_study(cfg, torch.device("cpu"), log=lambda s: None, granularity=False)
+    assert [r["threshold_mev"] for r in occ["threshold_scan"]] == [0.0, 1.0, 10.0, 100.0] and occ["granularity"] == []
+    keys = {"events_per_s", "peak_memory_mb", "cost_batch", "step_seconds", "train_peak_memory_mb"}
+    for r in occ["threshold_scan"]:
+        assert set(r["models"]) == {"pointnet"} and set(r["ragged"]) == {"pointnet"}
+        for row in (r["models"]["pointnet"], r["ragged"]["pointnet"]):
+            assert set(row) == keys and row["events_per_s"] > 0 and row["step_seconds"] > 0
+    pts = [r["points_per_event_mean"] for r in occ["threshold_scan"]]
+    assert pts == sorted(pts, reverse=True)  # a higher threshold keeps fewer points
+    text = "\n".join(_occupancy(occ))
+    assert "### Padded vs ragged batches" in text
+    assert sum(line.startswith("| ") and "| pointnet |" in line for line in text.splitlines()) == 4

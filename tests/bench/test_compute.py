@@ -22,3 +22,33 @@ def test_params_and_throughput():
     assert count_params(m) == 33
     eps = throughput(lambda: m(torch.randn(100, 10)), 100, min_seconds=0.05)
     assert eps > 0
+
+
+def test_training_step_cost_measures_forward_and_backward():
+    from pcloud.bench.compute import training_step_cost
+
+    m = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.BatchNorm1d(16), torch.nn.Linear(16, 2))
+
+    class Wrap(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = m
+
+        def forward(self, b):
+            return {"logits": self.m(b["x"])}
+
+    w = Wrap().eval()
+    r = training_step_cost(w, {"x": torch.randn(32, 8)}, "cpu")
+    assert set(r) == {"step_seconds", "train_peak_memory_mb"} and r["step_seconds"] > 0
+    assert r["train_peak_memory_mb"] > 0
+    assert w.training and all(p.grad is None for p in w.parameters())  # training mode, gradients cleared
+
+
+def test_batch_events_padded_and_ragged():
+    from pcloud.bench.compute import batch_events
+    from pcloud.nn.ragged import padded_to_ragged
+
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    padded = {"x": torch.randn(2, 3, 4), "mask": mask, "g": torch.zeros(2, 3)}
+    ragged = padded_to_ragged(padded)
+    assert ragged["x"].shape[0] == 3 and batch_events(padded) == batch_events(ragged) == 2

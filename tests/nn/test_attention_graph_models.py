@@ -8,21 +8,23 @@ from pcloud.nn.losses import MultiTaskLoss
 from helpers.pointclouds import make_batch, pad_more, permute_points
 
 F, G = 4, 2
-MODELS = ["transformer", "gravnet"]
+MODELS = ["transformer", "transformer_local", "gravnet"]
 
 
 def tiny(name, **kw):
     cfg = dict(in_channels=F, n_classes=3, n_targets=2, n_seg_classes=2, n_global=G, energy_columns=(0, 1),
                g_scale=100.0, head_hidden=(16,), seg_hidden=(16,), seg_soft=True)
-    if name == "transformer":
+    if name.startswith("transformer"):
         cfg.update(dim=16, n_heads=2, n_layers=2, pair_hidden=8, layer_col=2, energy_col=3, use_pos=True,
                    pos_scale_mm=1000.0)
     else:
         cfg.update(blocks=2, dense=(16,), out_dims=12, space_dims=3, prop_dims=8, k=4, emb_dim=16, use_pos=True,
                    pos_scale_mm=1000.0)
+    if name == "transformer_local":  # attention restricted to the point itself and its 4 nearest points
+        cfg.update(attn_k=4)
     cfg.update(kw)
     torch.manual_seed(0)
-    return build_model(name, **cfg)
+    return build_model(name.split("_")[0], **cfg)
 
 
 def test_registered_classes():
@@ -138,6 +140,46 @@ def test_autocast_cpu_bfloat16(name):
     assert all(torch.isfinite(v.float()).all() for v in out.values())
 
 
+def test_local_attention_sees_only_neighbours():
+    """With attn_k, a point far from every other point but its neighbours' neighbours does not change a point's
+    output unless it is among its attn_k nearest (in one layer)."""
+    b = make_batch(B=1, N=10, p_real=1.0)
+    model = tiny("transformer_local", n_layers=1, attn_k=2).eval()
+
+    def trunk(batch):  # the attention blocks' point features (the heads mix in the pooled vector)
+        x, pos, mask, _ = model.unpack(batch)
+        return model._attend(model.embed(model._inputs(x, pos), mask), x, pos, mask)[0]
+
+    ref = trunk(b)
+    pos = b["pos"][0]
+    d = ((pos[:, None] - pos[None]) ** 2).sum(-1)
+    d.fill_diagonal_(float("inf"))
+    near0 = set(d[0].argsort()[:2].tolist())
+    far = next(j for j in d[0].argsort().flip(0).tolist() if j not in near0 and j != 0)
+    b2 = {k: v.clone() for k, v in b.items()}
+    b2["x"][0, far] += 5.0  # features only: the neighbour sets stay the same
+    got = trunk(b2)
+    affected = [i for i in range(10) if (got[i] - ref[i]).abs().max() > 1e-6]
+    nbr_of = {i: set(d[i].argsort()[:2].tolist()) | {i} for i in range(10)}
+    assert set(affected) == {i for i in range(10) if far in nbr_of[i]}
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_local_attention_with_every_neighbour_is_full_attention(train):
+    """attn_k >= N - 1: every point attends to itself and all other real points, as the full attention (the same
+    weights: attn_k adds no parameters), padding included."""
+    b = make_batch(B=3, N=8, p_real=0.6)
+    full, local = tiny("transformer").train(train), tiny("transformer", attn_k=7).train(train)
+    local.load_state_dict(full.state_dict())
+    ref, got = full(b), local(b)
+    for key in ("logits", "regression", "energy", "seg_logits"):
+        torch.testing.assert_close(got[key], ref[key], rtol=1e-4, atol=1e-5)
+    # fewer neighbours than the cloud has points: a different function
+    fewer = tiny("transformer", attn_k=2).train(train)
+    fewer.load_state_dict(full.state_dict())
+    assert not torch.allclose(fewer(b)["seg_logits"], ref["seg_logits"], atol=1e-4)
+
+
 def test_bad_configs():
     with pytest.raises(ValueError, match="layer_col"):
         PointTransformer(F, pair_features=("dlayer",))
@@ -147,6 +189,8 @@ def test_bad_configs():
         PointTransformer(F, dim=10, n_heads=4, pair_features=())
     with pytest.raises(ValueError, match="k must be"):
         GravNet(F, k=0)
+    with pytest.raises(ValueError, match="attn_k"):
+        PointTransformer(F, pair_features=(), attn_k=0)
     model = tiny("gravnet")
     with pytest.raises(ValueError, match=r"batch\['x'\]"):
         model({**make_batch(), "x": torch.zeros(5, 16, 3)})

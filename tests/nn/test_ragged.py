@@ -17,6 +17,8 @@ CFGS = {"pointnet": dict(channels=(8, 16), use_pos=True, pos_scale_mm=1000.0, in
         "dgcnn_general": dict(k=3, edge_channels=(8, 8), emb_dim=16, edge_hidden=(8,), aggr="mean", graph_on="x"),
         "transformer": dict(dim=16, n_heads=2, n_layers=2, pair_hidden=8, layer_col=2, energy_col=3,
                             group_elements=200),
+        "transformer_local": dict(dim=16, n_heads=2, n_layers=2, pair_hidden=8, layer_col=2, energy_col=3,
+                                  group_elements=200, attn_k=3),
         "gravnet": dict(blocks=2, dense=(8,), out_dims=8, space_dims=3, prop_dims=6, k=3, emb_dim=8)}
 
 

@@ -9,7 +9,7 @@ from pcloud.core.schema import PointType
 from pcloud.nn.losses import CellSegmentationLoss
 from pcloud.pflow.clouds import cloud_cell_rows, track_clouds
 from pcloud.pflow.inference import common_inference, iterative_inference
-from pcloud.pflow.learned import FocalTrackSegmenter, cloud_cell_mask, remap_fraction
+from pcloud.pflow.learned import FocalTrackSegmenter, SegmenterEnsemble, cloud_cell_mask, remap_fraction
 from pcloud.sim.events import generate_events
 
 SMALL = {"transformer": dict(dim=16, n_heads=2, n_layers=1, pair_hidden=8, seg_hidden=(16,)),
@@ -111,3 +111,35 @@ def test_dr_other_track_by_brute_force(atlas, events):
                         best, best_pt = d, pt[q]
             assert got[p] == pytest.approx(best, abs=1e-5) and got_pt[p] == pytest.approx(best_pt, rel=1e-5)
     assert (ak.to_numpy(ak.flatten(c.points["dr_other_track"])) < 1.0).any()  # some cells see another track
+
+
+def test_segmenter_ensemble(atlas, events):
+    """One member: the member itself (fractions, chosen threshold, inference); two members: the mean of their raw
+    fractions, remapped by the ensemble's own threshold; members building different clouds are refused."""
+    segs = []
+    for seed in (3, 4):
+        seg = FocalTrackSegmenter(model="pointnet", loss="ce", max_points=64, device="cpu", seed=seed, cells="topo",
+                                  threshold="val")
+        seg.fit(events, events, atlas, epochs=2, batch_size=8, lr=3e-3, patience=100, log=None)
+        segs.append(seg)
+    a, b = segs
+    clouds = a.make_clouds(events, atlas)
+    one = SegmenterEnsemble([a], threshold=a.threshold)
+    np.testing.assert_array_equal(one.predict_fraction(clouds), a.predict_fraction(clouds))
+    np.testing.assert_array_equal(one.predict_fraction(clouds, raw=True), a.predict_fraction(clouds, raw=True))
+    assert one.n_params == a.n_params
+    for inf in (common_inference, iterative_inference):
+        np.testing.assert_array_equal(inf(events, atlas, one).energy_gev, inf(events, atlas, a).energy_gev)
+    # choosing the threshold on the same validation events finds the member's choice
+    chooser = SegmenterEnsemble([a])
+    assert chooser.choose_threshold(events, atlas) == a.threshold and chooser.threshold_info == a.threshold_info
+    two = SegmenterEnsemble(segs, threshold=0.4)
+    mean = (a.predict_fraction(clouds, raw=True) + b.predict_fraction(clouds, raw=True)) / 2
+    np.testing.assert_allclose(two.predict_fraction(clouds, raw=True), mean, rtol=1e-12)
+    np.testing.assert_allclose(two.predict_fraction(clouds), remap_fraction(mean, 0.4), rtol=1e-12)
+    assert not np.allclose(mean, a.predict_fraction(clouds, raw=True))
+    with pytest.raises(ValueError, match="no members"):
+        SegmenterEnsemble([])
+    b.cells = "all"
+    with pytest.raises(ValueError, match="different clouds"):
+        SegmenterEnsemble(segs)

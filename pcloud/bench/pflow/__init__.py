@@ -10,12 +10,20 @@ Recipe (seed 002: JetPointNet on rho and Delta events; ATLAS rule-based particle
    Pythia8 Z/gamma* -> tau tau (hadronic tau decays) or QCD dijets (pT-hat ``pythia_pt_hat_gev``) instead, final-state
    particles in |eta| < 1.4 (:func:`pcloud.sim.events.generate_pythia_events`); the gun settings are then unused.
 2. Splits by event number (:class:`pcloud.data.splits.Splits`, seeded, saved as ``splits.json``): train/val/test.
-3. Learned models: :class:`pcloud.pflow.learned.FocalTrackSegmenter` (``pointnet`` and ``dgcnn``; soft target with
-   the energy-weighted loss by default), trained on train, early-stopped on val; each used with iterative and common
-   inference (:mod:`pcloud.pflow.inference`). The whole-event :class:`~pcloud.pflow.learned.ChargedFractionSegmenter`
-   (``event_pointnet``: charged fraction per cell, given to the nearest track at the cell's layer). In non-quick
-   modes a PointNet ablation of targets and losses (binary target + cross-entropy, hard 3-class target + focal
-   loss) with iterative inference. The oracle segmenter (true focal fractions) is the upper bound.
+3. Learned models: :class:`pcloud.pflow.learned.FocalTrackSegmenter` (``pointnet``, ``dgcnn``, ``transformer``,
+   ``gravnet``; the per-mode list of :data:`PFLOW_MODES` or ``--models``), trained on train, early-stopped on val;
+   each used with iterative and common inference (:mod:`pcloud.pflow.inference`). Training recipe (``--recipe``,
+   :data:`~pcloud.bench.pflow.config.RECIPE`): ``new`` = clouds of the topo-clustered cells with E > 0, soft target
+   with the per-cell cross-entropy, AdamW (Loshchilov & Hutter, arXiv:1711.05101) with linear warm-up + cosine decay
+   timed to the model's budget, decision threshold chosen on the validation events; ``legacy`` = the recipe before
+   issue 11 (every cell of the cone, energy-weighted loss, Adam at a constant rate, threshold 0.5). Every model is
+   trained with ``--seeds`` training seeds (events and splits fixed): the metrics are the seeds' mean with the
+   spread (sample std, min, max) of the headline ones; with several seeds the seeds' mean fraction is also a method
+   (``<model>_ensemble_*``, :class:`~pcloud.pflow.learned.SegmenterEnsemble`). The whole-event
+   :class:`~pcloud.pflow.learned.ChargedFractionSegmenter` (``event_pointnet``: charged fraction per cell, given to
+   the nearest track at the cell's layer). In full mode (or with ``--ablation``) a PointNet ablation of targets and
+   losses (binary target + cross-entropy, hard 3-class target + focal loss) with iterative inference. The oracle
+   segmenter (true focal fractions) is the upper bound.
 4. Baselines on the same test events: :func:`~pcloud.baselines.particle_flow.rule_based` (topo-clusters + ATLAS E/p cell
    subtraction), :func:`~pcloud.baselines.particle_flow.dr_nearest`, :func:`~pcloud.baselines.particle_flow.random_baseline` (charged
    prior from the training split) and :func:`~pcloud.baselines.particle_flow.trivial` (training-split majority class).
@@ -26,9 +34,10 @@ Recipe (seed 002: JetPointNet on rho and Delta events; ATLAS rule-based particle
    (TTrees with the ``root`` extra, else RNTuples; cluster cells >= 5 MeV as in Athena), read back, and
    events/tracks/stored cells/energies/truth compared.
 
-Modes (:data:`PFLOW_MODES`): ``quick`` (600 events, 2 epochs, < 5 min on 2 CPU cores), ``medium`` (3000 events, 8 epochs,
-per-model time budgets checked after each epoch, ablation; <= 20 min on 2 CPU cores) and full (4000 events,
-15 epochs, 256 points per cloud, no budgets).
+Modes (:data:`PFLOW_MODES`): ``quick`` (600 events, 2 epochs, PointNet and DGCNN, one seed; < 5 min on 2 CPU
+cores), ``medium`` (3000 events, 8 epochs, the four models with per-model time budgets checked after each epoch,
+3 seeds), ``large`` (8000 events, 20 epochs, PointNet with a 12 min budget, 3 seeds) and full (4000 events,
+15 epochs, the four models, 256 points per cloud, no budgets, 3 seeds, ablation).
 
 Outputs in ``--out``: ``results.json`` (``{"methods": {METHOD: {...}}, "config": {...}, ...}``), ``report.md``,
 ``splits.json``, ``test_events.root`` and PNG plots (metrics vs DeltaR, response, event displays).

@@ -1,24 +1,45 @@
 """Configuration of ``pcloud bench pflow``: modes, defaults and :class:`PflowConfig` (see :mod:`pcloud.bench.pflow`)."""
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 
 CONSERVATION_TOL_GEV = 1e-6
-LEARNED_MODELS = ("pointnet", "dgcnn")
+LEARNED_MODELS = ("pointnet", "dgcnn", "transformer", "gravnet")
 BASELINES = ("rule_based", "dr_nearest", "random", "trivial")
-#: (target, loss) variants of the PointNet ablation (non-quick modes); the default is ("soft", "energy_weighted").
+#: (target, loss) variants of the PointNet ablation (full mode or ``--ablation``); the default model is the recipe's
+#: ("soft", "ce"; legacy recipe: "soft", "energy_weighted").
 ABLATION_VARIANTS = (("binary", "ce"), ("hard", "focal"))
 #: a lighter DGCNN (k = 8, narrower EdgeConvs) for the CPU-bounded quick and medium modes
 DGCNN_LIGHT = {"k": 8, "edge_channels": (32, 32, 64), "emb_dim": 64}
+#: lighter transformer / GravNet for the CPU-bounded modes
+TRANSFORMER_LIGHT = {"dim": 32, "n_heads": 4, "n_layers": 2, "pair_hidden": 8}
+GRAVNET_LIGHT = {"blocks": 2, "dense": (64,), "out_dims": 32, "k": 12}
+#: the training recipe of the per-track models (issue 11): clouds of the topo-clustered cells with E > 0 (the cells
+#: the metrics evaluate), per-cell cross-entropy (every cell counts, as in cell F1), AdamW with warm-up + cosine decay
+#: timed to the model's budget, decision threshold chosen on the validation events (F1 + energy-weighted accuracy);
+#: ``PflowConfig`` fields left at None take these
+RECIPE = dict(cells="topo", loss="ce", energy_share=0.5, threshold="val", optimizer="adamw", schedule="cosine",
+              warmup=0.05, weight_decay=1e-4, schedule_time=True, ragged=False)
+#: the recipe before issue 11 (every cell of the cone, energy-weighted loss, Adam at a constant rate, threshold 0.5)
+LEGACY_RECIPE = dict(cells="all", loss="energy_weighted", energy_share=0.5, threshold=None, optimizer="adam",
+                     schedule="constant", warmup=0.05, weight_decay=0.0, schedule_time=False, ragged=False)
 #: per-mode defaults (``PflowConfig`` fields left at None take these)
 PFLOW_MODES = {
-    "quick": dict(n_events=600, epochs=2, max_points=128, batch_size=64, max_minutes=1.0, ablation=False,
-                  model_minutes={"pointnet": 1.0, "dgcnn": 1.0, "event_pointnet": 0.5},
-                  model_cfgs={"dgcnn": DGCNN_LIGHT}),
-    "medium": dict(n_events=3000, epochs=8, max_points=128, batch_size=128, max_minutes=None, ablation=True,
-                   model_minutes={"pointnet": 3.0, "dgcnn": 2.0, "event_pointnet": 1.5, "ablation": 2.0},
-                   model_cfgs={"dgcnn": DGCNN_LIGHT}),
-    "full": dict(n_events=4000, epochs=15, max_points=256, batch_size=64, max_minutes=None, ablation=True,
+    "quick": dict(models=["pointnet", "dgcnn"], n_events=600, epochs=2, max_points=128, batch_size=64, max_minutes=1.0,
+                  ablation=False, seeds=1,
+                  model_minutes={"pointnet": 1.0, "dgcnn": 1.0, "transformer": 1.0, "gravnet": 1.0,
+                                 "event_pointnet": 0.5},
+                  model_cfgs={"dgcnn": DGCNN_LIGHT, "transformer": TRANSFORMER_LIGHT, "gravnet": GRAVNET_LIGHT}),
+    "medium": dict(models=list(LEARNED_MODELS), n_events=3000, epochs=8, max_points=256, batch_size=128,
+                   max_minutes=None, ablation=False, seeds=3,
+                   model_minutes={"pointnet": 3.0, "dgcnn": 2.0, "transformer": 3.0, "gravnet": 3.0,
+                                  "event_pointnet": 1.5, "ablation": 2.0},
+                   model_cfgs={"dgcnn": DGCNN_LIGHT, "transformer": TRANSFORMER_LIGHT, "gravnet": GRAVNET_LIGHT}),
+    "large": dict(models=["pointnet"], n_events=8000, epochs=20, max_points=256, batch_size=128, max_minutes=None,
+                  ablation=False, seeds=3, model_minutes={"pointnet": 12.0, "event_pointnet": 1.5}, model_cfgs={}),
+    "full": dict(models=list(LEARNED_MODELS), n_events=4000, epochs=15, max_points=256, batch_size=64, max_minutes=None,
+                 ablation=True, seeds=3,
                  model_minutes={}, model_cfgs={}),
 }
 
@@ -30,26 +51,40 @@ PYTHIA_GENERATORS = {"pythia-tau": "tau", "pythia-dijet": "dijet"}
 class PflowConfig:
     out: str = "out/bench_pflow"
     quick: bool = False
-    medium: bool = False                 # between quick and full: 2 CPU cores, <= 20 min (see PFLOW_MODES)
+    medium: bool = False                 # between quick and full (see PFLOW_MODES)
+    large: bool = False                  # more events and epochs for PointNet (budgets: ~1 h on 2 CPU cores)
     device: str = "auto"
-    seed: int = 1
-    n_events: int | None = None          # per mode (PFLOW_MODES): quick 600, medium 3000, full 4000
-    epochs: int | None = None            # quick 2, medium 8, full 15
-    models: list = field(default_factory=lambda: list(LEARNED_MODELS))
+    seed: int = 1                        # events, splits and the first training seed
+    seeds: int | None = None             # training seeds seed, seed+1, ... (metrics: mean and spread); quick 1, else 3
+    ensemble: bool = True                # with several seeds: also the seeds' mean fraction as one segmenter
+    n_events: int | None = None          # per mode (PFLOW_MODES): quick 600, medium 3000, large 8000, full 4000
+    epochs: int | None = None            # quick 2, medium 8, large 20, full 15
+    models: list | None = None           # learned per-track models (per mode: PFLOW_MODES)
     target: str = "soft"
-    loss: str = "energy_weighted"
+    loss: str | None = None              # the recipe's (RECIPE / LEGACY_RECIPE)
+    recipe: str = "new"                  # "new" (RECIPE) or "legacy" (the recipe before issue 11)
+    cells: str | None = None             # "topo" (clustered cells with E > 0) or "all" cells of the cone
+    energy_share: float | None = None    # energy-weighted share of the "mixed" loss
+    threshold: str | float | None = "recipe"   # "val", a number, None (0.5) or "recipe"
+    optimizer: str | None = None
+    schedule: str | None = None
+    warmup: float | None = None
+    weight_decay: float | None = None
+    schedule_time: bool | None = None    # cosine timed to the model's budget when it has one
+    ragged: bool | None = None           # the ragged path of the point models
+    features: list | None = None         # per-point features of the per-track models (None: the recipe's)
     dr_max: float = 0.2
-    max_points: int | None = None        # quick/medium 128, full 256
+    max_points: int | None = None        # quick 128, medium / large / full 256
     batch_size: int | None = None
     lr: float = 1e-3
     patience: int = 3
     max_minutes: float | None = None     # default time budget per model training (checked after each epoch)
-    model_minutes: dict | None = None    # per model ("pointnet", "dgcnn", "event_pointnet", "ablation") budgets
+    model_minutes: dict | None = None    # per model (a learned model, "event_pointnet", "ablation") budgets
     model_cfg: dict = field(default_factory=dict)      # overrides for every per-track model
     model_cfgs: dict | None = None       # per-model architecture overrides ({"dgcnn": {...}})
     event_model: bool = True             # also train the whole-event ChargedFractionSegmenter ("event_pointnet")
     event_max_points: int = 512
-    ablation: bool | None = None         # PointNet target/loss ablation (default: on unless quick)
+    ablation: bool | None = None         # PointNet target/loss ablation (default: full mode only)
     parents: list = field(default_factory=lambda: ["rho", "delta"])
     energy_gev: tuple = (10.0, 100.0)
     n_parents: tuple = (1, 3)
@@ -70,17 +105,29 @@ class PflowConfig:
 
     @property
     def mode(self) -> str:
-        return "quick" if self.quick else ("medium" if self.medium else "full")
+        return "quick" if self.quick else ("medium" if self.medium else ("large" if self.large else "full"))
 
     def resolved(self) -> "PflowConfig":
-        if self.quick and self.medium:
-            raise ValueError("bench pflow: choose one of quick and medium, found both")
+        if int(self.quick) + int(self.medium) + int(self.large) > 1:
+            raise ValueError("bench pflow: choose one of quick, medium and large, found "
+                             + " and ".join(m for m in ("quick", "medium", "large") if getattr(self, m)))
         c = PflowConfig(**asdict(self))
         d = PFLOW_MODES[c.mode]
         for k in ("n_events", "epochs", "max_points", "batch_size", "max_minutes", "ablation", "model_minutes",
-                  "model_cfgs"):
+                  "model_cfgs", "seeds", "models"):
             if getattr(c, k) is None:
-                setattr(c, k, d[k] if not isinstance(d[k], dict) else dict(d[k]))
+                setattr(c, k, copy.deepcopy(d[k]))
+        if c.recipe not in ("new", "legacy"):
+            raise ValueError(f"bench pflow: recipe must be 'new' or 'legacy', found {c.recipe!r}")
+        rec = RECIPE if c.recipe == "new" else LEGACY_RECIPE
+        for k, v in rec.items():
+            if k == "threshold":
+                if c.threshold == "recipe":
+                    c.threshold = v
+            elif getattr(c, k) is None:
+                setattr(c, k, v)
+        if c.seeds < 1:
+            raise ValueError(f"bench pflow: seeds must be >= 1, found {c.seeds}")
         if c.n_events < 10:
             raise ValueError(f"bench pflow: need at least 10 events, found n_events = {c.n_events}")
         unknown = [m for m in c.models if m not in LEARNED_MODELS]
@@ -99,3 +146,18 @@ class PflowConfig:
 
     def arch(self, model: str) -> dict:
         return {**(self.model_cfgs or {}).get(model, {}), **self.model_cfg}
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The training seeds: ``seed``, ``seed + 1``, ... (``seeds`` of them)."""
+        return [self.seed + i for i in range(self.seeds)]
+
+    def segmenter_kwargs(self) -> dict:
+        """Recipe arguments of :class:`pcloud.pflow.learned.FocalTrackSegmenter`."""
+        return {"cells": self.cells, "threshold": self.threshold, "energy_share": self.energy_share,
+                "ragged": self.ragged}
+
+    def fit_kwargs(self) -> dict:
+        """Recipe arguments of ``FocalTrackSegmenter.fit`` (:class:`pcloud.train.trainer.Trainer`)."""
+        return {"optimizer": self.optimizer, "schedule": self.schedule, "warmup": self.warmup,
+                "weight_decay": self.weight_decay, "schedule_time": self.schedule_time}

@@ -29,14 +29,45 @@ HEADLINE_KEYS = ("f1", "iou", "accuracy", "energy_weighted_accuracy", "f1_track_
                  "track_energy_response", "track_energy_resolution", "neutral_energy_recovered")
 
 
+def _fmt_spread(r: dict, key: str) -> str:
+    """``mean +- std`` over the training seeds when the method has a spread for ``key``, else the value."""
+    sp = (r.get("spread") or {}).get(key)
+    if sp:
+        return f"{sp['mean']:.3f} ± {sp['std']:.3f}"
+    return _fmt(r.get(key))
+
+
 def headline_table(methods: dict, names=None, keys=HEADLINE_KEYS) -> list[str]:
     names = list(methods) if names is None else [n for n in names if n in methods]
-    lines = ["| method | " + " | ".join(keys) + " | conserves |", "|" + "---|" * (len(keys) + 2)]
+    lines = ["| method | seeds | " + " | ".join(keys) + " | charged share | conserves |",
+             "|" + "---|" * (len(keys) + 4)]
     for name in names:
         r = methods[name]
-        lines.append(f"| {name} | " + " | ".join(_fmt(r.get(k)) for k in keys) +
-                     f" | {'yes' if r.get('conservation_ok') else 'NO'} |")
+        lines.append(f"| {name} | {r.get('n_seeds', 1)} | " + " | ".join(_fmt_spread(r, k) for k in keys) +
+                     f" | {_fmt_spread(r, 'charged_fraction_pred')} (true {_fmt(r.get('charged_fraction_true'))}) "
+                     f"| {'yes' if r.get('conservation_ok') else 'NO'} |")
     return lines
+
+
+def goal_section(res: dict) -> list[str]:
+    """Issue 11's particle-flow goal, evaluated on the measured numbers (``results["goal"]``)."""
+    g = res.get("goal") or {}
+    if not g:
+        return []
+    t = g["targets"]
+    yn = (lambda ok: "**yes**" if ok else "**NO**")
+    lines = ["## Goal (issue 11)", "",
+             f"Best learned per-track method (highest F1 + E-acc, seed means): **{g['best_method']}**.", "",
+             f"- F1 >= {t['f1']}: {yn(g['f1_ok'])} ({g['f1']:.3f})",
+             f"- energy-weighted accuracy >= {t['energy_weighted_accuracy']}: "
+             f"{yn(g['energy_weighted_accuracy_ok'])} ({g['energy_weighted_accuracy']:.3f})",
+             f"- predicted charged cell share within {t['charged_share_abs_diff']} of the true one: "
+             f"{yn(g['charged_share_ok'])} ({g['charged_share_pred']:.3f} vs {g['charged_share_true']:.3f})"]
+    for model, c in (g.get("iterative_vs_common_dense") or {}).items():
+        lines.append(f"- {model}: iterative beats common for tracks with DeltaR < 0.1: {yn(c['iterative_better'])} "
+                     f"(track F1 {c['iterative_track_f1']:.3f} vs {c['common_track_f1']:.3f}, track E-acc "
+                     f"{c['iterative_track_ewa']:.3f} vs {c['common_track_ewa']:.3f})")
+    return lines + [""]
 
 
 def dense_table(methods: dict, names=None, which: str = "dense") -> list[str]:
@@ -137,8 +168,12 @@ def _header(res: dict, m: dict, main: list, abl: set, cut, cfg: dict) -> list[st
              "(rho -> pi pi0 opening angle ~ 2m/E).",
              f"Evaluated cells: {cfg['evaluated_cells']}. Learned per-track models: target `{cfg['target']}`, loss "
              f"`{cfg['loss']}`, {cfg['epochs']} epochs max, max_points {cfg['max_points']}, batch "
-             f"{cfg['batch_size']}, dr_max {cfg['dr_max']}; `event_pointnet` = whole-event ChargedFractionSegmenter "
-             f"(charged energy fraction per cell, given to the nearest track at the cell's layer).", "",
+             f"{cfg['batch_size']}, dr_max {cfg['dr_max']}; recipe `{cfg.get('recipe', 'legacy')}` (clouds of "
+             f"`{cfg.get('cells', 'all')}` cells, optimizer {cfg.get('optimizer', 'adam')}, schedule "
+             f"{cfg.get('schedule', 'constant')}, threshold {cfg.get('threshold')}); training seeds "
+             f"{cfg.get('seeds', 1)} (mean ± sample std over the seeds; events and splits fixed); `event_pointnet` = "
+             f"whole-event ChargedFractionSegmenter (charged energy fraction per cell, given to the nearest track at "
+             f"the cell's layer).", "",
              "## Methods (test split)", ""]
     lines += headline_table(m, main)
     lines += ["", "F1/IoU: charged vs neutral cells (dominant contribution); accuracy: right track or neutral; "
@@ -255,13 +290,22 @@ def _checks_section(res: dict, m: dict, main: list, abl: set, cut, cfg: dict) ->
 def _training_section(res: dict, m: dict, main: list, abl: set, cut, cfg: dict) -> list[str]:
     """Training summaries, timings and plots."""
     lines = ["", "## Training", ""]
-    for model, t in (res.get("training") or {}).items():
-        budget = t.get("budget_minutes")
-        lines.append(f"- {model} ({t.get('model')}, target {t.get('target')}, loss {t.get('loss')}): "
-                     f"{t.get('n_params')} parameters, {t.get('epochs_run')} epochs (best {t.get('best_epoch')}; "
-                     f"budget {'none' if budget is None else f'{budget:g} min'}), {_fmt(t.get('seconds'), 1)} s, "
-                     f"{t.get('n_train_clouds')} training clouds, truncated energy fraction "
-                     f"{_fmt(t.get('truncated_energy_fraction'))}")
+    for model, t0 in (res.get("training") or {}).items():
+        if "members_seeds" in t0:
+            thr = t0.get("threshold")
+            lines.append(f"- {model}: mean fraction of the {t0.get('model')} models of seeds {t0['members_seeds']}, "
+                         f"decision threshold {'0.5' if thr is None else _fmt(thr)}"
+                         f"{' (chosen on the validation events)' if t0.get('threshold_info') else ''}")
+            continue
+        for t in (t0.get("seeds") or [t0]):
+            budget = t.get("budget_minutes")
+            thr = t.get("threshold")
+            lines.append(f"- {model} seed {t.get('seed', '?')} ({t.get('model')}, target {t.get('target')}, loss "
+                         f"{t.get('loss')}): {t.get('n_params')} parameters, {t.get('epochs_run')} epochs (best "
+                         f"{t.get('best_epoch')}; budget {'none' if budget is None else f'{budget:g} min'}), "
+                         f"{_fmt(t.get('seconds'), 1)} s, {t.get('n_train_clouds')} training clouds, truncated energy "
+                         f"fraction {_fmt(t.get('truncated_energy_fraction'))}, decision threshold "
+                         f"{'0.5' if thr is None else _fmt(thr)}")
     lines += ["", "## Timings (s)", ""]
     lines += [f"- {k}: {_fmt(v, 2)}" for k, v in res["timings"].items()]
     if res.get("plots"):
@@ -281,4 +325,6 @@ def render_report(res: dict) -> str:
     for section in (_header, _acceptance_section, _dense_section, _ablation_section, _checks_section,
                     _training_section):
         lines += section(res, m, main, abl, cut, cfg)
+        if section is _header:
+            lines += goal_section(res)
     return "\n".join(lines) + "\n"

@@ -9,6 +9,9 @@ from .tasks import TASKS
 CLASSICAL_ID = ("ss_fcn", "ss_gbt")
 CLASSICAL_ENERGY = ("linear", "tree_regression")
 REFERENCE = "ss_fcn"
+#: the learned models of quick mode (the README's main job, CPU-bounded): PointNet, DGCNN and the dense CNNs; the
+#: point transformer and GravNet join in full mode or when named (``models``)
+QUICK_MODELS = ("pointnet", "dgcnn") + tuple(DENSE_MODEL_NAMES)
 
 
 @dataclass
@@ -18,12 +21,18 @@ class SinglesConfig:
     device: str = "auto"
     seed: int = 1
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
-    models: list[str] = field(default_factory=lambda: list(POINT_MODEL_NAMES + DENSE_MODEL_NAMES))
+    #: learned models (None: :data:`QUICK_MODELS` in quick mode, every point and dense model otherwise)
+    models: list[str] | None = None
     n_per_class: int | None = None
     epochs: int | None = None
     batch_size: int = 128
     lr: float = 1e-3
     patience: int = 5
+    #: training recipe (:class:`pcloud.train.trainer.Trainer`; defaults: the original Adam at a constant rate)
+    optimizer: str = "adam"
+    schedule: str = "constant"
+    warmup: float = 0.05
+    weight_decay: float = 0.0
     threshold_mev: float = 0.0
     max_points: int | None = None
     occupancy_study: bool = True
@@ -66,6 +75,8 @@ class SinglesConfig:
         unknown = [t for t in c.tasks if t not in TASKS and not (c.data and t == "data")]
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; known: {sorted(TASKS)}")
+        if c.models is None:
+            c.models = list(QUICK_MODELS if c.quick else POINT_MODEL_NAMES + DENSE_MODEL_NAMES)
         bad = [m for m in c.models if m not in POINT_MODEL_NAMES + DENSE_MODEL_NAMES]
         if bad:
             raise ValueError(f"unknown model(s) {bad}; known: {list(POINT_MODEL_NAMES + DENSE_MODEL_NAMES)}")
@@ -77,6 +88,8 @@ TASK_MODE = {"calogan": "total", "clic": "visible", "cms": "visible"}
 #: config keys (pcloud.train.config layout) -> SinglesConfig fields
 _CONFIG_KEYS = {("seed",): "seed", ("device",): "device", ("train", "epochs"): "epochs",
                 ("train", "batch_size"): "batch_size", ("train", "lr"): "lr", ("train", "patience"): "patience",
+                ("train", "optimizer"): "optimizer", ("train", "schedule"): "schedule", ("train", "warmup"): "warmup",
+                ("train", "weight_decay"): "weight_decay",
                 ("split", "seed"): "split_seed"}
 
 

@@ -155,6 +155,19 @@ def _occupancy(occ: dict) -> list[str]:
         row += [f"{r['models'][n]['events_per_s']:,.0f} / {r['models'][n]['peak_memory_mb']:.1f}" if n in r["models"]
                 else "-" for n in names]
         lines.append("| " + " | ".join(row) + " |")
+    if any(r.get("ragged") for r in scan):
+        lines += ["", "### Padded vs ragged batches (same events; inference ev/s and peak MB, training step s and "
+                  "peak MB)", "", "| threshold (MeV) | points/event (mean / max) | model | padded infer ev/s / MB | "
+                  "ragged infer ev/s / MB | padded train step s / MB | ragged train step s / MB |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in scan:
+            for n, rg in (r.get("ragged") or {}).items():
+                pd = r["models"][n]
+                lines.append(f"| {r['threshold_mev']:g} | {r['points_per_event_mean']:.0f} / "
+                             f"{r.get('points_per_event_max', '?')} | {n} | {pd['events_per_s']:,.0f} / "
+                             f"{pd['peak_memory_mb']:.1f} | {rg['events_per_s']:,.0f} / {rg['peak_memory_mb']:.1f} | "
+                             f"{pd.get('step_seconds', float('nan')):.3f} / {pd.get('train_peak_memory_mb', float('nan')):.1f} | "
+                             f"{rg.get('step_seconds', float('nan')):.3f} / {rg.get('train_peak_memory_mb', float('nan')):.1f} |")
     lines += ["", "### Inference cost vs ECAL granularity (CLIC-like, 64 e- showers 10-100 GeV, visible mode)", ""]
     gr = occ["granularity"]
     names = sorted({n for r in gr for n in r["models"]})

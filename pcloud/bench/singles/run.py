@@ -155,7 +155,9 @@ def _learned_models(task: SinglesTask, cfg: SinglesConfig, device: torch.device,
         trainer = Trainer(model, _loss(task), run_dir=out / "runs" / task.name / name, epochs=cfg.epochs,
                           batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience, device=str(device),
                           seed=cfg.seed, max_minutes=cfg.max_minutes_per_model, log=None,
-                          settings=_run_settings(task, cfg, name))
+                          settings=_run_settings(task, cfg, name), optimizer=cfg.optimizer, schedule=cfg.schedule,
+                          warmup=cfg.warmup, weight_decay=cfg.weight_decay,
+                          schedule_time=cfg.max_minutes_per_model is not None)
         result = trainer.fit(_select(data, d.idx["train"]), _select(data, d.idx["val"]), resume=cfg.resume)
         pred = trainer.predict(_select(data, test))
         entry: dict = {"family": "point" if name in POINT_MODEL_NAMES else "dense",

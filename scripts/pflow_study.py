@@ -1,0 +1,341 @@
+"""The particle-flow study of issue 11: where the learned per-track segmentation stands against the goal (F1 >= 0.80,
+energy-weighted accuracy >= 0.93, charged cell share within 0.02 of the truth, iterative better than common below
+DeltaR 0.1) and why.
+
+Sub-commands (each writes JSON and PNG files into ``--out``; CPU-sized defaults, ``OMP_NUM_THREADS=2`` recommended):
+
+* ``events``  generate one event sample of the benchmark's generator (``--events``, ``--seed``) and its
+  train / val / test splits once (``events.pkl``), so the other sub-commands share them;
+* ``curve``   learning curve in the amount of training data: the same model and recipe trained on the first
+  ``--sizes`` events of the training split (validation and test splits fixed), evaluated with iterative and common
+  inference on the test events (``curve_<size>_s<seed>.json``; ``--plot`` draws ``learning_curve_events.png`` from
+  all of them, with the per-epoch losses);
+* ``errors``  which cells are wrong for a trained segmenter (``--model-file``): error energy by category (neutral
+  given to a track, charged left neutral, the wrong track) and by the true dominant share, cell F1 / recall by
+  cell significance E / sigma_noise and by layer (``errors.json``);
+* ``all``     the benchmark runs the lead re-measures after the simulation retune, then the two studies:
+  ``pcloud bench pflow --medium`` (3 seeds), ``--large`` (3 seeds), ``--medium --recipe legacy`` (the recipe before
+  issue 11, 3 seeds), the learning curve and the error breakdown; every command is printed before it runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _events(args):
+    from pcloud.bench.pflow.config import PflowConfig
+    from pcloud.bench.pflow.events import generate_pflow_events
+    from pcloud.core.events import select_events
+    from pcloud.data.splits import Splits
+    from pcloud.geometry import get_geometry
+
+    cfg = PflowConfig(n_events=args.events, seed=args.seed).resolved()
+    t = time.perf_counter()
+    ev = generate_pflow_events(get_geometry("atlas"), cfg)
+    en = np.arange(ev.n_events)
+    sp = Splits(dict(cfg.fractions), seed=cfg.seed)
+    parts = {k: select_events(ev, sp.mask(en, k)) for k in ("train", "val", "test")}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "events.pkl", "wb") as f:
+        pickle.dump(parts, f)
+    print(f"{ev.n_events} events in {time.perf_counter() - t:.0f} s: " +
+          ", ".join(f"{k} {v.n_events}" for k, v in parts.items()))
+
+
+def _load(out):
+    with open(Path(out) / "events.pkl", "rb") as f:
+        return pickle.load(f)
+
+
+def _evaluate(test, geometry, seg, mask, truth, cleanup_sigma=2.0) -> dict:
+    from pcloud.metrics import particle_flow as pm
+    from pcloud.pflow.inference import common_inference, iterative_inference
+
+    res = {}
+    for inf in ("iterative", "common"):
+        a = (iterative_inference(test, geometry, seg, cleanup_sigma=cleanup_sigma) if inf == "iterative"
+             else common_inference(test, geometry, seg))
+        r = pm.evaluate_attribution(test, a, truth, cell_mask=mask)
+        res[inf] = {k: r[k] for k in ("f1", "precision", "recall", "energy_weighted_accuracy",
+                                      "charged_fraction_true", "charged_fraction_pred", "track_energy_response",
+                                      "track_energy_resolution", "neutral_energy_recovered")}
+        res[inf]["dense_track_f1"] = r["dense"]["tracks"]["f1"]
+        res[inf]["dense_track_ewa"] = r["dense"]["tracks"]["energy_weighted_accuracy"]
+        res[inf]["dense_event_ewa"] = r["dense"]["events"]["energy_weighted_accuracy"]
+    return res
+
+
+def _segmenter(args, seed):
+    from pcloud.pflow.learned import FocalTrackSegmenter
+
+    kw = json.loads(args.segmenter) if args.segmenter else {}
+    return FocalTrackSegmenter(model=args.model, seed=seed, device="cpu", **kw)
+
+
+def _curve(args):
+    import torch
+
+    from pcloud.core.attribution import truth_attribution
+    from pcloud.core.events import select_events
+    from pcloud.geometry import get_geometry
+    from pcloud.pflow.topocluster import topo_cluster_events
+
+    torch.set_num_threads(args.threads)
+    parts = _load(args.out)
+    g = get_geometry("atlas")
+    test = parts["test"]
+    mask = topo_cluster_events(g, test).cell_cluster >= 0
+    truth = truth_attribution(test)
+    fit_kw = json.loads(args.fit) if args.fit else {}
+    for size in [int(s) for s in args.sizes.split(",")]:
+        n = min(size, parts["train"].n_events)
+        train = select_events(parts["train"], np.arange(n))
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            path = Path(args.out) / f"curve_{n}_s{seed}.json"
+            if path.exists():
+                print(f"{path} exists: skipped")
+                continue
+            seg = _segmenter(args, seed)
+            t = time.perf_counter()
+            info = seg.fit(train, parts["val"], g, log=lambda s: print(f"[{n} events, seed {seed}] {s}", flush=True),
+                           **fit_kw)
+            sec = time.perf_counter() - t
+            res = _evaluate(test, g, seg, mask, truth)
+            print(f"[{n} events, seed {seed}] " + "  ".join(f"{k} F1 {v['f1']:.3f} E-acc "
+                                                        f"{v['energy_weighted_accuracy']:.3f} share "
+                                                        f"{v['charged_fraction_pred']:.3f}" for k, v in res.items()),
+                  flush=True)
+            rec = {"train_events": n, "seed": seed, "train_clouds": info["n_train_clouds"], "train_seconds": sec,
+                   "epochs_run": info["epochs_run"], "best_epoch": info["best_epoch"], "threshold": info["threshold"],
+                   "history": info["history"], "model": args.model, "segmenter": args.segmenter, "fit": fit_kw,
+                   "test_events": test.n_events, "results": res}
+            path.write_text(json.dumps(rec, indent=1, default=float) + "\n")
+            if args.save_models:
+                seg.save(Path(args.out) / f"model_{n}_s{seed}.pt")
+
+
+def _plot(args):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = [json.loads(p.read_text()) for p in sorted(Path(args.out).glob("curve_*_s*.json"))]
+    if not recs:
+        raise SystemExit(f"no curve_*.json in {args.out}")
+    sizes = sorted({r["train_events"] for r in recs})
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
+    table = []
+    for inf, style in (("iterative", "-"), ("common", "--")):
+        for ax, key, label in ((axes[0], "f1", "cell F1"), (axes[1], "energy_weighted_accuracy", "E-weighted accuracy"),
+                               (axes[2], "charged_fraction_pred", "predicted charged cell share")):
+            m, s = [], []
+            for n in sizes:
+                v = [r["results"][inf][key] for r in recs if r["train_events"] == n]
+                m.append(np.mean(v))
+                s.append(np.std(v, ddof=1) if len(v) > 1 else 0.0)
+            ax.errorbar(sizes, m, yerr=s, fmt=style + "o", capsize=3, label=inf)
+            ax.set_xscale("log")
+            ax.set_xlabel("training events")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+    for n in sizes:
+        rs = [r for r in recs if r["train_events"] == n]
+        row = {"train_events": n, "seeds": len(rs)}
+        for inf in ("iterative", "common"):
+            for key in ("f1", "energy_weighted_accuracy", "charged_fraction_pred", "dense_track_ewa"):
+                v = [r["results"][inf][key] for r in rs]
+                row[f"{inf}_{key}"] = (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
+        row["charged_fraction_true"] = rs[0]["results"]["iterative"]["charged_fraction_true"]
+        row["train_minutes"] = float(np.mean([r["train_seconds"] for r in rs]) / 60)
+        table.append(row)
+    axes[0].axhline(0.80, color="k", lw=0.8, ls=":")
+    axes[1].axhline(0.93, color="k", lw=0.8, ls=":")
+    axes[2].axhline(table[0]["charged_fraction_true"], color="k", lw=0.8, ls=":")
+    for r in recs:
+        h = r["history"]
+        axes[3].plot([x["epoch"] for x in h], [x["val_loss"] for x in h], "-",
+                     color=plt.cm.viridis(sizes.index(r["train_events"]) / max(len(sizes) - 1, 1)), lw=1)
+    axes[3].set_xlabel("epoch")
+    axes[3].set_ylabel("validation loss (colour: training events)")
+    axes[3].grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"learning curve: {recs[0]['model']} {recs[0]['segmenter'] or ''} (dotted: goal / true share)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(Path(args.out) / "learning_curve_events.png", dpi=90)
+    (Path(args.out) / "curve_table.json").write_text(json.dumps(table, indent=1) + "\n")
+    print("| training events | seeds | F1 iterative | E-acc iterative | share iterative | F1 common | E-acc common | "
+          "dense track E-acc it / co | train min |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in table:
+        f = (lambda k: f"{r[k][0]:.3f} ± {r[k][1]:.3f}")
+        print(f"| {r['train_events']} | {r['seeds']} | {f('iterative_f1')} | {f('iterative_energy_weighted_accuracy')} | "
+              f"{f('iterative_charged_fraction_pred')} (true {r['charged_fraction_true']:.3f}) | {f('common_f1')} | "
+              f"{f('common_energy_weighted_accuracy')} | {r['iterative_dense_track_ewa'][0]:.3f} / "
+              f"{r['common_dense_track_ewa'][0]:.3f} | {r['train_minutes']:.1f} |")
+
+
+def _errors(args):
+    import torch
+
+    from pcloud.core.attribution import truth_attribution
+    from pcloud.geometry import get_geometry
+    from pcloud.metrics import particle_flow as pm
+    from pcloud.pflow.inference import common_inference, iterative_inference
+    from pcloud.pflow.learned import FocalTrackSegmenter
+    from pcloud.pflow.topocluster import topo_cluster_events
+
+    torch.set_num_threads(args.threads)
+    test = _load(args.out)["test"]
+    g = get_geometry("atlas")
+    seg = FocalTrackSegmenter.load(args.model_file, device="cpu")
+    mask = topo_cluster_events(g, test).cell_cluster >= 0
+    truth = truth_attribution(test)
+    out = {"model_file": str(args.model_file)}
+    for inf in ("iterative", "common", "iterative_truth_subtracted"):
+        a = (iterative_inference(test, g, seg) if inf == "iterative" else common_inference(test, g, seg)
+             if inf == "common" else iterative_truth_subtracted(test, g, seg, truth))
+        r = pm.evaluate_attribution(test, a, truth, cell_mask=mask, keep_arrays=True)
+        out[inf] = error_breakdown(test, g, truth, a, r)
+        out[inf]["dense_tracks"] = {k: r["dense"]["tracks"][k] for k in ("n_tracks", "f1", "energy_weighted_accuracy",
+                                                                          "response_median", "resolution")}
+        out[inf]["charged_fraction_pred"] = r["charged_fraction_pred"]
+        print(inf, f"F1 {r['f1']:.3f} E-acc {r['energy_weighted_accuracy']:.3f} dense track F1 "
+              f"{r['dense']['tracks']['f1']:.3f} E-acc {r['dense']['tracks']['energy_weighted_accuracy']:.3f}",
+              json.dumps(out[inf]["categories"], default=float), flush=True)
+    (Path(args.out) / "errors.json").write_text(json.dumps(out, indent=1, default=float) + "\n")
+
+
+def iterative_truth_subtracted(events, geometry, segmenter, truth):
+    """Iterative inference where the energy taken by the tracks of higher pT is the *true* one (their truth share
+    subtracted before the next track's cloud is built), while each track's own share is the model's prediction on
+    that cloud: separates the propagation of earlier prediction errors (absent here) from how the model copes with
+    subtracted clouds at all."""
+    from pcloud.core.attribution import Attribution
+    from pcloud.pflow.clouds import cloud_cell_rows, cloud_track_rows, track_clouds
+    from pcloud.pflow.inference import _merge, track_order
+
+    e0 = np.asarray(events.cells["energy_gev"], np.float64)
+    rows, rank = track_order(events)
+    mask = segmenter.cloud_cell_mask(events, geometry)
+    true_share = {}
+    for c, t, e in zip(truth.cell_row, truth.track_row, truth.energy_gev):
+        true_share.setdefault(int(t), []).append((int(c), float(e)))
+    e_cur = e0.copy()
+    crs, trs, es = [], [], []
+    for k in range(int(rank.max()) + 1 if rank.size else 0):
+        sel = rows[rank == k]
+        clouds = track_clouds(events, geometry, cell_energy_gev=e_cur, tracks=sel, cell_mask=mask)
+        crow, trow = cloud_cell_rows(clouds), cloud_track_rows(clouds)
+        f = np.clip(segmenter.predict_fraction(clouds), 0, 1)
+        crs.append(crow), trs.append(trow), es.append(f * np.clip(e_cur[crow], 0, None))
+        for t in sel:  # then subtract the truth of these tracks (teacher forcing)
+            for c, e in true_share.get(int(t), []):
+                e_cur[c] = max(e_cur[c] - e, 0.0) if e0[c] > 0 else e_cur[c]
+    if not crs:
+        return Attribution(np.zeros(0), np.zeros(0), np.zeros(0), method="iterative_truth_subtracted")
+    return _merge(np.concatenate(crs), np.concatenate(trs), np.concatenate(es), events.tracks["event"].size,
+                  "iterative_truth_subtracted")
+
+
+def error_breakdown(events, geometry, truth, pred, r) -> dict:
+    """Which evaluated cells carry the wrong label: energy share of each error category, split by the true dominant
+    share of the cell; cell F1 and recall by significance E / sigma_noise and by layer."""
+    A = r["arrays"]
+    sel = A["evaluated"]
+    e = np.asarray(events.cells["energy_gev"], np.float64)
+    lt, lp = A["label_true"][sel], A["label_pred"][sel]
+    E = e[sel]
+    W = E.sum()
+    sig = E / np.asarray(events.cells["noise_sigma_gev"], np.float64)[sel]
+    o = np.lexsort((-truth.energy_gev, truth.cell_row))
+    k = truth.cell_row[o]
+    first = np.r_[True, k[1:] != k[:-1]] if k.size else np.zeros(0, bool)
+    top = np.zeros(e.size)
+    top[k[first]] = truth.energy_gev[o][first]
+    share = top[sel] / E
+    cats = {"neutral_to_track": (lt < 0) & (lp >= 0), "track_to_neutral": (lt >= 0) & (lp < 0),
+            "wrong_track": (lt >= 0) & (lp >= 0) & (lt != lp)}
+    edges = (0.0, 0.3, 0.45, 0.55, 0.7, 1.01)
+    res = {"categories": {}, "by_significance": [], "by_layer": [],
+           "energy_weighted_accuracy": float(E[lt == lp].sum() / W), "f1": r["f1"]}
+    for name, m in cats.items():
+        res["categories"][name] = {
+            "cells": int(m.sum()), "energy_share": float(E[m].sum() / W),
+            "by_true_top_track_share": {f"{lo:g}-{hi:g}": float(E[m & (share >= lo) & (share < hi)].sum() / W)
+                                        for lo, hi in zip(edges[:-1], edges[1:])}}
+    ct, cp = lt >= 0, lp >= 0
+    for lo, hi in ((0, 1), (1, 2), (2, 4), (4, 10), (10, np.inf)):
+        m = (sig >= lo) & (sig < hi)
+        tp, fp, fn = float((ct & cp & m).sum()), float((~ct & cp & m).sum()), float((ct & ~cp & m).sum())
+        res["by_significance"].append({"range": f"{lo:g}-{hi:g}", "cells": int(m.sum()), "true_charged": float(ct[m].mean())
+                                       if m.any() else None, "pred_charged": float(cp[m].mean()) if m.any() else None,
+                                       "f1": 2 * tp / max(2 * tp + fp + fn, 1), "recall": tp / max(tp + fn, 1),
+                                       "energy_share": float(E[m].sum() / W)})
+    layer = np.asarray(geometry.cells["layer"])[np.asarray(events.cells["id"])[sel]]
+    for L in np.unique(layer):
+        m = layer == L
+        tp, fp, fn = float((ct & cp & m).sum()), float((~ct & cp & m).sum()), float((ct & ~cp & m).sum())
+        res["by_layer"].append({"layer": int(L), "cells": int(m.sum()), "f1": 2 * tp / max(2 * tp + fp + fn, 1),
+                                "energy_weighted_accuracy": float(E[m & (lt == lp)].sum() / max(E[m].sum(), 1e-12))})
+    return res
+
+
+ALL_COMMANDS = [
+    "pcloud bench pflow --medium --out {out}/medium",
+    "pcloud bench pflow --large --out {out}/large",
+    "pcloud bench pflow --medium --recipe legacy --no-ablation --models pointnet,dgcnn --out {out}/medium_legacy",
+    "{py} scripts/pflow_study.py events --events 9000 --out {out}/curve",
+    "{py} scripts/pflow_study.py curve --sizes 500,1000,2000,4000,6300 --seeds 1,2 --save-models --out {out}/curve",
+    "{py} scripts/pflow_study.py plot --out {out}/curve",
+    "{py} scripts/pflow_study.py errors --model-file {out}/curve/model_6300_s1.pt --out {out}/curve",
+]
+
+
+def _all(args):
+    for c in ALL_COMMANDS:
+        cmd = c.format(out=args.out, py=sys.executable)
+        print(f"$ {cmd}", flush=True)
+        t = time.perf_counter()
+        rc = subprocess.call(cmd, shell=True)
+        print(f"# exit {rc} after {time.perf_counter() - t:.0f} s", flush=True)
+        if rc:
+            raise SystemExit(rc)
+
+
+#: the recipe of the learning curve (the benchmark's large-mode recipe; change with --segmenter / --fit)
+CURVE_SEGMENTER = {"cells": "topo", "loss": "ce", "threshold": "val", "max_points": 256}
+CURVE_FIT = {"epochs": 10, "batch_size": 128, "lr": 1e-3, "patience": 4, "optimizer": "adamw", "schedule": "cosine",
+             "warmup": 0.05, "weight_decay": 1e-4}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("command", choices=("events", "curve", "plot", "errors", "all"))
+    ap.add_argument("--out", default="out/pflow_study")
+    ap.add_argument("--events", type=int, default=9000)
+    ap.add_argument("--seed", type=int, default=1, help="generation and split seed")
+    ap.add_argument("--sizes", default="500,1000,2000,4000,6300", help="training events of the learning curve")
+    ap.add_argument("--seeds", default="1,2", help="training seeds of the learning curve")
+    ap.add_argument("--model", default="pointnet")
+    ap.add_argument("--segmenter", default=json.dumps(CURVE_SEGMENTER), help="FocalTrackSegmenter keywords (JSON)")
+    ap.add_argument("--fit", default=json.dumps(CURVE_FIT), help="fit keywords (JSON)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--save-models", action="store_true")
+    ap.add_argument("--model-file", default=None, help="errors: a saved FocalTrackSegmenter")
+    args = ap.parse_args(argv)
+    {"events": _events, "curve": _curve, "plot": _plot, "errors": _errors, "all": _all}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
