@@ -166,18 +166,11 @@ def parity(name: str, make, batch: dict, device) -> dict:
     return res
 
 
-def timed(fn, n_events: int, device, min_seconds: float = 0.3, max_repeats: int = 30) -> float:
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    fn()
-    sync()
-    reps, t0 = 0, time.perf_counter()
-    while reps < max_repeats:
-        fn()
-        sync()
-        reps += 1
-        if time.perf_counter() - t0 >= min_seconds:
-            break
-    return n_events * reps / (time.perf_counter() - t0)
+def timed(fn, n_events: int, device) -> float:
+    """Events per second of ``fn`` (:func:`pcloud.bench.compute.throughput`: one warm-up, then >= 0.3 s)."""
+    from pcloud.bench.compute import throughput
+
+    return throughput(fn, n_events, device=device, min_seconds=0.3, max_repeats=30)
 
 
 def cost(model, b: dict, device, train_batch: int, infer_batch: int) -> dict:

@@ -19,7 +19,7 @@ from .edgeconv import EdgeConv
 from .heads import GlobalHead, PointCloudModel, SegHead
 from .layers import MaskedMLP, exporting, masked_pool, pooled_dim, reset_children
 from .knn import knn, knn_dense
-from .ragged import ragged_knn, segment_pool
+from .ragged import ragged_knn
 
 __all__ = ["DGCNN"]
 
@@ -120,11 +120,4 @@ class DGCNN(PointCloudModel):
                 nbr, valid = ragged_knn(graph_feat if i == 0 else h, lay, self.k, precise=not self.training)
             h = conv.forward_flat(h, nbr, valid)
             outs.append(h)
-        local = torch.cat(outs, dim=-1)
-        emb = self.embed(local, None)
-        pooled = segment_pool(emb, lay.batch, lay.n_events, self.pooling)
-        out: dict[str, Tensor] = {"global": pooled}
-        out.update(self.head(pooled, g))
-        if self.seg is not None:
-            out.update(self.seg.forward_ragged(torch.cat([local, emb], dim=-1), pooled, lay.batch))
-        return out
+        return self.ragged_outputs(torch.cat(outs, dim=-1), lay, g)

@@ -175,11 +175,4 @@ class GravNet(PointCloudModel):
             h, _ = conv(z, neighbours)
             h = norm(h)
             outs.append(h)
-        local = torch.cat(outs, dim=-1)
-        emb = self.embed(local, None)
-        pooled = segment_pool(emb, lay.batch, lay.n_events, self.pooling)
-        out: dict[str, Tensor] = {"global": pooled}
-        out.update(self.head(pooled, g))
-        if self.seg is not None:
-            out.update(self.seg.forward_ragged(torch.cat([local, emb], dim=-1), pooled, lay.batch))
-        return out
+        return self.ragged_outputs(torch.cat(outs, dim=-1), lay, g)

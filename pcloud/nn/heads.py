@@ -113,6 +113,20 @@ class PointCloudModel(nn.Module):
                                  f"{tuple(g.shape)}")
         return x, pos, layout, g
 
+    def ragged_outputs(self, local: Tensor, layout, g: Tensor | None) -> dict[str, Tensor]:
+        """The shared tail of the EdgeConv-style models on ragged rows (``self.embed``, ``self.pooling``,
+        ``self.head``, ``self.seg``): embed the concatenated per-point features ``local (P, C)``, pool per event,
+        event heads, and the segmentation head on ``[local, embedding]`` with the pooled vector."""
+        from .ragged import segment_pool
+
+        emb = self.embed(local, None)
+        pooled = segment_pool(emb, layout.batch, layout.n_events, self.pooling)
+        out: dict[str, Tensor] = {"global": pooled}
+        out.update(self.head(pooled, g))
+        if self.seg is not None:
+            out.update(self.seg.forward_ragged(torch.cat([local, emb], dim=-1), pooled, layout.batch))
+        return out
+
 
 class GlobalHead(nn.Module):
     """Event-level heads on pooled features: ID logits, auxiliary regression and skip-connected energy.

@@ -8,26 +8,11 @@ import torch
 
 from pcloud.metrics.classification import best_threshold
 from pcloud.train.trainer import Trainer, class_balanced_weights, lr_factor
-
-
-class Lin(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.l = torch.nn.Linear(3, 2)
-
-    def forward(self, batch):
-        return {"logits": self.l(batch["x"])}
-
-
-def ce(out, batch):
-    loss = torch.nn.functional.cross_entropy(out["logits"], batch["y"])
-    return loss, {"ce": float(loss.detach())}
+from helpers.tiny_model import Lin, ce, linear_data
 
 
 def data(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 3, generator=g)
-    return {"x": x, "y": (x[:, 0] + 0.5 * x[:, 1] > 0).long(), "i": torch.arange(n)}
+    return linear_data(n, seed, with_index=True)
 
 
 def test_lr_factor_hand_values():

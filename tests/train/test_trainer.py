@@ -4,27 +4,11 @@ import torch
 
 from pcloud.train.config import apply_override, load_config
 from pcloud.train.trainer import Trainer
-
-
-class Lin(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.l = torch.nn.Linear(3, 2)
-
-    def forward(self, batch):
-        return {"logits": self.l(batch["x"])}
-
-
-def ce(out, batch):
-    loss = torch.nn.functional.cross_entropy(out["logits"], batch["y"])
-    return loss, {"ce": float(loss.detach())}
+from helpers.tiny_model import Lin, ce, linear_data
 
 
 def data(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 3, generator=g)
-    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
-    return {"x": x, "y": y}
+    return linear_data(n, seed)
 
 
 def test_learns_and_keeps_best(tmp_path):
