@@ -33,3 +33,16 @@ def pad_more(batch, extra, seed=1):
     out["mask"] = torch.cat([batch["mask"], torch.zeros(B, extra, dtype=torch.bool)], 1)
     perm = torch.randperm(N + extra, generator=g)
     return permute_points(out, perm), perm
+
+
+def overfit(model, batch, targets, loss_fn, steps: int, lr: float = 3e-3) -> tuple[float, float]:
+    """Adam on one batch for ``steps`` steps; returns the loss before the first step and after the last one."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    first = None
+    for _ in range(steps):
+        opt.zero_grad()
+        loss, _ = loss_fn(model(batch), targets)
+        first = float(loss.detach()) if first is None else first
+        loss.backward()
+        opt.step()
+    return first, float(loss_fn(model(batch), targets)[0].detach())

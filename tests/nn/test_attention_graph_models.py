@@ -5,7 +5,7 @@ import torch
 
 from pcloud.nn import GravNet, PointTransformer, build_model
 from pcloud.nn.losses import MultiTaskLoss
-from helpers.pointclouds import make_batch, pad_more, permute_points
+from helpers.pointclouds import make_batch, overfit, pad_more, permute_points
 
 F, G = 4, 2
 MODELS = ["transformer", "transformer_local", "gravnet"]
@@ -119,15 +119,7 @@ def test_overfits_a_tiny_set(name):
     targets = {"label": torch.arange(B) % 3, "seg_label": ((x[..., 0] + x[..., 1]) > 0).long(), "mask": b["mask"]}
     model = tiny(name)
     loss_fn = MultiTaskLoss(w_energy=0.0)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    first = None
-    for _ in range(150):
-        opt.zero_grad()
-        loss, _ = loss_fn(model(b), targets)
-        first = float(loss.detach()) if first is None else first
-        loss.backward()
-        opt.step()
-    final = float(loss.detach())
+    first, final = overfit(model, b, targets, loss_fn, 150)
     assert final < 0.15 * first, (first, final)
 
 

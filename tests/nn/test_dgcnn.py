@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from pcloud.nn import DGCNN, EdgeConv, build_model, knn
+from helpers.pointclouds import overfit
 from pcloud.nn.losses import MultiTaskLoss
 
 F, G = 4, 2
@@ -236,15 +237,7 @@ def test_overfits_small_batch():
                "seg_label": (torch.nan_to_num(b["x"])[..., 0] > 0).long(), "mask": b["mask"]}
     model = tiny()
     loss_fn = MultiTaskLoss(w_energy=10.0)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    first = None
-    for _ in range(300):
-        opt.zero_grad()
-        loss, _ = loss_fn(model(b), targets)
-        first = float(loss.detach()) if first is None else first
-        loss.backward()
-        opt.step()
-    final = float(loss_fn(model(b), targets)[0].detach())
+    first, final = overfit(model, b, targets, loss_fn, 300)
     print(f"DGCNN overfit: loss {first:.4f} -> {final:.5f}")
     assert final < 0.1 * first, (first, final)
 

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from helpers.pointclouds import overfit
 from pcloud.nn.losses import MultiTaskLoss
 from pcloud.nn import PointNet, TNet, build_model, masked_pool
 
@@ -145,15 +146,7 @@ def test_overfits_small_batch():
     targets = {"label": label, "energy_gev": energy, "seg_label": seg, "mask": b["mask"]}
     model = tiny(input_transform=False)
     loss_fn = MultiTaskLoss(w_energy=10.0)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    first = None
-    for step in range(300):
-        opt.zero_grad()
-        loss, _ = loss_fn(model(b), targets)
-        first = float(loss.detach()) if first is None else first
-        loss.backward()
-        opt.step()
-    final = float(loss_fn(model(b), targets)[0].detach())
+    first, final = overfit(model, b, targets, loss_fn, 300)
     print(f"PointNet overfit: loss {first:.4f} -> {final:.5f}")
     assert final < 0.1 * first, (first, final)
 
