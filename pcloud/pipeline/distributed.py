@@ -68,12 +68,9 @@ def join_context(ddp_model):
 
 def train_ddp(cfg, out, log=print) -> dict | None:
     """``pcloud train`` inside an initialised process group (module docstring); returns rank 0's results."""
-    from ..data.batch import CloudDataset
-    from ..data.point_features import feature_columns
     from ..io.native import NativeStore
-    from .batches import Batcher
-    from .models import build_from_spec, model_spec
-    from .train import _run_settings, finish_training, prepare_data, task_loss
+    from .models import build_from_spec
+    from .train import _run_settings, finish_training, prepare_data, run_model_spec, run_streams, task_loss
     from ..train.trainer import Trainer, select_device
 
     rank, world = rank_world()
@@ -84,11 +81,8 @@ def train_ddp(cfg, out, log=print) -> dict | None:
     store_path = out / "data" / "train.parquet"
     if rank != 0:
         p = dict(shared, store=NativeStore(store_path))
-    d, t, task = cfg.data, cfg.train, cfg.task
-    n_classes = len(p["classes"]) if task in ("id", "id+energy") else 0
-    spec = model_spec(cfg.model["name"], len(feature_columns(d["features"])), n_classes,
-                      task in ("energy", "id+energy"), 0, len(p["global_fields"]), bool(cfg.model["small"]),
-                      cfg.model.get("options") or {}, feature_names=feature_columns(d["features"]))
+    t, task = cfg.train, cfg.task
+    spec = run_model_spec(cfg, p)
     torch.manual_seed(cfg.seed)
     device = select_device(cfg.device)
     if device.type == "cuda":
@@ -96,12 +90,8 @@ def train_ddp(cfg, out, log=print) -> dict | None:
         torch.cuda.set_device(device)
     model = build_from_spec(cfg.model["name"], spec, p["geometry"])
     ddp = wrap_ddp(model.to(device), device)
-    batcher = Batcher(p["kind"], d["features"], d["max_points"], p["normaliser"], p["geometry"], p["global_fields"])
-    common = dict(batch_size=t["batch_size"], collate=batcher, splits=p["splits"], seed=cfg.seed,
-                  chunk_size=d["chunk_events"], columns=batcher.columns(p["store"]))
-    train_ds = CloudDataset(p["store"], shuffle=True, split="train", shuffle_buffer=t["shuffle_buffer"], **common)
+    train_ds, val_ds = run_streams(cfg, p)
     train_ds.rank, train_ds.world = rank, world
-    val_ds = CloudDataset(p["store"], shuffle=False, split="val", **common)
     seen = {"events": 0}
 
     def counted(ds):

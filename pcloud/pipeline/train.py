@@ -144,6 +144,26 @@ def _loader(ds: CloudDataset, workers: int):
                                        persistent_workers=False) if workers else ds
 
 
+def run_model_spec(cfg: RunConfig, p: dict) -> dict:
+    """The model's constructor arguments for the task and the data prepared by :func:`prepare_data`."""
+    d, task = cfg.data, cfg.task
+    n_classes = len(p["classes"]) if task in ("id", "id+energy") else 0
+    return model_spec(cfg.model["name"], len(feature_columns(d["features"])), n_classes,
+                      task in ("energy", "id+energy"), 0, len(p["global_fields"]), bool(cfg.model["small"]),
+                      cfg.model.get("options") or {}, feature_names=feature_columns(d["features"]))
+
+
+def run_streams(cfg: RunConfig, p: dict) -> tuple[CloudDataset, CloudDataset]:
+    """The shuffled training stream and the ordered validation stream over the prepared store (only the columns
+    the batches are made of)."""
+    d, t = cfg.data, cfg.train
+    batcher = Batcher(p["kind"], d["features"], d["max_points"], p["normaliser"], p["geometry"], p["global_fields"])
+    common = dict(batch_size=t["batch_size"], collate=batcher, splits=p["splits"], seed=cfg.seed,
+                  chunk_size=d["chunk_events"], columns=batcher.columns(p["store"]))
+    return (CloudDataset(p["store"], shuffle=True, split="train", shuffle_buffer=t["shuffle_buffer"], **common),
+            CloudDataset(p["store"], shuffle=False, split="val", **common))
+
+
 def train(cfg: RunConfig, out, log=print, on_epoch=None) -> dict:
     """Train the model of ``cfg`` on its data; writes the bundle, splits, checkpoints and the test-split results
     into ``out``; returns the results. ``on_epoch(record)`` is called after every epoch (scans prune there)."""
@@ -151,18 +171,11 @@ def train(cfg: RunConfig, out, log=print, on_epoch=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     p = prepare_data(cfg, out, log)
-    d, t, task = cfg.data, cfg.train, cfg.task
-    n_classes = len(p["classes"]) if task in ("id", "id+energy") else 0
-    spec = model_spec(cfg.model["name"], len(feature_columns(d["features"])), n_classes,
-                      task in ("energy", "id+energy"), 0, len(p["global_fields"]), bool(cfg.model["small"]),
-                      cfg.model.get("options") or {}, feature_names=feature_columns(d["features"]))
+    t, task = cfg.train, cfg.task
+    spec = run_model_spec(cfg, p)
     torch.manual_seed(cfg.seed)
     model = build_from_spec(cfg.model["name"], spec, p["geometry"])
-    batcher = Batcher(p["kind"], d["features"], d["max_points"], p["normaliser"], p["geometry"], p["global_fields"])
-    common = dict(batch_size=t["batch_size"], collate=batcher, splits=p["splits"], seed=cfg.seed,
-                  chunk_size=d["chunk_events"], columns=batcher.columns(p["store"]))
-    train_ds = CloudDataset(p["store"], shuffle=True, split="train", shuffle_buffer=t["shuffle_buffer"], **common)
-    val_ds = CloudDataset(p["store"], shuffle=False, split="val", **common)
+    train_ds, val_ds = run_streams(cfg, p)
     trainer = Trainer(model, task_loss(task), run_dir=out / "runs", epochs=t["epochs"], batch_size=t["batch_size"],
                       lr=t["lr"], patience=t["patience"], device=str(select_device(cfg.device)), seed=cfg.seed,
                       max_minutes=t.get("max_minutes"), log=lambda s: log(f"[train] {s}"), progress=False,
