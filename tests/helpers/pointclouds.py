@@ -46,3 +46,17 @@ def overfit(model, batch, targets, loss_fn, steps: int, lr: float = 3e-3) -> tup
         loss.backward()
         opt.step()
     return first, float(loss_fn(model(batch), targets)[0].detach())
+
+
+def single_event(batch, e: int) -> dict:
+    """Event ``e`` of a padded batch alone, without padding (a batch of one)."""
+    m = batch["mask"][e]
+    return {"x": batch["x"][e, m][None], "pos": batch["pos"][e, m][None], "g": batch["g"][e:e + 1],
+            "mask": torch.ones(1, int(m.sum()), dtype=torch.bool)}
+
+
+def assert_permuted(got: dict, ref: dict, perm, keys=("logits", "regression", "energy", "global")) -> None:
+    """Event-level outputs unchanged and per-point segmentation logits permuted as the points (``perm``)."""
+    for key in keys:
+        torch.testing.assert_close(got[key], ref[key], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got["seg_logits"], ref["seg_logits"][:, perm], rtol=1e-4, atol=1e-5)

@@ -5,7 +5,7 @@ import torch
 
 from pcloud.nn import GravNet, PointTransformer, build_model
 from pcloud.nn.losses import MultiTaskLoss
-from helpers.pointclouds import make_batch, overfit, pad_more, permute_points
+from helpers.pointclouds import assert_permuted, make_batch, overfit, pad_more, permute_points, single_event
 
 F, G = 4, 2
 MODELS = ["transformer", "transformer_local", "gravnet"]
@@ -52,9 +52,7 @@ def test_permutation_invariance_and_equivariance(name, train):
     ref = model(b)
     perm = torch.randperm(16, generator=torch.Generator().manual_seed(3))
     got = model(permute_points(b, perm))
-    for key in ("logits", "regression", "energy", "global"):
-        torch.testing.assert_close(got[key], ref[key], rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(got["seg_logits"], ref["seg_logits"][:, perm], rtol=1e-4, atol=1e-5)
+    assert_permuted(got, ref, perm)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -77,12 +75,9 @@ def test_batched_equals_each_event_alone(name):
     model = tiny(name).eval()
     ref = model(b)
     for e in range(5):
-        m = b["mask"][e]
-        single = {"x": b["x"][e, m][None], "pos": b["pos"][e, m][None], "g": b["g"][e:e + 1],
-                  "mask": torch.ones(1, int(m.sum()), dtype=torch.bool)}
-        out = model(single)
+        out = model(single_event(b, e))
         torch.testing.assert_close(out["logits"][0], ref["logits"][e], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(out["seg_logits"][0], ref["seg_logits"][e, m], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out["seg_logits"][0], ref["seg_logits"][e, b["mask"][e]], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pcloud.nn import DGCNN, EdgeConv, build_model, knn
-from helpers.pointclouds import overfit
+from helpers.pointclouds import assert_permuted, overfit, single_event
 from pcloud.nn.losses import MultiTaskLoss
 
 F, G = 4, 2
@@ -180,9 +180,7 @@ def test_permutation_invariance_and_equivariance(train, graph_on):
     ref = model(b)
     perm = torch.randperm(16, generator=torch.Generator().manual_seed(5))
     got = model(permute_points(b, perm))
-    for key in ("logits", "regression", "energy", "global"):
-        torch.testing.assert_close(got[key], ref[key], rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(got["seg_logits"], ref["seg_logits"][:, perm], rtol=1e-4, atol=1e-5)
+    assert_permuted(got, ref, perm)
 
 
 @pytest.mark.parametrize("train", [False, True])
@@ -249,10 +247,7 @@ def test_batched_equals_each_event_alone():
     model = tiny().eval()
     ref = model(b)
     for e in range(5):
-        m = b["mask"][e]
-        single = {"x": b["x"][e, m][None], "pos": b["pos"][e, m][None], "g": b["g"][e:e + 1],
-                  "mask": torch.ones(1, int(m.sum()), dtype=torch.bool)}
-        out = model(single)
+        out = model(single_event(b, e))
         for key in ("logits", "regression", "energy", "global"):
             torch.testing.assert_close(out[key][0], ref[key][e], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(out["seg_logits"][0], ref["seg_logits"][e, m], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out["seg_logits"][0], ref["seg_logits"][e, b["mask"][e]], rtol=1e-4, atol=1e-5)

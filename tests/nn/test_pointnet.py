@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from helpers.pointclouds import overfit
+from helpers.pointclouds import overfit, single_event
 from pcloud.nn.losses import MultiTaskLoss
 from pcloud.nn import PointNet, TNet, build_model, masked_pool
 
@@ -156,10 +156,7 @@ def test_batched_equals_each_event_alone():
     model = tiny().eval()
     ref = model(b)
     for e in range(5):
-        m = b["mask"][e]
-        single = {"x": b["x"][e, m][None], "pos": b["pos"][e, m][None], "g": b["g"][e:e + 1],
-                  "mask": torch.ones(1, int(m.sum()), dtype=torch.bool)}
-        out = model(single)
+        out = model(single_event(b, e))
         for key in ("logits", "regression", "energy", "global", "transform"):
             torch.testing.assert_close(out[key][0], ref[key][e], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(out["seg_logits"][0], ref["seg_logits"][e, m], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out["seg_logits"][0], ref["seg_logits"][e, b["mask"][e]], rtol=1e-4, atol=1e-5)
