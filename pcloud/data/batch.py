@@ -375,7 +375,9 @@ class CloudDataset(torch.utils.data.IterableDataset):
     def _filter(self, chunk):
         if self.splits is None:
             return chunk
-        return chunk[self.splits.mask(ak.to_numpy(chunk.event_number), self.split)]
+        # packed: a masked jagged array is a view that keeps the whole chunk's points alive, and concatenating
+        # views copies their whole contents (see _emit)
+        return ak.to_packed(chunk[self.splits.mask(ak.to_numpy(chunk.event_number), self.split)])
 
     def _n_selected(self) -> int:
         if self.splits is None and isinstance(self.source, ak.Array):
@@ -421,7 +423,11 @@ class CloudDataset(torch.utils.data.IterableDataset):
         n_full = len(buf) // self.batch_size * self.batch_size
         for s in range(0, n_full, self.batch_size):
             yield self._out(buf[s:s + self.batch_size])
-        return buf[n_full:]
+        # The remainder is packed (a copy of < batch_size events): as a view of the shuffled buffer it would carry
+        # the buffer's whole content into the next ak.concatenate, which copies contents, not the viewed events,
+        # so every buffer would hold all earlier ones and memory would grow with the number of buffers per epoch,
+        # i.e. with the size of the input (issue 8: +0.4 GB at 200k CaloGAN showers).
+        return ak.to_packed(buf[n_full:])
 
     def _out(self, batch):
         return batch if self.collate is None else self.collate(batch)

@@ -127,6 +127,24 @@ def test_dataset_streams_path_and_array(tmp_path, calogan, make_random_showers):
         CloudDataset(path, batch_size=4)
 
 
+def test_shuffled_stream_memory_does_not_grow_with_the_number_of_buffers(tmp_path, calogan, make_random_showers):
+    """Each yielded batch is a view of its shuffle buffer; the points that view keeps alive (``layout.nbytes``)
+    must stay bounded by one buffer, not grow with the number of buffers already emitted (issue 8: a remainder that
+    was a view of the previous buffer dragged every earlier buffer into the next concatenation)."""
+    clouds = images_to_clouds(make_random_showers(calogan, 600, occupancy=0.1, event_number=np.arange(600)))
+    path = tmp_path / "d.parquet"
+    write_clouds(path, clouds, row_group_events=20)
+    sp = Splits({"train": 0.7, "test": 0.3}, seed=3)
+    ds = CloudDataset(NativeStore(path), batch_size=7, shuffle=True, seed=1, splits=sp, split="train",
+                      shuffle_buffer=40)
+    held = [b.layout.nbytes for b in ds]
+    n_events = sum(1 for _ in sp.select(clouds, "train").event_number)
+    assert len(held) == -(-n_events // 7) and len(held) > 50  # ~10 buffers
+    one_buffer = ak.to_packed(clouds[:60]).layout.nbytes  # a full buffer (40 events + remainder, + slack)
+    assert max(held) < one_buffer, (max(held), one_buffer)
+    assert max(held[-10:]) < 2 * max(held[:10])
+
+
 def test_bad_batch_input(small):
     with pytest.raises(KeyError, match="unknown feature"):
         to_padded(small, ["energy", "colour"])
