@@ -63,3 +63,24 @@ def test_train_repeat_reports_mean_and_spread(ops_files, tmp_path):
     auc = r["metrics"]["metrics.auc"]
     assert len(auc["values"]) == 2 and auc["std"] >= 0 and min(auc["values"]) <= auc["mean"] <= max(auc["values"])
     assert "| auc |" in (out / "repeat.md").read_text()
+
+
+def test_shipped_scan_file_is_valid():
+    """pcloud/configs/tune.yaml: every key of its space is a recipe key and every choice / bound is accepted."""
+    from pathlib import Path
+
+    import pcloud
+    from pcloud.pipeline.config import run_config
+    from pcloud.train.trainer import OPTIMIZERS, SCHEDULES
+    from pcloud.tune import load_scan
+
+    scan = load_scan(Path(pcloud.__file__).parent / "configs" / "tune.yaml")
+    assert {"train.lr", "train.optimizer", "train.schedule", "train.weight_decay"} <= set(scan["space"])
+    for key, spec in scan["space"].items():
+        values = spec["choices"] if spec["type"] == "categorical" else [spec["low"], spec["high"]]
+        for v in values:
+            cfg = run_config(None, [*scan["base"], f"{key}={v}"], data=["e.h5:e+"]).to_dict()
+            section, name = key.split(".", 1)
+            assert cfg[section][name] == v, (key, v)
+    assert set(scan["space"]["train.optimizer"]["choices"]) <= set(OPTIMIZERS)
+    assert set(scan["space"]["train.schedule"]["choices"]) <= set(SCHEDULES)
