@@ -24,7 +24,10 @@ search (``torch.topk``: learned coordinates have no exact ties) is :func:`pcloud
 coordinates in the padded path and
 :func:`pcloud.nn.ragged.ragged_knn` (events grouped by size) in the ragged path (:mod:`pcloud.nn.ragged`); both
 exclude the point itself and padding, and the repeated slots of events with fewer than ``k + 1`` points do not enter
-the mean (``valid`` of :func:`~pcloud.nn.knn.knn`) nor, as neutral repeats, change the max.
+the mean (``valid`` of :func:`~pcloud.nn.knn.knn`) nor, as neutral repeats, change the max. In eval mode the padded
+path ranks neighbours in float64 (as DGCNN does), and inside :func:`pcloud.nn.layers.export_friendly` it runs on
+every slot with one ``(B, N, N)`` distance block (:func:`~pcloud.nn.knn.knn_dense`), so ONNX / TorchScript exports
+keep the batch and point axes dynamic and choose the same neighbours as torch.
 """
 from __future__ import annotations
 
@@ -34,8 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from .heads import GlobalHead, PointCloudModel, SegHead
-from .knn import knn
-from .layers import MaskedMLP, norm_layer, pooled_dim, reset_children
+from .knn import knn, knn_dense
+from .layers import MaskedMLP, exporting, masked_pool, norm_layer, pooled_dim, reset_children
 from .ragged import RaggedLayout, ragged_knn, ragged_layout, segment_pool
 
 __all__ = ["GravNetConv", "GravNet"]
@@ -140,6 +143,8 @@ class GravNet(PointCloudModel):
             x, pos, lay, g = self.unpack_ragged(batch)
             return self._trunk(x, pos, lay, g, lambda s: ragged_knn(s, lay, self.k, exact_ties=False))
         x, pos, mask, g = self.unpack(batch)
+        if exporting():
+            return self._forward_dense(x, pos, mask, g)
         bi, ii = mask.nonzero(as_tuple=True)
         lay = ragged_layout(bi, mask.shape[0])
         B, N = mask.shape
@@ -150,7 +155,8 @@ class GravNet(PointCloudModel):
         def neighbours(s: Tensor) -> tuple[Tensor, Tensor]:  # kNN on the padded learned coordinates
             s_pad = s.new_zeros(B, N, s.shape[-1])
             s_pad[bi, ii] = s
-            idx, valid = knn(s_pad, self.k, mask, return_valid=True, exact_ties=False)
+            idx, valid = knn(s_pad, self.k, mask, return_valid=True, exact_ties=False,
+                             precise=not self.training)
             return row_of_slot[idx[bi, ii] + base], valid[bi, ii]
 
         out = self._trunk(x[mask], None if pos is None else pos[mask], lay, g, neighbours)
@@ -160,6 +166,39 @@ class GravNet(PointCloudModel):
                 pad = v.new_zeros(B, N, v.shape[-1])
                 pad[bi, ii] = v
                 out[key] = pad
+        return out
+
+    def _forward_dense(self, x: Tensor, pos: Tensor | None, mask: Tensor, g: Tensor | None) -> dict[str, Tensor]:
+        """Export-friendly eval-mode path: every slot of ``(B, N)`` is a row (padding zeroed after each layer), one
+        ``(B, N, N)`` kNN block; equal to the padded path on the real points."""
+        if self.training:
+            raise RuntimeError("GravNet: the export-friendly path is for eval mode only (call model.eval())")
+        if self.uses_pos:
+            x = torch.cat([x, (pos / self.pos_scale_mm).to(x.dtype)], dim=-1)
+        B, N = mask.shape
+        keep = mask.unsqueeze(-1).to(x.dtype)
+        x = x * keep
+        base = (torch.arange(B, device=x.device) * N).view(-1, 1, 1)
+
+        def neighbours(s: Tensor) -> tuple[Tensor, Tensor]:  # s: (B N, S) rows of every slot
+            idx, valid = knn_dense(s.reshape(B, N, -1), self.k, mask, precise=True)
+            return (idx + base).reshape(B * N, -1), valid.reshape(B * N, -1)
+
+        h, outs = x, []
+        for mlp, conv, norm in zip(self.mlps, self.convs, self.norms):
+            ev_mean = masked_pool(h, mask, "mean").unsqueeze(1).expand(-1, N, -1)  # global exchange
+            z = torch.cat([h, ev_mean], dim=-1)
+            z = mlp(z, mask) if isinstance(mlp, MaskedMLP) else z * keep
+            c, _ = conv(z.reshape(B * N, -1), neighbours)
+            h = norm(c).reshape(B, N, -1) * keep
+            outs.append(h)
+        local = torch.cat(outs, dim=-1)
+        emb = self.embed(local, mask)
+        pooled = masked_pool(emb, mask, self.pooling)
+        out: dict[str, Tensor] = {"global": pooled}
+        out.update(self.head(pooled, g))
+        if self.seg is not None:
+            out.update(self.seg(torch.cat([local, emb], dim=-1), pooled, mask))
         return out
 
     def _trunk(self, x: Tensor, pos: Tensor | None, lay: RaggedLayout, g: Tensor | None, neighbours

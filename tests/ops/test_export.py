@@ -64,7 +64,7 @@ def _check_onnx_and_ts(model, tmp_path, shapes):
     return sess, info
 
 
-@pytest.mark.parametrize("name", ["pointnet", "dgcnn"])
+@pytest.mark.parametrize("name", ["pointnet", "dgcnn", "transformer", "gravnet"])
 def test_point_models_export_with_dynamic_batch_and_points(name, tmp_path):
     torch.manual_seed(3)
     m = _randomise_bn(build(name, get_geometry("clic"), n_classes=3, regress_energy=True, n_targets=0,
@@ -93,7 +93,8 @@ def test_export_friendly_paths_equal_the_training_paths():
         # filled slots follow the same rule (nearest real neighbour, else self) on real points
         assert torch.equal(a_idx[mask], b_idx[mask])
     for name, extra in (("dgcnn", {}), ("dgcnn", {"aggr": "mean", "k": 6}), ("dgcnn", {"edge_hidden": (16,)}),
-                        ("pointnet", {"channels": (16, 32)})):
+                        ("pointnet", {"channels": (16, 32)}), ("gravnet", {}), ("gravnet", {"k": 3, "use_pos": True}),
+                        ("transformer", {})):
         m = _randomise_bn(build(name, get_geometry("clic"), n_classes=2, regress_energy=True, n_targets=0,
                                 n_sections=2, small=True, overrides=extra))
         for b, n in ((1, 2), (4, 13)):
