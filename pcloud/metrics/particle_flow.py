@@ -46,6 +46,10 @@ metrics of events whose densest track has DeltaR < 0.1>, "isolated_tracks", "iso
 :func:`energy_conservation` is the per-event check |charged + neutral - measured| (with the neutral energy of every
 cell, evaluated or not, computed independently of the attribution as E_c - charged_c) and also reports cells given
 more than their positive energy and attributions that cross events.
+
+:class:`AttributionMetrics` computes the same numbers over events given chunk by chunk (files larger than memory):
+every cell-level quantity is a sum, every track- and event-level one is kept as one number per track / event, so the
+result is the one :func:`evaluate_attribution` gives on all events at once (tested).
 """
 from __future__ import annotations
 
@@ -234,34 +238,41 @@ def _dr_bins(dr_edges):
         yield (f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">{lo:g}"), lo, hi
 
 
-def _overall_metrics(events, pred, lt, lp, w, trk: dict, overlap, nt_ev, np_ev, n_tracks: int,
-                     min_neutral_gev: float) -> dict:
-    """The top-level metrics of :func:`evaluate_attribution` (cells: labels ``lt``, ``lp`` and energies ``w`` of the
-    evaluated cells; tracks: ``trk`` of :func:`_track_summary`; neutral energy per event ``nt_ev``, ``np_ev``)."""
-    ct, cp = lt >= 0, lp >= 0
-    tp = float(np.sum(ct & cp))
-    fp = float(np.sum(~ct & cp))
-    fn = float(np.sum(ct & ~cp))
-    same = lt == lp
+def _overall_metrics(sums: dict, trk: dict, nt_ev, np_ev, n_events: int, n_tracks: int, min_neutral_gev: float,
+                     conservation: dict) -> dict:
+    """The top-level metrics of :func:`evaluate_attribution` from the cell sums ``sums`` (see
+    :meth:`AttributionMetrics.add`), the track summary ``trk`` of :func:`_track_summary` and the neutral energy per
+    event ``nt_ev``, ``np_ev``."""
+    tp, fp, fn, n_cells, w = sums["tp"], sums["fp"], sums["fn"], sums["n_cells"], sums["w"]
     evm = nt_ev > min_neutral_gev
     rec = np_ev[evm] / nt_ev[evm]
-    n_cells = lt.size
-    return {"n_events": int(events.n_events), "n_cells": int(n_cells), "n_tracks": int(n_tracks),
+    return {"n_events": int(n_events), "n_cells": int(n_cells), "n_tracks": int(n_tracks),
             "f1": float(f1_score(tp, fp, fn)), "iou": float(iou_score(tp, fp, fn)),
             "precision": float(ratio(tp, tp + fp)), "recall": float(ratio(tp, tp + fn)),
-            "accuracy": float(same.mean()) if n_cells else float("nan"),
-            "energy_weighted_accuracy": float(w[same].sum() / w.sum()) if w.sum() > 0 else float("nan"),
+            "accuracy": sums["same"] / n_cells if n_cells else float("nan"),
+            "energy_weighted_accuracy": sums["w_ok"] / w if w > 0 else float("nan"),
             "f1_track_macro": trk["f1"], "iou_track_macro": trk["iou"], "soft_iou_track_macro": trk["soft_iou"],
-            "soft_overlap": float(overlap),
+            "soft_overlap": sums["overlap"] / w if w > 0 else float("nan"),
             "track_energy_response": trk["response_median"], "track_energy_resolution": trk["resolution"],
             "track_energy_mae_gev": trk["mae_gev"], "n_tracks_response": trk["n_tracks_response"],
             "neutral_energy_recovered": float(np.median(rec)) if rec.size else float("nan"),
             "neutral_energy_recovered_width": robust_width(rec) if rec.size else float("nan"),
             "neutral_energy_recovered_total": float(np_ev[evm].sum() / nt_ev[evm].sum()) if evm.any() else
             float("nan"),
-            "charged_fraction_true": float(ct.mean()) if n_cells else float("nan"),
-            "charged_fraction_pred": float(cp.mean()) if n_cells else float("nan"),
-            "energy_conservation": energy_conservation(events, pred)}
+            "charged_fraction_true": sums["ct"] / n_cells if n_cells else float("nan"),
+            "charged_fraction_pred": sums["cp"] / n_cells if n_cells else float("nan"),
+            "energy_conservation": conservation}
+
+
+def _merge_conservation(a: dict | None, b: dict) -> dict:
+    """:func:`energy_conservation` of two disjoint sets of events together."""
+    if a is None:
+        return dict(b)
+    return {"max_event_violation_gev": max(a["max_event_violation_gev"], b["max_event_violation_gev"]),
+            "max_cell_excess_gev": max(a["max_cell_excess_gev"], b["max_cell_excess_gev"]),
+            "min_attributed_gev": min(a["min_attributed_gev"], b["min_attributed_gev"]),
+            "n_cross_event": a["n_cross_event"] + b["n_cross_event"],
+            "max_violation_gev": max(a["max_violation_gev"], b["max_violation_gev"])}
 
 
 def _event_stats(events, cells, lt, lp, w, nt_ev, np_ev) -> dict:
@@ -276,44 +287,104 @@ def _event_stats(events, cells, lt, lp, w, nt_ev, np_ev) -> dict:
             "n_cells": np.bincount(ev_c, minlength=n_ev), "n_true": nt_ev, "n_pred": np_ev}
 
 
+class AttributionMetrics:
+    """:func:`evaluate_attribution` over events given chunk by chunk: ``m.add(events, pred, truth, cell_mask)`` for
+    every chunk (rows of ``pred`` / ``truth`` local to that chunk), then ``m.result()``. Memory: a few numbers per
+    track and per event, never the cells of earlier chunks."""
+
+    _TRACK = ("e_true", "e_pred", "soft_min", "soft_max", "tp", "fp", "fn", "e_relevant", "e_correct")
+    _EVENT = ("tp", "fp", "fn", "w", "w_ok", "n_cells", "n_true", "n_pred")
+    _SUMS = ("tp", "fp", "fn", "same", "ct", "cp", "n_cells", "w", "w_ok", "overlap")
+
+    def __init__(self, dr_edges=DEFAULT_DR_EDGES, min_true_gev: float = 0.5, min_neutral_gev: float = 1.0,
+                 dense_dr: float = 0.1):
+        self.dr_edges, self.min_true_gev = dr_edges, float(min_true_gev)
+        self.min_neutral_gev, self.dense_dr = float(min_neutral_gev), float(dense_dr)
+        self.tracks: dict[str, list] = {k: [] for k in (*self._TRACK, "iso")}
+        self.events: dict[str, list] = {k: [] for k in (*self._EVENT, "iso")}
+        self.sums = {k: 0.0 for k in self._SUMS}
+        self.n_events = 0
+        self.conservation: dict | None = None
+
+    def add(self, events, pred: Attribution, truth: Attribution | None = None, cell_mask=None) -> dict:
+        """Add one chunk of events; returns the per-chunk arrays (``lab_t``, ``lab_p``, ``sel``, ``st``, ``iso``)."""
+        _check(events, pred, "evaluate_attribution")
+        truth = truth_attribution(events) if truth is None else truth
+        _check(events, truth, "evaluate_attribution (truth)")
+        e = np.asarray(events.cells["energy_gev"], np.float64)
+        sel = _evaluated_cells(e, cell_mask)
+        lab_t = truth.dominant_track(e.size, e)
+        lab_p = pred.dominant_track(e.size, e)
+        cells = np.nonzero(sel)[0]
+        lt, lp, w = lab_t[cells], lab_p[cells], e[cells]
+        st, (_, mins) = _per_track_stats(events, truth, pred, lab_t, lab_p, sel, e)
+        # soft overlap incl. the neutral remainders; neutral energy per event
+        n_t_cell = _neutral_cell_energy(truth, sel, e)
+        n_p_cell = _neutral_cell_energy(pred, sel, e)
+        nt_ev = np.bincount(events.cells["event"], n_t_cell, minlength=events.n_events)
+        np_ev = np.bincount(events.cells["event"], n_p_cell, minlength=events.n_events)
+        iso = track_isolation_dr(events)
+        ev_stats = _event_stats(events, cells, lt, lp, w, nt_ev, np_ev)
+        ct, cp = lt >= 0, lp >= 0
+        same = lt == lp
+        add = {"tp": np.sum(ct & cp), "fp": np.sum(~ct & cp), "fn": np.sum(ct & ~cp), "same": np.sum(same),
+               "ct": np.sum(ct), "cp": np.sum(cp), "n_cells": lt.size, "w": w.sum(), "w_ok": w[same].sum(),
+               "overlap": mins.sum() + np.minimum(n_t_cell, n_p_cell)[sel].sum()}
+        for k, v in add.items():
+            self.sums[k] += float(v)
+        for k in self._TRACK:
+            self.tracks[k].append(st[k])
+        self.tracks["iso"].append(iso)
+        for k in self._EVENT:
+            self.events[k].append(ev_stats[k])
+        self.events["iso"].append(event_isolation_dr(events, iso))
+        self.n_events += int(events.n_events)
+        self.conservation = _merge_conservation(self.conservation, energy_conservation(events, pred))
+        return {"lab_t": lab_t, "lab_p": lab_p, "sel": sel, "st": st, "iso": iso}
+
+    def result(self) -> dict:
+        """All metrics of the module docstring over the events added so far (a JSON-friendly dict)."""
+        def cat(parts):
+            return np.concatenate(parts) if parts else np.zeros(0)
+
+        st = {k: cat(v) for k, v in self.tracks.items()}
+        ev_stats = {k: cat(v) for k, v in self.events.items()}
+        iso, ev_iso = st.pop("iso"), ev_stats.pop("iso")
+        mt, mn = self.min_true_gev, self.min_neutral_gev
+        trk = _track_summary(st, np.ones(iso.size, bool), mt)
+        out = _overall_metrics(self.sums, trk, ev_stats["n_true"], ev_stats["n_pred"], self.n_events, iso.size, mn,
+                               self.conservation or energy_conservation_empty())
+        out["by_dr"] = {name: {"dr_lo": float(lo), "dr_hi": float(hi),
+                               **_track_summary(st, (iso >= lo) & (iso < hi), mt)}
+                        for name, lo, hi in _dr_bins(self.dr_edges)}
+        # events binned by their densest track: cell-level metrics and neutral energy per event
+        out["by_event_dr"] = {name: {"dr_lo": float(lo), "dr_hi": float(hi),
+                                     **_event_summary(ev_stats, (ev_iso >= lo) & (ev_iso < hi), mn)}
+                              for name, lo, hi in _dr_bins(self.dr_edges)}
+        d = self.dense_dr
+        out["dense"] = {"dr": d, "tracks": _track_summary(st, iso < d, mt),
+                        "events": _event_summary(ev_stats, ev_iso < d, mn),
+                        "isolated_tracks": _track_summary(st, iso >= d, mt),
+                        "isolated_events": _event_summary(ev_stats, ev_iso >= d, mn)}
+        return out
+
+
+def energy_conservation_empty() -> dict:
+    """:func:`energy_conservation` of no event (nothing violated)."""
+    return {"max_event_violation_gev": 0.0, "max_cell_excess_gev": 0.0, "min_attributed_gev": 0.0,
+            "n_cross_event": 0, "max_violation_gev": 0.0}
+
+
 def evaluate_attribution(events, pred: Attribution, truth: Attribution | None = None, cell_mask=None,
                          dr_edges=DEFAULT_DR_EDGES, min_true_gev: float = 0.5, min_neutral_gev: float = 1.0,
                          keep_arrays: bool = False, dense_dr: float = 0.1) -> dict:
     """All metrics of the module docstring for one method (a JSON-friendly dict; ``keep_arrays`` adds per-track
-    ``e_true_gev``, ``e_pred_gev``, ``isolation_dr`` and per-cell ``label_true``/``label_pred`` numpy arrays)."""
-    _check(events, pred, "evaluate_attribution")
-    truth = truth_attribution(events) if truth is None else truth
-    _check(events, truth, "evaluate_attribution (truth)")
-    e = np.asarray(events.cells["energy_gev"], np.float64)
-    sel = _evaluated_cells(e, cell_mask)
-    lab_t = truth.dominant_track(e.size, e)
-    lab_p = pred.dominant_track(e.size, e)
-    cells = np.nonzero(sel)[0]
-    lt, lp, w = lab_t[cells], lab_p[cells], e[cells]
-    st, (k_cell, mins) = _per_track_stats(events, truth, pred, lab_t, lab_p, sel, e)
-    # soft overlap incl. the neutral remainders; neutral energy per event
-    n_t_cell = _neutral_cell_energy(truth, sel, e)
-    n_p_cell = _neutral_cell_energy(pred, sel, e)
-    overlap = (mins.sum() + np.minimum(n_t_cell, n_p_cell)[sel].sum()) / w.sum() if w.sum() > 0 else float("nan")
-    nt_ev = np.bincount(events.cells["event"], n_t_cell, minlength=events.n_events)
-    np_ev = np.bincount(events.cells["event"], n_p_cell, minlength=events.n_events)
-    iso = track_isolation_dr(events)
-    trk = _track_summary(st, np.ones(iso.size, bool), min_true_gev)
-    out = _overall_metrics(events, pred, lt, lp, w, trk, overlap, nt_ev, np_ev, iso.size, min_neutral_gev)
-    out["by_dr"] = {name: {"dr_lo": float(lo), "dr_hi": float(hi),
-                           **_track_summary(st, (iso >= lo) & (iso < hi), min_true_gev)}
-                    for name, lo, hi in _dr_bins(dr_edges)}
-    # events binned by their densest track: cell-level metrics and neutral energy per event
-    ev_stats = _event_stats(events, cells, lt, lp, w, nt_ev, np_ev)
-    ev_iso = event_isolation_dr(events, iso)
-    out["by_event_dr"] = {name: {"dr_lo": float(lo), "dr_hi": float(hi),
-                                 **_event_summary(ev_stats, (ev_iso >= lo) & (ev_iso < hi), min_neutral_gev)}
-                          for name, lo, hi in _dr_bins(dr_edges)}
-    out["dense"] = {"dr": float(dense_dr), "tracks": _track_summary(st, iso < dense_dr, min_true_gev),
-                    "events": _event_summary(ev_stats, ev_iso < dense_dr, min_neutral_gev),
-                    "isolated_tracks": _track_summary(st, iso >= dense_dr, min_true_gev),
-                    "isolated_events": _event_summary(ev_stats, ev_iso >= dense_dr, min_neutral_gev)}
+    ``e_true_gev``, ``e_pred_gev``, ``isolation_dr`` and per-cell ``label_true``/``label_pred`` numpy arrays).
+    Events that do not fit in memory: :class:`AttributionMetrics`."""
+    m = AttributionMetrics(dr_edges, min_true_gev, min_neutral_gev, dense_dr)
+    a = m.add(events, pred, truth, cell_mask)
+    out = m.result()
     if keep_arrays:
-        out["arrays"] = {"e_true_gev": st["e_true"], "e_pred_gev": st["e_pred"], "isolation_dr": iso,
-                         "label_true": lab_t, "label_pred": lab_p, "evaluated": sel}
+        out["arrays"] = {"e_true_gev": a["st"]["e_true"], "e_pred_gev": a["st"]["e_pred"], "isolation_dr": a["iso"],
+                         "label_true": a["lab_t"], "label_pred": a["lab_p"], "evaluated": a["sel"]}
     return out

@@ -51,7 +51,7 @@ from torch import nn
 
 from ..core.attribution import Attribution
 from ..core.schema import PointType
-from ..data.batch import POINT_TARGETS, select_points, to_padded
+from ..data.batch import POINT_TARGETS, CloudDataset, select_points, to_padded
 from ..data.normalise import Normaliser
 from ..data.point_features import feature_columns, resolve_features
 from ..nn import build_model
@@ -88,6 +88,17 @@ def cloud_cell_mask(events, geometry, cells: str = "topo"):
     from .topocluster import clustered_cell_mask
 
     return clustered_cell_mask(events, geometry) & (np.asarray(events.cells["energy_gev"]) > 0)
+
+
+class _StoredCollate:
+    """Batches of stored clouds -> the segmenter's training tensors (a class, not a lambda, so that DataLoader
+    workers can pickle it)."""
+
+    def __init__(self, seg):
+        self.seg = seg
+
+    def __call__(self, clouds) -> dict:
+        return self.seg.tensors(clouds)[0]
 
 
 def remap_fraction(p: np.ndarray, threshold: float | None) -> np.ndarray:
@@ -237,7 +248,47 @@ class _CellSegmenter:
         dva, _, _ = self.tensors(va)
         e_all = float(np.clip(ak.to_numpy(ak.flatten(tr.points.energy)), 0, None).sum())
         e_kept = float(dtr["energy"].clamp_min(0).sum())
-        prep = time.perf_counter() - t0
+        info = self._train(dtr, dva, time.perf_counter() - t0, epochs, batch_size, lr, patience, max_minutes, log,
+                           optimizer, schedule, warmup, weight_decay, schedule_time)
+        if self.threshold_spec == "val":
+            self.choose_threshold(val_events, geometry, self.threshold_metric)
+        return {**info, "n_train_clouds": len(tr), "n_val_clouds": len(va),
+                "truncated_energy_fraction": 1.0 - e_kept / e_all if e_all > 0 else 0.0,
+                "threshold": self.threshold, "threshold_info": dict(self.threshold_info)}
+
+    def fit_stores(self, train, val, epochs=10, batch_size=64, lr=1e-3, patience=3, max_minutes=None, log=print,
+                   optimizer="adam", schedule="constant", warmup=0.05, weight_decay=0.0, schedule_time=False,
+                   shuffle_buffer: int | None = None) -> dict:
+        """:meth:`fit` on clouds already made and stored (:class:`pcloud.io.native.NativeStore` of
+        :meth:`make_clouds` output, e.g. written chunk by chunk from files larger than memory): the normaliser is
+        fitted in one streamed pass, training and validation read the stores in row groups (training shuffled in a
+        buffer of ``shuffle_buffer`` clouds), so memory does not grow with the number of clouds. The decision
+        threshold ``"val"`` needs the validation events and is only available in :meth:`fit`."""
+        if self.threshold_spec == "val":
+            raise ValueError(f"{type(self).__name__}.fit_stores: threshold='val' is chosen on the validation events; "
+                             "use fit() or give a number")
+        if train.n_events == 0 or val.n_events == 0:
+            raise ValueError(f"{type(self).__name__}.fit_stores: no clouds (train {train.n_events}, val "
+                             f"{val.n_events}); do the events have tracks reaching the calorimeter?")
+        t0 = time.perf_counter()
+        self.normaliser = Normaliser.fit(train.chunks(), self.features)
+        e_all = e_kept = 0.0
+        for c in train.chunks():  # energy kept by the max_points truncation
+            e_all += float(np.clip(ak.to_numpy(ak.flatten(c.points.energy)), 0, None).sum())
+            e_kept += float(self.tensors(c, with_targets=False)[0]["energy"].clamp_min(0).sum())
+        collate = _StoredCollate(self)
+        dtr = CloudDataset(train, batch_size=batch_size, collate=collate, shuffle=True, seed=self.seed,
+                           shuffle_buffer=shuffle_buffer)
+        dva = CloudDataset(val, batch_size=batch_size, collate=collate)
+        info = self._train(dtr, dva, time.perf_counter() - t0, epochs, batch_size, lr, patience, max_minutes, log,
+                           optimizer, schedule, warmup, weight_decay, schedule_time)
+        return {**info, "n_train_clouds": int(train.n_events), "n_val_clouds": int(val.n_events),
+                "truncated_energy_fraction": 1.0 - e_kept / e_all if e_all > 0 else 0.0,
+                "threshold": self.threshold, "threshold_info": dict(self.threshold_info)}
+
+    def _train(self, dtr, dva, prep: float, epochs, batch_size, lr, patience, max_minutes, log, optimizer, schedule,
+               warmup, weight_decay, schedule_time) -> dict:
+        """Build the model and train it on ``dtr`` (tensors or a stream of batches) with early stopping on ``dva``."""
         self.model = self._build()
         net = RaggedAdapter(self.model) if self.ragged else self.model
         trainer = Trainer(net, self.loss_fn, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
@@ -247,13 +298,9 @@ class _CellSegmenter:
         res = trainer.fit(dtr, dva)
         self.model = trainer.model.model if self.ragged else trainer.model
         self.history = res.history
-        if self.threshold_spec == "val":
-            self.choose_threshold(val_events, geometry, self.threshold_metric)
         return {"history": res.history, "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
                 "seconds": res.seconds, "seconds_per_epoch": res.seconds / max(res.epochs_run, 1),
-                "n_train_clouds": len(tr), "n_val_clouds": len(va), "n_params": self.n_params,
-                "prep_seconds": prep, "truncated_energy_fraction": 1.0 - e_kept / e_all if e_all > 0 else 0.0,
-                "threshold": self.threshold, "threshold_info": dict(self.threshold_info)}
+                "n_params": self.n_params, "prep_seconds": prep}
 
     def _net(self) -> nn.Module:
         return RaggedAdapter(self.model) if self.ragged else self.model

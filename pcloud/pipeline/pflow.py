@@ -8,6 +8,13 @@ error naming the file. The model is a :class:`pcloud.pflow.learned.FocalTrackSeg
 bundle holds its weights (tensors only) and configuration. Evaluation runs iterative and common inference
 (:mod:`pcloud.pflow.inference`) and the metrics of :mod:`pcloud.metrics.particle_flow`; prediction writes, per
 cell, the charged fraction given to each track and the neutral energy left after iterative and common subtraction.
+
+Files larger than memory: every step reads the MLTree files in chunks of ``data.pflow_chunk_events`` events
+(:func:`iter_event_chunks`). Training writes the per-track clouds of the training and validation events into two
+native stores (``OUT/data/pflow_train.parquet``, ``pflow_val.parquet``) chunk by chunk and trains from them as a
+stream (:meth:`~pcloud.pflow.learned.FocalTrackSegmenter.fit_stores`); evaluation runs the inference chunk by chunk
+and accumulates the metrics (:class:`pcloud.metrics.particle_flow.AttributionMetrics`); prediction writes one
+Parquet row group per chunk. Only a few numbers per track and per event are kept across chunks.
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ import datetime as _dt
 import json
 from pathlib import Path
 
+import awkward as ak
 import numpy as np
 
 from .. import __version__
@@ -25,8 +33,9 @@ from ..core.events import concatenate_events, select_events
 from ..core.jsonable import to_jsonable
 from ..data.splits import Splits
 from ..geometry import get_geometry
-from ..io.mltree import read_mltree, require_truth
-from ..metrics.particle_flow import energy_conservation, evaluate_attribution
+from ..io.mltree import iter_mltree, read_mltree, require_truth
+from ..io.native import NativeStore, write_clouds
+from ..metrics.particle_flow import AttributionMetrics
 from ..pflow.inference import common_inference, iterative_inference
 from ..pflow.learned import FocalTrackSegmenter
 from .bundle import BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION, BundleError, _sha256, read_bundle_meta
@@ -85,36 +94,119 @@ def load_segmenter(bundle) -> tuple[FocalTrackSegmenter, dict]:
         raise BundleError(f"{folder}: corrupted bundle: {str(err).splitlines()[0][:200]}") from None
 
 
+def iter_event_chunks(inputs, geometry, chunk_events: int, need_truth: bool):
+    """``(first, events, clusters)`` of consecutive chunks of at most ``chunk_events`` events of the MLTree
+    ``inputs``, file after file (``first``: index of the chunk's first event among all inputs); sets each input's
+    ``n_events``."""
+    first = 0
+    for inp in inputs:
+        n = 0
+        for d in iter_mltree(inp.path, int(chunk_events), geometry):
+            if need_truth:
+                require_truth(d, "particle-flow training and evaluation")
+            yield first, d.events, d.clusters
+            first += int(d.events.n_events)
+            n += int(d.events.n_events)
+        inp.n_events = n
+
+
+def _write_split_clouds(seg, inputs, geometry, splits: Splits, split: str, path: Path, chunk_events: int) -> dict:
+    """The per-track clouds of the events of ``split`` as a native store at ``path``, written chunk by chunk;
+    returns ``{"events": events of every split seen, "clouds": clouds written}``."""
+    counts = {k: 0 for k in splits.names}
+
+    def clouds():
+        for first, events, _ in iter_event_chunks(inputs, geometry, chunk_events, need_truth=True):
+            ev = np.arange(first, first + events.n_events, dtype=np.int64)
+            for k in splits.names:
+                counts[k] += int(splits.mask(ev, k).sum())
+            keep = splits.mask(ev, split)
+            if keep.any():
+                c = seg.make_clouds(select_events(events, keep), geometry)
+                if len(c):
+                    yield c
+
+    n = 0
+    gen = clouds()
+    try:
+        first_chunk = next(gen)
+    except StopIteration:
+        first_chunk = None
+    if first_chunk is not None:
+
+        def chain():
+            yield first_chunk
+            yield from gen
+
+        n = write_clouds(path, _rechunk(chain(), _CLOUD_ROW_GROUP), meta={"geometry": "atlas", "pflow_split": split},
+                         row_group_events=_CLOUD_ROW_GROUP)["n_events"]
+    return {"events": counts, "clouds": int(n)}
+
+
+#: per-track clouds per row group of the cloud stores (a cloud holds up to a few thousand cells)
+_CLOUD_ROW_GROUP = 256
+
+
+def _rechunk(chunks, size: int):
+    """Cloud arrays of exactly ``size`` clouds (the last may be shorter) from chunks of any size, so that the
+    store's row groups, hence the shuffled training order, do not depend on how the files were read."""
+    buf, n = [], 0
+    for c in chunks:
+        buf.append(c)
+        n += len(c)
+        while n >= size:
+            whole = buf[0] if len(buf) == 1 else ak.concatenate(buf)
+            yield ak.to_packed(whole[:size])
+            rest = ak.to_packed(whole[size:])
+            buf, n = ([rest], len(rest)) if len(rest) else ([], 0)
+    if n:
+        yield buf[0] if len(buf) == 1 else ak.concatenate(buf)
+
+
 def train_pflow(cfg: RunConfig, out, log=print) -> dict:
-    """``pcloud train --task pflow``: the segmenter of ``cfg`` on MLTree files; bundle and test metrics in ``out``."""
+    """``pcloud train --task pflow``: the segmenter of ``cfg`` on MLTree files; bundle and test metrics in ``out``.
+    The files are read in chunks and the clouds streamed from disk (module docstring)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     geometry = get_geometry("atlas")
-    events, clusters, inputs = read_events(cfg.data["files"], need_truth=True, geometry=geometry)
-    ev = np.arange(events.n_events, dtype=np.int64)
-    fr = cfg.split["fractions"]
-    splits = Splits({k: float(fr[k]) for k in ("train", "val", "test")}, seed=int(cfg.split["seed"]))
-    splits.save(out / "splits.json", ev)
-    parts = {k: select_events(events, splits.mask(ev, k)) for k in ("train", "val", "test")}
-    empty = [k for k, v in parts.items() if v.n_events == 0]
-    if empty:
-        raise InputError(f"split(s) {empty} empty with {events.n_events} events; give more events")
+    inputs = parse_data_specs(cfg.data["files"])
+    require_format(inputs, ("mltree",), "pflow")
     name = cfg.model["name"]
     if name not in ("pointnet", "dgcnn"):
         raise InputError(f"task pflow: model {name!r} is not a per-point segmenter; use pointnet or dgcnn")
+    fr = cfg.split["fractions"]
+    splits = Splits({k: float(fr[k]) for k in ("train", "val", "test")}, seed=int(cfg.split["seed"]))
     arch = dict(_DGCNN_SMALL) if (name == "dgcnn" and cfg.model["small"]) else {}
     arch.update(cfg.model.get("options") or {})
     seg = FocalTrackSegmenter(model=name, dr_max=float(cfg.data["dr_max"]), max_points=int(cfg.data["max_points"]),
                               device=cfg.device, seed=cfg.seed, **arch)
+    chunk = int(cfg.data["pflow_chunk_events"])
+    (out / "data").mkdir(exist_ok=True)
+    stores, counts = {}, None
+    for k in ("train", "val"):
+        path = out / "data" / f"pflow_{k}.parquet"
+        info = _write_split_clouds(seg, inputs, geometry, splits, k, path, chunk)
+        counts = info["events"]
+        if info["clouds"] == 0:
+            if counts[k] == 0:
+                raise InputError(f"split {k!r} empty with {sum(counts.values())} events ({counts}); give more events")
+            raise InputError(f"split {k!r}: none of its {counts[k]} events has a track reaching the calorimeter")
+        stores[k] = NativeStore(path)
+    if counts["test"] == 0:
+        raise InputError(f"split 'test' empty with {sum(counts.values())} events ({counts}); give more events")
+    n_events = sum(counts.values())
+    splits.save(out / "splits.json", np.arange(n_events, dtype=np.int64))
+    log(f"[train:pflow] {n_events} events ({counts}); clouds: {stores['train'].n_events} train, "
+        f"{stores['val'].n_events} val in {out / 'data'}")
     t = cfg.train
-    info = seg.fit(parts["train"], parts["val"], geometry, epochs=t["epochs"], batch_size=t["batch_size"],
-                   lr=t["lr"], patience=t["patience"], max_minutes=t.get("max_minutes"),
-                   log=lambda s: log(f"[train:pflow] {s}"))
-    _write_bundle(out, seg, cfg, inputs, {k: v for k, v in info.items()} | {"config": cfg.to_dict()})
+    info = seg.fit_stores(stores["train"], stores["val"], epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
+                          patience=t["patience"], max_minutes=t.get("max_minutes"),
+                          log=lambda s: log(f"[train:pflow] {s}"), shuffle_buffer=int(t["pflow_shuffle_buffer"]))
+    _write_bundle(out, seg, cfg, inputs, {k: v for k, v in info.items()} | {"config": cfg.to_dict(),
+                                                                              "split_counts": counts})
     log(f"[train:pflow] bundle written to {out} ({info['epochs_run']} epochs, {info['n_train_clouds']} training "
         f"clouds)")
-    sub = clusters_of(clusters, events, splits.mask(ev, "test"))
-    return _evaluate_events(seg, parts["test"], sub, geometry, out, split="test", log=log)
+    return _evaluate_chunks(seg, inputs, geometry, chunk, out, splits=splits, split="test", log=log)
 
 
 def clusters_of(clusters, events, mask) -> np.ndarray:
@@ -123,19 +215,36 @@ def clusters_of(clusters, events, mask) -> np.ndarray:
     return (clusters.cell_cluster >= 0)[keep_cells]
 
 
-def _evaluate_events(seg, events, cell_mask, geometry, out: Path, split=None, log=print) -> dict:
-    truth = truth_attribution(events)
+def _evaluate_chunks(seg, inputs, geometry, chunk_events: int, out: Path, splits=None, split=None,
+                     log=print) -> dict:
+    """Iterative and common inference over the events of the inputs (or of one split), chunk by chunk; metrics of
+    :class:`~pcloud.metrics.particle_flow.AttributionMetrics` over all of them in ``out/results.json``."""
+    acc = {"iterative": AttributionMetrics(), "common": AttributionMetrics()}
+    n_tracks = 0
+    for first, events, clusters in iter_event_chunks(inputs, geometry, chunk_events, need_truth=True):
+        if splits is not None:
+            keep = splits.mask(np.arange(first, first + events.n_events, dtype=np.int64), split)
+            if not keep.any():
+                continue
+            cell_mask = clusters_of(clusters, events, keep)
+            events = select_events(events, keep)
+        else:
+            cell_mask = clusters.cell_cluster >= 0
+        truth = truth_attribution(events)
+        n_tracks += int(events.tracks["event"].size)
+        acc["iterative"].add(events, iterative_inference(events, geometry, seg, dr_max=seg.dr_max), truth, cell_mask)
+        acc["common"].add(events, common_inference(events, geometry, seg, dr_max=seg.dr_max), truth, cell_mask)
+    if acc["iterative"].n_events == 0:
+        raise InputError("no event to evaluate" + (f" in split {split!r}" if split else ""))
     methods = {}
-    for name, fn in (("iterative", lambda: iterative_inference(events, geometry, seg, dr_max=seg.dr_max)),
-                     ("common", lambda: common_inference(events, geometry, seg, dr_max=seg.dr_max))):
-        a = fn()
-        r = evaluate_attribution(events, a, truth, cell_mask=cell_mask)
-        r["conservation"] = energy_conservation(events, a)
+    for name, m in acc.items():
+        r = m.result()
+        r["conservation"] = r["energy_conservation"]
         methods[name] = r
         log(f"[evaluate:pflow] {name}: F1 {r['f1']:.3f}  E-acc {r['energy_weighted_accuracy']:.3f}  response "
             f"{r['track_energy_response']:.3f}  resolution {r['track_energy_resolution']:.3f}")
-    res = {"task": "pflow", "model": seg.model_name, "split": split, "n_events": int(events.n_events),
-           "n_tracks": int(events.tracks["event"].size), "methods": to_jsonable(methods)}
+    res = {"task": "pflow", "model": seg.model_name, "split": split, "n_events": int(acc["iterative"].n_events),
+           "n_tracks": n_tracks, "methods": to_jsonable(methods)}
     keys = ("f1", "iou", "energy_weighted_accuracy", "track_energy_response", "track_energy_resolution",
             "neutral_energy_recovered")
     lines = [f"# pcloud evaluate: {seg.model_name} particle flow", "",
@@ -150,36 +259,73 @@ def _evaluate_events(seg, events, cell_mask, geometry, out: Path, split=None, lo
     return res
 
 
-def evaluate_pflow(bundle, specs, out, log=print) -> dict:
-    """``pcloud evaluate BUNDLE --data FILE.root --out DIR`` for a particle-flow bundle."""
-    seg, _ = load_segmenter(bundle)
+def evaluate_pflow(bundle, specs, out, log=print, chunk_events: int | None = None) -> dict:
+    """``pcloud evaluate BUNDLE --data FILE.root --out DIR`` for a particle-flow bundle (files read in chunks of
+    ``chunk_events`` events; default: the bundle's training value)."""
+    seg, meta = load_segmenter(bundle)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     geometry = get_geometry("atlas")
-    events, clusters, _ = read_events(specs, need_truth=True, geometry=geometry)
-    return _evaluate_events(seg, events, clusters.cell_cluster >= 0, geometry, out, log=log)
+    inputs = parse_data_specs(specs)
+    require_format(inputs, ("mltree",), "pflow")
+    return _evaluate_chunks(seg, inputs, geometry, chunk_events or _bundle_chunk(meta), out, log=log)
 
 
-def predict_pflow(bundle, spec, output, log=print) -> dict:
+def _bundle_chunk(meta: dict) -> int:
+    cfg = (meta.get("training") or {}).get("config") or {}
+    return int((cfg.get("data") or {}).get("pflow_chunk_events") or _DEFAULT_CHUNK)
+
+
+#: events per chunk of bundles trained before the key existed
+_DEFAULT_CHUNK = 256
+
+
+def predict_pflow(bundle, spec, output, log=print, chunk_events: int | None = None) -> dict:
     """``pcloud predict BUNDLE FILE.root -o OUT.parquet``: one row per clustered cell: ``event_number``,
     ``cell_id``, ``energy_gev``, ``track_index`` (list: the event's tracks that receive energy), ``fraction_iterative``
     and ``fraction_common`` (lists aligned with it: share of the cell's energy given to each track),
-    ``neutral_iterative_gev`` and ``neutral_common_gev`` (energy left after subtraction)."""
-    import pyarrow as pa
+    ``neutral_iterative_gev`` and ``neutral_common_gev`` (energy left after subtraction). The input is read and
+    the output written in chunks of ``chunk_events`` events (one Parquet row group each)."""
     import pyarrow.parquet as pq
 
-    seg, _ = load_segmenter(bundle)
+    seg, meta = load_segmenter(bundle)
     output = Path(output)
     if output.suffix.lower() not in (".parquet", ".pq"):
         raise InputError(f"output {output}: predictions are written as Parquet; use a .parquet file name")
     geometry = get_geometry("atlas")
-    events, _, _ = read_events([spec] if isinstance(spec, (str, Path)) else spec, need_truth=False,
-                               geometry=geometry)
+    inputs = parse_data_specs([spec] if isinstance(spec, (str, Path)) else spec)
+    require_format(inputs, ("mltree",), "pflow")
+    n_cells = n_events = 0
+    with atomic_output(output) as tmp:
+        writer = None
+        try:
+            for _, events, _ in iter_event_chunks(inputs, geometry, chunk_events or _bundle_chunk(meta),
+                                                  need_truth=False):
+                table = _prediction_table(seg, events, geometry)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+                n_cells += table.num_rows
+                n_events += int(events.n_events)
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            raise InputError(f"{inputs[0].path}: no event to predict")
+    log(f"[predict:pflow] {n_events} events, {n_cells} cells -> {output}")
+    return {"n_cells": n_cells, "n_events": n_events, "output": str(output)}
+
+
+def _prediction_table(seg, events, geometry):
+    """The rows of :func:`predict_pflow` for one chunk of events."""
+    import pyarrow as pa
+
     C = events.cells
     n_c = C["event"].size
     e = np.asarray(C["energy_gev"], np.float64)
     t_local = np.arange(events.tracks["event"].size) - events.track_offsets[events.tracks["event"]]
-    cols = {"event_number": np.asarray(events.meta.get("event_number", np.arange(events.n_events)))[C["event"]],
+    cols = {"event_number": np.asarray(events.meta.get("event_number", np.arange(events.n_events)),
+                                       np.int64)[C["event"]],
             "cell_id": np.asarray(C["id"], np.int64), "energy_gev": e}
     pairs = {}
     for name, a in (("iterative", iterative_inference(events, geometry, seg, dr_max=seg.dr_max)),
@@ -189,17 +335,11 @@ def predict_pflow(bundle, spec, output, log=print) -> dict:
     # one (cell, track) table over both inference modes, aligned per cell
     key = np.unique(np.concatenate([a.cell_row * (1 << 32) + a.track_row for a in pairs.values()]))
     cell_of, track_of = key >> 32, key & ((1 << 32) - 1)
-    counts = np.bincount(cell_of, minlength=n_c)
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(cell_of, minlength=n_c))]).astype(np.int32)
     safe_e = np.where(e > 0, e, 1.0)
     for name, a in pairs.items():
         val = np.zeros(key.size)
         np.add.at(val, np.searchsorted(key, a.cell_row * (1 << 32) + a.track_row), a.energy_gev)
-        cols[f"fraction_{name}"] = pa.ListArray.from_arrays(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32),
-                                                            val / safe_e[cell_of])
-    cols["track_index"] = pa.ListArray.from_arrays(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32),
-                                                   t_local[track_of].astype(np.int32))
-    table = pa.table(cols)
-    with atomic_output(output) as tmp:
-        pq.write_table(table, tmp)
-    log(f"[predict:pflow] {events.n_events} events, {n_c} cells -> {output}")
-    return {"n_cells": n_c, "n_events": int(events.n_events), "output": str(output)}
+        cols[f"fraction_{name}"] = pa.ListArray.from_arrays(offsets, val / safe_e[cell_of])
+    cols["track_index"] = pa.ListArray.from_arrays(offsets, t_local[track_of].astype(np.int32))
+    return pa.table(cols)
