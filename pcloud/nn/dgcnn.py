@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .edgeconv import EdgeConv
 from .heads import GlobalHead, PointCloudModel, SegHead
-from .layers import MaskedMLP, exporting, masked_pool, pooled_dim, reset_children
+from .layers import MaskedMLP, exporting, pooled_dim, reset_children
 from .knn import knn, knn_dense
 from .ragged import ragged_knn
 
@@ -97,14 +97,7 @@ class DGCNN(PointCloudModel):
                                      precise=not self.training)
             h = conv(h, idx, mask, valid)
             outs.append(h)
-        local = torch.cat(outs, dim=-1)
-        emb = self.embed(local, mask)
-        pooled = masked_pool(emb, mask, self.pooling)
-        out: dict[str, Tensor] = {"global": pooled}
-        out.update(self.head(pooled, g))
-        if self.seg is not None:
-            out.update(self.seg(torch.cat([local, emb], dim=-1), pooled, mask))
-        return out
+        return self.padded_outputs(torch.cat(outs, dim=-1), mask, g)
 
     def _forward_ragged(self, batch) -> dict[str, Tensor]:
         """The ragged path (:mod:`pcloud.nn.ragged`): EdgeConvs on ``(P, C)`` rows, kNN per group of events of

@@ -192,14 +192,7 @@ class GravNet(PointCloudModel):
             c, _ = conv(z.reshape(B * N, -1), neighbours)
             h = norm(c).reshape(B, N, -1) * keep
             outs.append(h)
-        local = torch.cat(outs, dim=-1)
-        emb = self.embed(local, mask)
-        pooled = masked_pool(emb, mask, self.pooling)
-        out: dict[str, Tensor] = {"global": pooled}
-        out.update(self.head(pooled, g))
-        if self.seg is not None:
-            out.update(self.seg(torch.cat([local, emb], dim=-1), pooled, mask))
-        return out
+        return self.padded_outputs(torch.cat(outs, dim=-1), mask, g)
 
     def _trunk(self, x: Tensor, pos: Tensor | None, lay: RaggedLayout, g: Tensor | None, neighbours
                ) -> dict[str, Tensor]:

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .layers import MaskedMLP, make_mlp_layers, reset_children
+from .layers import MaskedMLP, make_mlp_layers, masked_pool, reset_children
 
 __all__ = ["PointCloudModel", "GlobalHead", "SegHead"]
 
@@ -112,6 +112,16 @@ class PointCloudModel(nn.Module):
                 raise ValueError(f"{name}: batch['g'] must be (B, G) = {(layout.n_events, self.n_global)}, found "
                                  f"{tuple(g.shape)}")
         return x, pos, layout, g
+
+    def padded_outputs(self, local: Tensor, mask: Tensor, g: Tensor | None) -> dict[str, Tensor]:
+        """:meth:`ragged_outputs` on padded points: ``local (B, N, C)`` with ``mask (B, N)``."""
+        emb = self.embed(local, mask)
+        pooled = masked_pool(emb, mask, self.pooling)
+        out: dict[str, Tensor] = {"global": pooled}
+        out.update(self.head(pooled, g))
+        if self.seg is not None:
+            out.update(self.seg(torch.cat([local, emb], dim=-1), pooled, mask))
+        return out
 
     def ragged_outputs(self, local: Tensor, layout, g: Tensor | None) -> dict[str, Tensor]:
         """The shared tail of the EdgeConv-style models on ragged rows (``self.embed``, ``self.pooling``,
