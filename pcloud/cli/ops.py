@@ -56,6 +56,12 @@ def _train_wrapper(original):
             return 0
         if nproc > 1:
             from pcloud.cli.torchrun import launch_cli
+            from pcloud.pipeline.config import run_config
+
+            task = run_config(args.config, args.set or [], data=args.data, task=args.task).task
+            if task == "pflow":
+                raise CLIError("--nproc: distributed training is for the id / energy / id+energy tasks; particle flow "
+                               "(--task pflow) trains in one process (leave --nproc out)")
 
             return launch_cli(args, nproc)
         return original(args)

@@ -40,3 +40,10 @@ def test_cli_train_nproc_2_writes_one_bundle(ops_files, tmp_path, capsys):
     reads = [r["train_events_read"] for r in d["per_rank"]]
     split = json.loads((out / "bundle.json").read_text())["training"]["split_counts"]["events"]["train"]
     assert min(reads) > 0 and sum(reads) == split  # each rank read its own share of the training split
+
+
+def test_cli_train_nproc_refuses_particle_flow(tmp_path, capsys):
+    rc = main(["train", "--data", str(tmp_path / "ev.root"), "--task", "pflow", "--nproc", "2", "--out",
+               str(tmp_path / "B")])
+    assert rc == 2 and "particle flow (--task pflow) trains in one process" in capsys.readouterr().err
+    assert not (tmp_path / "B").exists()
