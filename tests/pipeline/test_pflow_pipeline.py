@@ -96,3 +96,16 @@ def test_pflow_streams_in_chunks(mltree_files, tmp_path):
         pred[c] = pq.read_table(tmp_path / f"p{c}.parquet")
     assert pq.ParquetFile(tmp_path / "p7.parquet").metadata.num_row_groups == 5  # 30 events in chunks of 7
     assert pred[7].equals(pred[1000])
+
+
+def test_training_on_a_file_without_truth_is_one_clear_error(tmp_path, capsys):
+    """Streamed particle-flow training stops at the first chunk of a file without per-cell truth: exit 2, one line
+    naming the file and the branch, no bundle and no cloud store left behind."""
+    from helpers.mltree import athena_style_file
+    from pcloud.cli.main import main
+
+    path = athena_style_file(tmp_path / "nohits.root", with_truth=False)
+    rc = main(["train", "--data", str(path), "--task", "pflow", "--epochs", "1", "--out", str(tmp_path / "B")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "nohits.root" in err and "cluster_cell_hitsTruthIndex" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "B" / "bundle.json").exists() and not list((tmp_path / "B").rglob("*.parquet"))
