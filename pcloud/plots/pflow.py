@@ -77,6 +77,7 @@ def plot_response(per_track: dict, path, min_true_gev: float = 0.5, bins=None, n
 
     bins = np.linspace(0, 3, 61) if bins is None else np.asarray(bins)
     items = list(per_track.items())
+    ncols = max(1, min(ncols, len(items)))  # no empty panels when fewer models than columns
     nrows = max(1, int(np.ceil(len(items) / ncols)))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.8 * nrows), sharex=True, squeeze=False)
     for ax, (method, (et, ep)) in zip(axes.ravel(), items):
@@ -182,6 +183,7 @@ def plot_learning_curves(training: dict, path, ncols: int = 3) -> str:
     items = [(n, t) for n, t in training.items() if (t.get("seeds") or [t])[0].get("history")]
     if not items:
         return ""
+    ncols = max(1, min(ncols, len(items)))  # no empty panels when fewer models than columns
     nrows = max(1, int(np.ceil(len(items) / ncols)))
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.6 * nrows), squeeze=False)
     for ax, (name, t) in zip(axes.ravel(), items):

@@ -180,3 +180,19 @@ def test_recipe_resolution():
         PflowConfig(models=["pointnet++"]).resolved()
     with pytest.raises(ValueError, match="quick and large"):
         PflowConfig(quick=True, large=True).resolved()
+
+
+def test_learning_curve_figure_has_one_panel_per_model(tmp_path):
+    """Two trained models: two panels side by side, no empty third one."""
+    import matplotlib.image as mpimg
+
+    from pcloud.plots.pflow import plot_learning_curves
+
+    h = [{"epoch": e, "train_loss": 1.0 / (e + 1), "val_loss": 1.1 / (e + 1)} for e in range(4)]
+    training = {m: {"model": "pointnet", "loss": "ce", "seeds": [{"seed": 1, "history": h, "best_epoch": 3}]}
+                for m in ("pointnet", "event_pointnet")}
+    path = plot_learning_curves(training, tmp_path / "lc.png")
+    height, width = mpimg.imread(path).shape[:2]
+    assert width == round(5.2 * 2 * 90) and height == round(3.6 * 90)
+    one = plot_learning_curves({"pointnet": training["pointnet"]}, tmp_path / "lc1.png")
+    assert mpimg.imread(one).shape[1] == round(5.2 * 90)
