@@ -331,19 +331,27 @@ def iter_clouds(path, chunk_size: int | None = None, columns=None, row_groups=No
     if bad:
         raise ValueError(f"iter_clouds({path}): row groups {bad[:5]} out of range [0, {n_rg})")
     first = np.concatenate([[0], np.cumsum([pf.metadata.row_group(i).num_rows for i in range(n_rg)])])
-    buffer, n_buf = [], 0
-    for rg in groups:
-        arr = _to_clouds(_read_groups(pf, [rg], leaf, path), meta)
-        _check_values(arr, path, int(first[rg]))
-        if chunk_size is None:
+
+    def groups_read():
+        for rg in groups:
+            arr = _to_clouds(_read_groups(pf, [rg], leaf, path), meta)
+            _check_values(arr, path, int(first[rg]))
             yield arr
-            continue
+
+    yield from (groups_read() if chunk_size is None else rechunk(groups_read(), int(chunk_size)))
+
+
+def rechunk(chunks: Iterable[ak.Array], size: int) -> Iterator[ak.Array]:
+    """Cloud arrays of exactly ``size`` events (the last may be shorter) from chunks of any size, holding at most
+    one output chunk plus one input chunk at a time."""
+    buffer, n_buf = [], 0
+    for arr in chunks:
         buffer.append(arr)
         n_buf += len(arr)
-        while n_buf >= chunk_size:
+        while n_buf >= size:
             whole = buffer[0] if len(buffer) == 1 else ak.concatenate(buffer)
-            yield whole[:chunk_size]
-            rest = whole[chunk_size:]
+            yield whole[:size]
+            rest = whole[size:]
             buffer, n_buf = ([rest], len(rest)) if len(rest) else ([], 0)
     if n_buf:
         yield buffer[0] if len(buffer) == 1 else ak.concatenate(buffer)

@@ -19,10 +19,10 @@ Parquet row group per chunk. Only a few numbers per track and per event are kept
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 from pathlib import Path
 
-import awkward as ak
 import numpy as np
 
 from .. import __version__
@@ -34,7 +34,7 @@ from ..core.jsonable import to_jsonable
 from ..data.splits import Splits
 from ..geometry import get_geometry
 from ..io.mltree import iter_mltree, read_mltree, require_truth
-from ..io.native import NativeStore, write_clouds
+from ..io.native import NativeStore, rechunk, write_clouds
 from ..metrics.particle_flow import AttributionMetrics
 from ..pflow.inference import common_inference, iterative_inference
 from ..pflow.learned import FocalTrackSegmenter
@@ -126,41 +126,16 @@ def _write_split_clouds(seg, inputs, geometry, splits: Splits, split: str, path:
                 if len(c):
                     yield c
 
-    n = 0
     gen = clouds()
-    try:
-        first_chunk = next(gen)
-    except StopIteration:
-        first_chunk = None
-    if first_chunk is not None:
-
-        def chain():
-            yield first_chunk
-            yield from gen
-
-        n = write_clouds(path, _rechunk(chain(), _CLOUD_ROW_GROUP), meta={"geometry": "atlas", "pflow_split": split},
-                         row_group_events=_CLOUD_ROW_GROUP)["n_events"]
+    first_chunk = next(gen, None)  # no store for a split without clouds (the caller says why)
+    n = 0 if first_chunk is None else write_clouds(
+        path, rechunk(itertools.chain([first_chunk], gen), _CLOUD_ROW_GROUP),
+        meta={"geometry": "atlas", "pflow_split": split}, row_group_events=_CLOUD_ROW_GROUP)["n_events"]
     return {"events": counts, "clouds": int(n)}
 
 
 #: per-track clouds per row group of the cloud stores (a cloud holds up to a few thousand cells)
 _CLOUD_ROW_GROUP = 256
-
-
-def _rechunk(chunks, size: int):
-    """Cloud arrays of exactly ``size`` clouds (the last may be shorter) from chunks of any size, so that the
-    store's row groups, hence the shuffled training order, do not depend on how the files were read."""
-    buf, n = [], 0
-    for c in chunks:
-        buf.append(c)
-        n += len(c)
-        while n >= size:
-            whole = buf[0] if len(buf) == 1 else ak.concatenate(buf)
-            yield ak.to_packed(whole[:size])
-            rest = ak.to_packed(whole[size:])
-            buf, n = ([rest], len(rest)) if len(rest) else ([], 0)
-    if n:
-        yield buf[0] if len(buf) == 1 else ak.concatenate(buf)
 
 
 def train_pflow(cfg: RunConfig, out, log=print) -> dict:
