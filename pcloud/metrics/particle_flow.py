@@ -43,6 +43,22 @@ N^true > ``min_neutral_gev``), with ``n_events`` and ``n_cells``. ``dense`` is t
 ``dense_dr`` (default 0.1): ``{"dr": 0.1, "tracks": <track metrics of tracks with DeltaR < 0.1>, "events": <event
 metrics of events whose densest track has DeltaR < 0.1>, "isolated_tracks", "isolated_events": the complements}``.
 
+Error budget (where the cell labels and the energy go wrong):
+
+* ``energy_lost``: the evaluated energy whose cell carries the wrong label, split by kind, as fractions of the
+  evaluated energy: ``charged_as_neutral`` (a track's cell labelled neutral), ``neutral_as_charged`` (a neutral cell
+  given to a track) and ``wrong_track`` (a track's cell given to another track); the three sum to
+  ``1 - energy_weighted_accuracy``.
+* ``by_significance``: the cell-level numbers in bins of the measured cell significance E / sigma_noise
+  (``cells["noise_sigma_gev"]``; edges ``significance_edges``, default 0, 1, 2, 4, 10, inf; cells with sigma <= 0 go
+  to the last bin): ``n_cells``, ``f1``, ``charged_share_true`` / ``_pred``, ``energy_share`` (of the evaluated
+  energy), ``energy_weighted_accuracy`` within the bin and the three ``lost_*`` fractions (of the *whole* evaluated
+  energy, so bins add up to ``energy_lost``). A cell below about 1 sigma is mostly noise: its label is that of the
+  particle with the larger (small) true deposit, which the measured energy barely constrains.
+* ``by_layer``: the same per calorimeter layer, when the layer of every cell row is given (``cell_layer``; the
+  benchmark passes ``geometry.cells["layer"][cells["id"]]``), keyed by layer name (``layer_names``, else the
+  events' ``layer_names``, else the index).
+
 :func:`energy_conservation` is the per-event check |charged + neutral - measured| (with the neutral energy of every
 cell, evaluated or not, computed independently of the attribution as E_c - charged_c) and also reports cells given
 more than their positive energy and attributions that cross events.
@@ -61,6 +77,35 @@ from .regression import robust_width
 from .segmentation import f1_score, iou_score, ratio
 
 DEFAULT_DR_EDGES = (0.0, 0.05, 0.1, 0.2, np.inf)
+#: bins of the measured cell significance E / sigma_noise of ``by_significance``
+DEFAULT_SIGNIFICANCE_EDGES = (0.0, 1.0, 2.0, 4.0, 10.0, np.inf)
+#: per-group sums of the error budget (``by_significance``, ``by_layer``)
+_GROUP_SUMS = ("n", "tp", "fp", "fn", "ct", "cp", "w", "w_ok", "lost_cn", "lost_nc", "lost_wt")
+
+
+def _group_sums(group: np.ndarray, n_groups: int, lt, lp, w) -> dict:
+    """Per group of evaluated cells: counts, charged-vs-neutral TP/FP/FN, energies right and lost by kind."""
+    ct, cp = lt >= 0, lp >= 0
+
+    def bc(weights=None):
+        return np.bincount(group, weights, minlength=n_groups).astype(np.float64)
+
+    return {"n": bc(), "tp": bc(ct & cp), "fp": bc(~ct & cp), "fn": bc(ct & ~cp), "ct": bc(ct), "cp": bc(cp),
+            "w": bc(w), "w_ok": bc(np.where(lt == lp, w, 0.0)), "lost_cn": bc(np.where(ct & ~cp, w, 0.0)),
+            "lost_nc": bc(np.where(~ct & cp, w, 0.0)), "lost_wt": bc(np.where(ct & cp & (lt != lp), w, 0.0))}
+
+
+def _group_summary(g: dict, i: int, w_total: float) -> dict:
+    """Error-budget numbers of group ``i`` of the sums ``g`` (``lost_*`` and ``energy_share`` over ``w_total``)."""
+    n, w = g["n"][i], g["w"][i]
+    return {"n_cells": int(n), "f1": float(f1_score(g["tp"][i], g["fp"][i], g["fn"][i])),
+            "charged_share_true": float(g["ct"][i] / n) if n else float("nan"),
+            "charged_share_pred": float(g["cp"][i] / n) if n else float("nan"),
+            "energy_share": float(w / w_total) if w_total > 0 else float("nan"),
+            "energy_weighted_accuracy": float(g["w_ok"][i] / w) if w > 0 else float("nan"),
+            "lost_charged_as_neutral": float(g["lost_cn"][i] / w_total) if w_total > 0 else float("nan"),
+            "lost_neutral_as_charged": float(g["lost_nc"][i] / w_total) if w_total > 0 else float("nan"),
+            "lost_wrong_track": float(g["lost_wt"][i] / w_total) if w_total > 0 else float("nan")}
 
 
 def _check(events, attribution: Attribution, what: str):
@@ -294,10 +339,18 @@ class AttributionMetrics:
 
     _TRACK = ("e_true", "e_pred", "soft_min", "soft_max", "tp", "fp", "fn", "e_relevant", "e_correct")
     _EVENT = ("tp", "fp", "fn", "w", "w_ok", "n_cells", "n_true", "n_pred")
-    _SUMS = ("tp", "fp", "fn", "same", "ct", "cp", "n_cells", "w", "w_ok", "overlap")
+    _SUMS = ("tp", "fp", "fn", "same", "ct", "cp", "n_cells", "w", "w_ok", "overlap", "lost_cn", "lost_nc",
+             "lost_wt")
 
     def __init__(self, dr_edges=DEFAULT_DR_EDGES, min_true_gev: float = 0.5, min_neutral_gev: float = 1.0,
-                 dense_dr: float = 0.1):
+                 dense_dr: float = 0.1, significance_edges=DEFAULT_SIGNIFICANCE_EDGES, layer_names=None):
+        edges = np.asarray(significance_edges, np.float64)
+        if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
+            raise ValueError(f"AttributionMetrics: significance_edges must be increasing (at least two), found "
+                             f"{significance_edges!r}")
+        self.significance_edges = edges
+        self.layer_names = None if layer_names is None else [str(x) for x in layer_names]
+        self.groups: dict[str, dict | None] = {"significance": None, "layer": None}
         self.dr_edges, self.min_true_gev = dr_edges, float(min_true_gev)
         self.min_neutral_gev, self.dense_dr = float(min_neutral_gev), float(dense_dr)
         self.tracks: dict[str, list] = {k: [] for k in (*self._TRACK, "iso")}
@@ -306,8 +359,19 @@ class AttributionMetrics:
         self.n_events = 0
         self.conservation: dict | None = None
 
-    def add(self, events, pred: Attribution, truth: Attribution | None = None, cell_mask=None) -> dict:
-        """Add one chunk of events; returns the per-chunk arrays (``lab_t``, ``lab_p``, ``sel``, ``st``, ``iso``)."""
+    def _add_groups(self, name: str, group: np.ndarray, n_groups: int, lt, lp, w):
+        g = _group_sums(group, n_groups, lt, lp, w)
+        old = self.groups[name]
+        if old is not None and old["n"].size < n_groups:  # more layers in this chunk
+            old = {k: np.pad(v, (0, n_groups - v.size)) for k, v in old.items()}
+        if old is not None and old["n"].size > n_groups:
+            g = {k: np.pad(v, (0, old["n"].size - v.size)) for k, v in g.items()}
+        self.groups[name] = g if old is None else {k: old[k] + g[k] for k in _GROUP_SUMS}
+
+    def add(self, events, pred: Attribution, truth: Attribution | None = None, cell_mask=None,
+            cell_layer=None) -> dict:
+        """Add one chunk of events (``cell_layer``: layer index per cell row, for ``by_layer``); returns the
+        per-chunk arrays (``lab_t``, ``lab_p``, ``sel``, ``st``, ``iso``)."""
         _check(events, pred, "evaluate_attribution")
         truth = truth_attribution(events) if truth is None else truth
         _check(events, truth, "evaluate_attribution (truth)")
@@ -329,9 +393,27 @@ class AttributionMetrics:
         same = lt == lp
         add = {"tp": np.sum(ct & cp), "fp": np.sum(~ct & cp), "fn": np.sum(ct & ~cp), "same": np.sum(same),
                "ct": np.sum(ct), "cp": np.sum(cp), "n_cells": lt.size, "w": w.sum(), "w_ok": w[same].sum(),
+               "lost_cn": w[ct & ~cp].sum(), "lost_nc": w[~ct & cp].sum(), "lost_wt": w[ct & cp & ~same].sum(),
                "overlap": mins.sum() + np.minimum(n_t_cell, n_p_cell)[sel].sum()}
         for k, v in add.items():
             self.sums[k] += float(v)
+        sig = np.asarray(events.cells["noise_sigma_gev"], np.float64)[cells]
+        signif = np.divide(w, sig, out=np.full(w.size, np.inf), where=sig > 0)
+        n_sig = self.significance_edges.size - 1
+        sbin = np.clip(np.searchsorted(self.significance_edges, signif, side="right") - 1, 0, n_sig - 1)
+        self._add_groups("significance", sbin, n_sig, lt, lp, w)
+        if cell_layer is not None:
+            lay = np.asarray(cell_layer, np.int64)
+            if lay.shape != e.shape:
+                raise ValueError(f"evaluate_attribution: cell_layer must have shape {e.shape} (one per cell row), "
+                                 f"found {lay.shape}")
+            lay = lay[cells]
+            if self.layer_names is None and getattr(events, "layer_names", None) is not None:
+                self.layer_names = [str(x) for x in events.layer_names]
+            if lay.size and lay.min() < 0:
+                raise ValueError(f"evaluate_attribution: cell_layer must be >= 0, found {int(lay.min())}")
+            n_lay = max(int(lay.max()) + 1 if lay.size else 0, len(self.layer_names or ()))
+            self._add_groups("layer", lay, n_lay, lt, lp, w)
         for k in self._TRACK:
             self.tracks[k].append(st[k])
         self.tracks["iso"].append(iso)
@@ -361,6 +443,21 @@ class AttributionMetrics:
         out["by_event_dr"] = {name: {"dr_lo": float(lo), "dr_hi": float(hi),
                                      **_event_summary(ev_stats, (ev_iso >= lo) & (ev_iso < hi), mn)}
                               for name, lo, hi in _dr_bins(self.dr_edges)}
+        w_tot = self.sums["w"]
+        frac = (lambda k: self.sums[k] / w_tot if w_tot > 0 else float("nan"))
+        g = self.groups["significance"]
+        out["energy_lost"] = {"charged_as_neutral": frac("lost_cn"), "neutral_as_charged": frac("lost_nc"),
+                              "wrong_track": frac("lost_wt")}
+        if g is None:
+            g = {k: np.zeros(self.significance_edges.size - 1) for k in _GROUP_SUMS}
+        out["by_significance"] = {name: {"significance_lo": float(lo), "significance_hi": float(hi),
+                                         **_group_summary(g, i, w_tot)}
+                                  for i, (name, lo, hi) in enumerate(_dr_bins(self.significance_edges))}
+        gl = self.groups["layer"]
+        if gl is not None:
+            names = self.layer_names or []
+            out["by_layer"] = {(names[i] if i < len(names) else str(i)): {"layer": i, **_group_summary(gl, i, w_tot)}
+                               for i in range(gl["n"].size)}
         d = self.dense_dr
         out["dense"] = {"dr": d, "tracks": _track_summary(st, iso < d, mt),
                         "events": _event_summary(ev_stats, ev_iso < d, mn),
@@ -377,12 +474,13 @@ def energy_conservation_empty() -> dict:
 
 def evaluate_attribution(events, pred: Attribution, truth: Attribution | None = None, cell_mask=None,
                          dr_edges=DEFAULT_DR_EDGES, min_true_gev: float = 0.5, min_neutral_gev: float = 1.0,
-                         keep_arrays: bool = False, dense_dr: float = 0.1) -> dict:
+                         keep_arrays: bool = False, dense_dr: float = 0.1,
+                         significance_edges=DEFAULT_SIGNIFICANCE_EDGES, cell_layer=None, layer_names=None) -> dict:
     """All metrics of the module docstring for one method (a JSON-friendly dict; ``keep_arrays`` adds per-track
     ``e_true_gev``, ``e_pred_gev``, ``isolation_dr`` and per-cell ``label_true``/``label_pred`` numpy arrays).
     Events that do not fit in memory: :class:`AttributionMetrics`."""
-    m = AttributionMetrics(dr_edges, min_true_gev, min_neutral_gev, dense_dr)
-    a = m.add(events, pred, truth, cell_mask)
+    m = AttributionMetrics(dr_edges, min_true_gev, min_neutral_gev, dense_dr, significance_edges, layer_names)
+    a = m.add(events, pred, truth, cell_mask, cell_layer)
     out = m.result()
     if keep_arrays:
         out["arrays"] = {"e_true_gev": a["st"]["e_true"], "e_pred_gev": a["st"]["e_pred"], "isolation_dr": a["iso"],

@@ -195,6 +195,7 @@ def _evaluate_chunks(seg, inputs, geometry, chunk_events: int, out: Path, splits
     """Iterative and common inference over the events of the inputs (or of one split), chunk by chunk; metrics of
     :class:`~pcloud.metrics.particle_flow.AttributionMetrics` over all of them in ``out/results.json``."""
     acc = {"iterative": AttributionMetrics(), "common": AttributionMetrics()}
+    cell_layer_of = np.asarray(geometry.cells["layer"], np.int64)
     n_tracks = 0
     for first, events, clusters in iter_event_chunks(inputs, geometry, chunk_events, need_truth=True):
         if splits is not None:
@@ -207,8 +208,10 @@ def _evaluate_chunks(seg, inputs, geometry, chunk_events: int, out: Path, splits
             cell_mask = clusters.cell_cluster >= 0
         truth = truth_attribution(events)
         n_tracks += int(events.tracks["event"].size)
-        acc["iterative"].add(events, iterative_inference(events, geometry, seg, dr_max=seg.dr_max), truth, cell_mask)
-        acc["common"].add(events, common_inference(events, geometry, seg, dr_max=seg.dr_max), truth, cell_mask)
+        lay = cell_layer_of[events.cells["id"]]
+        acc["iterative"].add(events, iterative_inference(events, geometry, seg, dr_max=seg.dr_max), truth, cell_mask,
+                             lay)
+        acc["common"].add(events, common_inference(events, geometry, seg, dr_max=seg.dr_max), truth, cell_mask, lay)
     if acc["iterative"].n_events == 0:
         raise InputError("no event to evaluate" + (f" in split {split!r}" if split else ""))
     methods = {}

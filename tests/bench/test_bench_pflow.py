@@ -51,6 +51,14 @@ def test_run_pflow_tiny(tmp_path):
     assert "rule_based" in report and "MLTree round trip" in report
     assert "Dense environments: DeltaR(track, nearest other particle) < 0.1" in report
     assert "Target / loss ablation" in report and "Where each method fails" in report
+    # error budget: lost energy by kind adds up to 1 - E-acc; the layer table covers the ATLAS-like layers
+    for m in METHODS:
+        r = on_disk["methods"][m]
+        assert sum(r["energy_lost"].values()) == pytest.approx(1 - r["energy_weighted_accuracy"], abs=1e-9), m
+        assert set(r["by_layer"]) <= {"EMB1", "EMB2", "EMB3", "TileBar0", "TileBar1", "TileBar2"}
+        assert sum(b["n_cells"] for b in r["by_significance"].values()) == r["n_cells"]
+    assert "## Error budget" in report and "By measured cell significance" in report
+    assert "By calorimeter layer" in report and "| oracle_iterative | lost_wrong_track |" in report
     for p in on_disk["plots"]:
         assert (out / p).stat().st_size > 1000
     assert json.loads((out / "splits.json").read_text())["seed"] == 1

@@ -161,14 +161,80 @@ def test_metrics_over_chunks_equal_metrics_over_all_events(atlas):
     ev = generate_events(atlas, 24, np.random.default_rng(5), parent=["rho", "delta"], n_parents=(1, 3),
                          dr=(0.02, 0.3), energy_gev=(10, 60))
     mask = clustered_cell_mask(ev, atlas)
-    whole = evaluate_attribution(ev, dr_nearest(ev, atlas), cell_mask=mask)
+    lay = atlas.cells["layer"][ev.cells["id"]]
+    whole = evaluate_attribution(ev, dr_nearest(ev, atlas), cell_mask=mask, cell_layer=lay)
     acc = AttributionMetrics()
     for lo, hi in ((0, 5), (5, 6), (6, 17), (17, 24)):  # uneven chunks, one of a single event
         keep = np.zeros(ev.n_events, bool)
         keep[lo:hi] = True
         part = select_events(ev, keep)
-        acc.add(part, dr_nearest(part, atlas), cell_mask=mask[keep[ev.cells["event"]]])
+        acc.add(part, dr_nearest(part, atlas), cell_mask=mask[keep[ev.cells["event"]]],
+                cell_layer=lay[keep[ev.cells["event"]]])
     got = acc.result()
     _close(got, whole)
     assert got["n_events"] == 24 and got["n_tracks"] == ev.tracks["event"].size
     assert 0 < got["f1"] < 1 and got["energy_conservation"]["max_violation_gev"] < 1e-9
+    assert set(got["by_layer"]) == set(ev.layer_names)
+    assert sum(b["n_cells"] for b in got["by_layer"].values()) == got["n_cells"]
+    assert sum(b["n_cells"] for b in got["by_significance"].values()) == got["n_cells"]
+    lost = sum(got["energy_lost"].values())
+    assert lost == pytest.approx(1 - got["energy_weighted_accuracy"])
+    assert sum(b[k] for b in got["by_layer"].values() for k in ("lost_charged_as_neutral", "lost_neutral_as_charged",
+                                                                "lost_wrong_track")) == pytest.approx(lost)
+
+
+def test_error_budget_by_hand(hand):
+    """energy_lost / by_significance / by_layer of the partial prediction, computed by hand: rows 0 and 1 both
+    given to the track, truth labels [track, neutral, neutral, neutral]."""
+    a = Attribution([0, 1], [0, 0], [3.0, 1.0])
+    e = hand.cells["energy_gev"]
+    sig = hand.cells["noise_sigma_gev"]
+    # one significance bin per cell: edges between the four evaluated cells' E / sigma
+    s = np.sort(e[:4] / sig[:4])
+    assert np.all(np.diff(s) > 0)
+    edges = np.concatenate([[0.0], (s[:-1] + s[1:]) / 2, [np.inf]])
+    layer = np.array([1, 1, 0, 2, 2])  # invented layers: row 2 alone in layer 0, rows 3-4 in layer 2
+    r = evaluate_attribution(hand, a, significance_edges=edges, cell_layer=layer, layer_names=["A", "B", "C"])
+    lost = r["energy_lost"]
+    # only row 1 (1 GeV, neutral in truth) is wrong: given to the track
+    assert lost["neutral_as_charged"] == pytest.approx(1.0 / 6.1)
+    assert lost["charged_as_neutral"] == 0.0 and lost["wrong_track"] == 0.0
+    assert sum(lost.values()) == pytest.approx(1.0 - r["energy_weighted_accuracy"])
+    bins = list(r["by_significance"].values())
+    assert [b["n_cells"] for b in bins] == [1, 1, 1, 1]
+    rank = {row: int(np.searchsorted(s, e[row] / sig[row])) for row in range(4)}
+    b1 = bins[rank[1]]
+    assert b1["charged_share_true"] == 0.0 and b1["charged_share_pred"] == 1.0
+    assert b1["energy_weighted_accuracy"] == 0.0 and b1["lost_neutral_as_charged"] == pytest.approx(1.0 / 6.1)
+    assert b1["energy_share"] == pytest.approx(1.0 / 6.1)
+    b0 = bins[rank[0]]
+    assert b0["f1"] == 1.0 and b0["energy_weighted_accuracy"] == 1.0 and b0["energy_share"] == pytest.approx(3 / 6.1)
+    assert sum(b["energy_share"] for b in bins) == pytest.approx(1.0)
+    # per layer: B holds rows 0 (right) and 1 (wrong); A row 2 (right, neutral); C row 3 (right; row 4 E < 0)
+    by = r["by_layer"]
+    assert list(by) == ["A", "B", "C"]
+    assert by["B"]["n_cells"] == 2 and by["B"]["energy_weighted_accuracy"] == pytest.approx(3.0 / 4.0)
+    assert by["B"]["f1"] == pytest.approx(2 / 3) and by["B"]["lost_neutral_as_charged"] == pytest.approx(1 / 6.1)
+    assert by["A"]["n_cells"] == 1 and by["A"]["charged_share_true"] == 0.0 and by["A"]["charged_share_pred"] == 0.0
+    assert by["C"]["n_cells"] == 1 and by["C"]["energy_share"] == pytest.approx(0.1 / 6.1)
+    # the perfect attribution loses nothing; a track-swap is a wrong-track loss
+    assert sum(evaluate_attribution(hand, truth_attribution(hand))["energy_lost"].values()) == 0.0
+    with pytest.raises(ValueError, match="cell_layer must have shape"):
+        evaluate_attribution(hand, a, cell_layer=layer[:3])
+    with pytest.raises(ValueError, match="significance_edges must be increasing"):
+        evaluate_attribution(hand, a, significance_edges=[0.0, 2.0, 1.0])
+
+
+def test_wrong_track_loss(atlas):
+    """Two tracks, one cell each; a prediction that swaps them loses all charged energy as wrong_track."""
+    eta, phi = centre(atlas, "EMB2", IU, IV)
+    eta2, _ = centre(atlas, "EMB2", IU + 3, IV)
+    cells = [(0, "EMB2", IU, IV, 2.0), (0, "EMB2", IU + 3, IV, 1.0)]
+    hits = [(0, 0, 2.0), (1, 1, 1.0)]
+    ev = make_events(atlas, 1, cells, [(0, 0, eta, phi, 10.0), (0, 1, eta2, phi, 5.0)],
+                     [(0, 1, eta, phi), (0, 1, eta2, phi)], hits)
+    swapped = Attribution([0, 1], [1, 0], [2.0, 1.0])
+    r = evaluate_attribution(ev, swapped)
+    assert r["energy_lost"] == pytest.approx({"charged_as_neutral": 0.0, "neutral_as_charged": 0.0,
+                                              "wrong_track": 1.0})
+    assert r["f1"] == 1.0 and r["energy_weighted_accuracy"] == 0.0

@@ -237,6 +237,38 @@ def _dense_section(res: dict, m: dict, main: list, abl: set, cut, cfg: dict) -> 
     return lines
 
 
+def _error_budget_section(res: dict, m: dict, main: list, abl: set, cut, cfg: dict) -> list[str]:
+    """Where the labels and the energy go wrong: lost energy by kind, and the cell metrics by measured significance
+    and by layer (``energy_lost``, ``by_significance``, ``by_layer`` of the metrics; older results: nothing)."""
+    have = [n for n in main if m[n].get("energy_lost")]
+    if not have:
+        return []
+    lines = ["", "## Error budget", "",
+             "Evaluated energy on cells with the wrong label, by kind (fractions of the evaluated energy; the three "
+             "add up to 1 - energy-weighted accuracy):", "",
+             "| method | E-acc | charged as neutral | neutral as charged | wrong track |", "|---|---|---|---|---|"]
+    for n in have:
+        lo = m[n]["energy_lost"]
+        lines.append(f"| {n} | {_fmt(m[n].get('energy_weighted_accuracy'))} | {_fmt(lo['charged_as_neutral'])} | "
+                     f"{_fmt(lo['neutral_as_charged'])} | {_fmt(lo['wrong_track'])} |")
+    keys = ("f1", "energy_weighted_accuracy", "charged_share_true", "charged_share_pred", "lost_neutral_as_charged",
+            "lost_wrong_track")
+    # the binned tables: the goal's best method, each learned model's iterative inference and the oracle
+    best = (res.get("goal") or {}).get("best_method")
+    shown = [n for n in have if n == best or n == "oracle_iterative"
+             or (n.endswith("_iterative") and "_ensemble" not in n and not n.startswith("oracle"))]
+    shown = sorted(shown, key=lambda n: (n != best, n == "oracle_iterative", have.index(n)))
+    lines += ["", "By measured cell significance E / sigma_noise (cells below ~1 sigma are mostly noise: their true "
+              "label is that of a small true deposit the measured energy barely constrains); `energy_share`: share "
+              "of the evaluated energy in the bin, `lost_*`: lost energy of the bin as a fraction of all evaluated "
+              "energy:", ""]
+    lines += _binned_table(m, shown, "by_significance", ("energy_share",) + keys, "cells", "n_cells")
+    if all(m[n].get("by_layer") for n in shown):
+        lines += ["", "By calorimeter layer:", ""]
+        lines += _binned_table(m, shown, "by_layer", ("energy_share",) + keys, "cells", "n_cells")
+    return lines
+
+
 def _ablation_section(res: dict, m: dict, main: list, abl: set, cut, cfg: dict) -> list[str]:
     """The PointNet target / loss ablation table."""
     lines = []
@@ -322,7 +354,8 @@ def render_report(res: dict) -> str:
     main = [n for n in m if n not in abl]
     cut = cfg.get("dense_cut", 0.1)
     lines = []
-    for section in (_header, _acceptance_section, _dense_section, _ablation_section, _checks_section,
+    for section in (_header, _acceptance_section, _dense_section, _error_budget_section, _ablation_section,
+                    _checks_section,
                     _training_section):
         lines += section(res, m, main, abl, cut, cfg)
         if section is _header:

@@ -181,6 +181,7 @@ class _Run:
         with several seeds get the mean over the seeds (nested) and the spread of the headline metrics."""
         test = self.test
         self.truth = truth_attribution(test)
+        self.cell_layer = np.asarray(self.geometry.cells["layer"], np.int64)[test.cells["id"]]
         self.methods, self.per_track, self.conservation = {}, {}, {}
         for name, atts in self.seed_attributions.items():
             runs, worst = [], None
@@ -190,7 +191,8 @@ class _Run:
                 if worst is None or cons["max_violation_gev"] > worst["max_violation_gev"] or not cons["ok"]:
                     worst = cons
                 r = pm.evaluate_attribution(test, a, self.truth, cell_mask=self.mask_test, keep_arrays=True,
-                                            dense_dr=self.cfg.dense_cut)
+                                            dense_dr=self.cfg.dense_cut, cell_layer=self.cell_layer,
+                                            layer_names=list(test.layer_names))
                 arrays = r.pop("arrays")
                 if si == 0:
                     self.per_track[name] = (arrays["e_true_gev"], arrays["e_pred_gev"])
