@@ -40,13 +40,19 @@ def _bench_singles(args) -> int:
     return 0
 
 
+#: the segmentation losses of ``pcloud.nn.losses.SEG_LOSSES`` (spelled here so that building the parser does not
+#: import torch; a test keeps the two equal)
+PFLOW_LOSSES = ("energy_weighted", "ce", "focal", "energy_weighted_focal", "mixed")
+
+
 def _bench_pflow(args) -> int:
     from pcloud.bench.pflow import PflowConfig, run_pflow
 
     cfg = PflowConfig(out=args.out, quick=args.quick, medium=getattr(args, "medium", False),
                       large=getattr(args, "large", False), device=args.device,
                       n_events=args.events, epochs=args.epochs, seed=args.seed, seeds=getattr(args, "seeds", None),
-                      recipe=getattr(args, "recipe", "new"),
+                      recipe=getattr(args, "recipe", "new"), loss=getattr(args, "loss", None),
+                      energy_share=getattr(args, "energy_share", None),
                       models=[m for m in args.models.split(",") if m] if args.models else None,
                       dense_fraction=getattr(args, "dense_fraction", 0.3),
                       generator=getattr(args, "generator", "gun"),
@@ -98,7 +104,7 @@ def register(sub) -> None:
                            "budgets, 3 training seeds)")
     mode.add_argument("--large", action="store_true",
                       help="more data for the best model (8000 events, PointNet with a 12 min budget per training "
-                           "seed, 3 seeds; budgeted for about an hour on 2 CPU cores, not yet measured)")
+                           "seed, 3 seeds; about 50 min on 2 CPU cores)")
     p.add_argument("--out", default="out/bench_pflow", help="output folder (default out/bench_pflow)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device")
     p.add_argument("--events", type=int, default=None, help="number of generated events")
@@ -108,8 +114,13 @@ def register(sub) -> None:
                    help="training seeds run in sequence (seed, seed+1, ...; metrics as mean and spread; default 1 "
                         "quick, 3 otherwise)")
     p.add_argument("--recipe", default="new", choices=("new", "legacy"),
-                   help="training recipe of the per-track models: new (topo-clustered clouds, mixed loss, AdamW + "
-                        "cosine, threshold chosen on val) or legacy (before issue 11)")
+                   help="training recipe of the per-track models: new (topo-clustered clouds, per-cell "
+                        "cross-entropy, AdamW + cosine, threshold chosen on val) or legacy (before issue 11)")
+    p.add_argument("--loss", default=None, choices=PFLOW_LOSSES,
+                   help="segmentation loss of the per-track models instead of the recipe's (ce; legacy: "
+                        "energy_weighted); mixed = energy_share x energy-weighted + (1 - energy_share) x ce")
+    p.add_argument("--energy-share", type=float, default=None,
+                   help="energy-weighted share of the mixed loss (default 0.5)")
     p.add_argument("--models", default=None,
                    help="comma-separated learned per-track models: pointnet, dgcnn, transformer, gravnet (default "
                         "per mode)")

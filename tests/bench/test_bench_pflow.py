@@ -204,3 +204,28 @@ def test_learning_curve_figure_has_one_panel_per_model(tmp_path):
     assert width == round(5.2 * 2 * 90) and height == round(3.6 * 90)
     one = plot_learning_curves({"pointnet": training["pointnet"]}, tmp_path / "lc1.png")
     assert mpimg.imread(one).shape[1] == round(5.2 * 90)
+
+
+def test_cli_loss_options_reach_the_config(monkeypatch):
+    """--loss / --energy-share of bench pflow reach PflowConfig; the CLI's loss list is the losses module's."""
+    import pcloud.bench.pflow as bp
+    from pcloud.cli.bench import PFLOW_LOSSES
+    from pcloud.nn.losses import SEG_LOSSES
+
+    assert tuple(PFLOW_LOSSES) == tuple(SEG_LOSSES)
+    seen = {}
+    def fake_run(cfg):
+        seen["cfg"] = cfg
+        return {"all_conserve": True}
+
+    monkeypatch.setattr(bp, "run_pflow", fake_run)
+    args = build_parser().parse_args(["bench", "pflow", "--quick", "--loss", "mixed", "--energy-share", "0.3"])
+    assert args.func(args) == 0
+    cfg = seen["cfg"].resolved()
+    assert cfg.loss == "mixed" and cfg.energy_share == 0.3
+    assert cfg.segmenter_kwargs()["energy_share"] == 0.3
+    args = build_parser().parse_args(["bench", "pflow", "--quick"])
+    args.func(args)
+    assert seen["cfg"].resolved().loss == "ce"  # the recipe's
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "pflow", "--loss", "l2"])
