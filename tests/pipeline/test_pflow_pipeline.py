@@ -1,4 +1,6 @@
 """Particle flow on MLTree files: train / evaluate / predict and the benchmark's file input."""
+import json
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -45,6 +47,11 @@ def test_train_evaluate_predict_pflow(mltree_files, tmp_path):
         assert r["conservation"]["max_violation_gev"] < 1e-6 and 0 <= r["f1"] <= 1
     ev = evaluate_pflow(tmp_path / "P", [str(mltree_files[1])], tmp_path / "E", log=lambda s: None)
     assert ev["n_events"] == 30
+    on_disk = json.loads((tmp_path / "E" / "results.json").read_text())
+    for r in on_disk["methods"].values():  # the error budget: by kind, significance and layer (names of the file)
+        assert sum(r["energy_lost"].values()) == pytest.approx(1 - r["energy_weighted_accuracy"], abs=1e-9)
+        assert set(r["by_layer"]) <= {"EMB1", "EMB2", "EMB3", "TileBar0", "TileBar1", "TileBar2"} and r["by_layer"]
+        assert sum(b["n_cells"] for b in r["by_layer"].values()) == r["n_cells"]
     info = predict_pflow(tmp_path / "P", str(mltree_files[1]), tmp_path / "p.parquet", log=lambda s: None)
     t = pq.read_table(tmp_path / "p.parquet").to_pydict()
     assert len(t["cell_id"]) == info["n_cells"]
