@@ -135,6 +135,7 @@ def _spawned(rank: int, world: int, init_method: str, cfg_dict: dict, out: str, 
          ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         train_ddp(cfg, out)
+        dist.barrier()  # every rank done with its collectives before any rank tears the group down
     finally:
         dist.destroy_process_group()
 

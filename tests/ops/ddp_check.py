@@ -60,4 +60,5 @@ def equivalence_run(rank: int, world: int, init_method: str, out: str, steps: in
                 "val_loss": [h["val_loss"] for h in res.history]}, Path(out) / ("single.pt" if single else
                                                                                   f"rank{rank}.pt"))
     if not single:
+        dist.barrier()  # both ranks done with their collectives before the group is torn down
         dist.destroy_process_group()
