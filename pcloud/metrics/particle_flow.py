@@ -339,8 +339,7 @@ class AttributionMetrics:
 
     _TRACK = ("e_true", "e_pred", "soft_min", "soft_max", "tp", "fp", "fn", "e_relevant", "e_correct")
     _EVENT = ("tp", "fp", "fn", "w", "w_ok", "n_cells", "n_true", "n_pred")
-    _SUMS = ("tp", "fp", "fn", "same", "ct", "cp", "n_cells", "w", "w_ok", "overlap", "lost_cn", "lost_nc",
-             "lost_wt")
+    _SUMS = ("tp", "fp", "fn", "same", "ct", "cp", "n_cells", "w", "w_ok", "overlap")
 
     def __init__(self, dr_edges=DEFAULT_DR_EDGES, min_true_gev: float = 0.5, min_neutral_gev: float = 1.0,
                  dense_dr: float = 0.1, significance_edges=DEFAULT_SIGNIFICANCE_EDGES, layer_names=None):
@@ -360,13 +359,13 @@ class AttributionMetrics:
         self.conservation: dict | None = None
 
     def _add_groups(self, name: str, group: np.ndarray, n_groups: int, lt, lp, w):
+        """Add the chunk's per-group sums to ``groups[name]`` (chunks may see different numbers of layers)."""
         g = _group_sums(group, n_groups, lt, lp, w)
         old = self.groups[name]
-        if old is not None and old["n"].size < n_groups:  # more layers in this chunk
-            old = {k: np.pad(v, (0, n_groups - v.size)) for k, v in old.items()}
-        if old is not None and old["n"].size > n_groups:
-            g = {k: np.pad(v, (0, old["n"].size - v.size)) for k, v in g.items()}
-        self.groups[name] = g if old is None else {k: old[k] + g[k] for k in _GROUP_SUMS}
+        if old is not None:
+            n = max(n_groups, old["n"].size)
+            g = {k: np.pad(g[k], (0, n - g[k].size)) + np.pad(old[k], (0, n - old[k].size)) for k in _GROUP_SUMS}
+        self.groups[name] = g
 
     def add(self, events, pred: Attribution, truth: Attribution | None = None, cell_mask=None,
             cell_layer=None) -> dict:
@@ -393,7 +392,6 @@ class AttributionMetrics:
         same = lt == lp
         add = {"tp": np.sum(ct & cp), "fp": np.sum(~ct & cp), "fn": np.sum(ct & ~cp), "same": np.sum(same),
                "ct": np.sum(ct), "cp": np.sum(cp), "n_cells": lt.size, "w": w.sum(), "w_ok": w[same].sum(),
-               "lost_cn": w[ct & ~cp].sum(), "lost_nc": w[~ct & cp].sum(), "lost_wt": w[ct & cp & ~same].sum(),
                "overlap": mins.sum() + np.minimum(n_t_cell, n_p_cell)[sel].sum()}
         for k, v in add.items():
             self.sums[k] += float(v)
@@ -443,13 +441,12 @@ class AttributionMetrics:
         out["by_event_dr"] = {name: {"dr_lo": float(lo), "dr_hi": float(hi),
                                      **_event_summary(ev_stats, (ev_iso >= lo) & (ev_iso < hi), mn)}
                               for name, lo, hi in _dr_bins(self.dr_edges)}
+        # the significance bins hold every evaluated cell once: the totals of the error budget are their sums
         w_tot = self.sums["w"]
-        frac = (lambda k: self.sums[k] / w_tot if w_tot > 0 else float("nan"))
-        g = self.groups["significance"]
-        out["energy_lost"] = {"charged_as_neutral": frac("lost_cn"), "neutral_as_charged": frac("lost_nc"),
-                              "wrong_track": frac("lost_wt")}
-        if g is None:
-            g = {k: np.zeros(self.significance_edges.size - 1) for k in _GROUP_SUMS}
+        g = self.groups["significance"] or {k: np.zeros(self.significance_edges.size - 1) for k in _GROUP_SUMS}
+        out["energy_lost"] = {kind: float(g[k].sum() / w_tot) if w_tot > 0 else float("nan") for kind, k in
+                              (("charged_as_neutral", "lost_cn"), ("neutral_as_charged", "lost_nc"),
+                               ("wrong_track", "lost_wt"))}
         out["by_significance"] = {name: {"significance_lo": float(lo), "significance_hi": float(hi),
                                          **_group_summary(g, i, w_tot)}
                                   for i, (name, lo, hi) in enumerate(_dr_bins(self.significance_edges))}

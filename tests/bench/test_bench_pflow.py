@@ -214,6 +214,7 @@ def test_cli_loss_options_reach_the_config(monkeypatch):
 
     assert tuple(PFLOW_LOSSES) == tuple(SEG_LOSSES)
     seen = {}
+
     def fake_run(cfg):
         seen["cfg"] = cfg
         return {"all_conserve": True}
@@ -229,3 +230,5 @@ def test_cli_loss_options_reach_the_config(monkeypatch):
     assert seen["cfg"].resolved().loss == "ce"  # the recipe's
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "pflow", "--loss", "l2"])
+    with pytest.raises(ValueError, match="energy_share must be in"):  # refused before any event is generated
+        PflowConfig(quick=True, loss="mixed", energy_share=1.5).resolved()

@@ -238,3 +238,19 @@ def test_wrong_track_loss(atlas):
     assert r["energy_lost"] == pytest.approx({"charged_as_neutral": 0.0, "neutral_as_charged": 0.0,
                                               "wrong_track": 1.0})
     assert r["f1"] == 1.0 and r["energy_weighted_accuracy"] == 0.0
+
+
+def test_layer_groups_grow_across_chunks(hand):
+    """A chunk with a layer index beyond the events' layer names, then one without it: the layer sums are padded,
+    not dropped; layers without a name are keyed by their index."""
+    from pcloud.metrics.particle_flow import AttributionMetrics
+
+    a = Attribution([0, 1], [0, 0], [3.0, 1.0])
+    acc = AttributionMetrics()
+    acc.add(hand, a, cell_layer=np.array([0, 0, 7, 0, 0]))  # row 2 in an unnamed layer 7
+    acc.add(hand, a, cell_layer=np.zeros(5, np.int64))
+    by = acc.result()["by_layer"]
+    n_names = len(hand.layer_names)
+    assert list(by)[:n_names] == list(hand.layer_names) and list(by)[n_names:] == [str(i) for i in range(n_names, 8)]
+    assert by[hand.layer_names[0]]["n_cells"] == 3 + 4 and by["7"]["n_cells"] == 1 and by["6"]["n_cells"] == 0
+    assert by["7"]["energy_share"] == pytest.approx(2.0 / 12.2)

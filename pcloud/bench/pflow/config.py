@@ -136,6 +136,8 @@ class PflowConfig:
         if c.generator != "gun" and c.generator not in PYTHIA_GENERATORS:
             raise ValueError(f"bench pflow: unknown generator {c.generator!r}; known: gun, "
                              f"{', '.join(PYTHIA_GENERATORS)}")
+        if not 0.0 <= c.energy_share <= 1.0:
+            raise ValueError(f"bench pflow: energy_share must be in [0, 1], found {c.energy_share}")
         if not 0.0 <= c.dense_fraction <= 1.0:
             raise ValueError(f"bench pflow: dense_fraction must be in [0, 1], found {c.dense_fraction}")
         return c

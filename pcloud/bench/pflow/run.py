@@ -191,8 +191,7 @@ class _Run:
                 if worst is None or cons["max_violation_gev"] > worst["max_violation_gev"] or not cons["ok"]:
                     worst = cons
                 r = pm.evaluate_attribution(test, a, self.truth, cell_mask=self.mask_test, keep_arrays=True,
-                                            dense_dr=self.cfg.dense_cut, cell_layer=self.cell_layer,
-                                            layer_names=list(test.layer_names))
+                                            dense_dr=self.cfg.dense_cut, cell_layer=self.cell_layer)
                 arrays = r.pop("arrays")
                 if si == 0:
                     self.per_track[name] = (arrays["e_true_gev"], arrays["e_pred_gev"])
