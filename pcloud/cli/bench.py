@@ -45,9 +45,31 @@ def _bench_singles(args) -> int:
 PFLOW_LOSSES = ("energy_weighted", "ce", "focal", "energy_weighted_focal", "mixed")
 
 
+def parse_minutes(text: str | None) -> tuple[float | None, dict | None]:
+    """``--minutes`` of ``bench pflow``: ``"3"`` -> (3.0, {}) (every model, the mode's per-model budgets dropped);
+    ``"pointnet=3,dgcnn=2"`` -> (None, {"pointnet": 3.0, "dgcnn": 2.0}) (merged into the mode's); None -> (None,
+    None)."""
+    if text is None:
+        return None, None
+    try:
+        if "=" not in text:
+            return float(text), {}
+        out = {}
+        for item in text.split(","):
+            if item.strip():
+                name, value = item.split("=")
+                out[name.strip()] = float(value)
+        return None, out
+    except ValueError:
+        raise ValueError(f"bench pflow: --minutes must be a number or NAME=MIN pairs separated by commas "
+                         f"(e.g. pointnet=3,dgcnn=2), found {text!r}") from None
+
+
 def _bench_pflow(args) -> int:
     from pcloud.bench.pflow import PflowConfig, run_pflow
+    from pcloud.bench.pflow.config import PFLOW_MODES
 
+    max_minutes, model_minutes = parse_minutes(getattr(args, "minutes", None))
     cfg = PflowConfig(out=args.out, quick=args.quick, medium=getattr(args, "medium", False),
                       large=getattr(args, "large", False), device=args.device,
                       n_events=args.events, epochs=args.epochs, seed=args.seed, seeds=getattr(args, "seeds", None),
@@ -59,7 +81,11 @@ def _bench_pflow(args) -> int:
                       ablation=False if getattr(args, "no_ablation", False) else (
                           True if getattr(args, "ablation", False) else None),
                       event_model=not getattr(args, "no_event_model", False),
+                      widths=getattr(args, "widths", "small"), max_minutes=max_minutes, model_minutes=model_minutes,
+                      patience=getattr(args, "patience", 3),
                       data=list(getattr(args, "data", []) or []))
+    if model_minutes:  # NAME=MIN pairs replace the mode's budgets of those models only
+        cfg.model_minutes = {**PFLOW_MODES[cfg.mode]["model_minutes"], **model_minutes}
     res = run_pflow(cfg)
     return 0 if res["all_conserve"] else 1
 
@@ -132,6 +158,15 @@ def register(sub) -> None:
     p.add_argument("--ablation", action="store_true",
                    help="run the PointNet target/loss ablation (default: only in full mode)")
     p.add_argument("--no-event-model", action="store_true", help="skip the whole-event ChargedFractionSegmenter")
+    p.add_argument("--patience", type=int, default=3,
+                   help="early stopping: epochs without a better validation loss (default 3)")
+    p.add_argument("--widths", default="small", choices=("small", "full"),
+                   help="widths of the per-track models: small (CPU-sized, default) or full (the model classes' "
+                        "own, GPU-sized)")
+    p.add_argument("--minutes", default=None, metavar="MIN|NAME=MIN,...",
+                   help="training time budget per model in minutes: one number for every model, or NAME=MIN pairs "
+                        "(names: pointnet, dgcnn, transformer, gravnet, event_pointnet, ablation) replacing the "
+                        "mode's budgets of those models")
     p.add_argument("--data", action="append", default=[], metavar="FILE.root",
                    help="MLTree files with per-cell truth instead of generated events; repeatable")
     p.set_defaults(func=_bench_pflow)

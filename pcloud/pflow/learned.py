@@ -73,6 +73,16 @@ _SMALL = {"pointnet": dict(channels=(64, 128, 128), seg_hidden=(128, 64), head_h
                               head_hidden=()),
           "gravnet": dict(blocks=3, dense=(64,), out_dims=48, space_dims=4, prop_dims=22, k=16, emb_dim=128,
                           seg_hidden=(128, 64), head_hidden=())}
+#: the model classes' own (GPU-sized) widths, chosen with ``widths="full"``: PointNet / DGCNN / GravNet at their
+#: constructors' defaults, the transformer at the size the GPU check uses (scripts/gpu_check.py); no pooled head
+_FULL = {"pointnet": dict(channels=(64, 128, 256), seg_hidden=(256, 128), head_hidden=()),
+         "dgcnn": dict(k=16, edge_channels=(64, 64, 128), emb_dim=256, seg_hidden=(256, 128), head_hidden=()),
+         "transformer": dict(dim=128, n_heads=8, n_layers=4, ffn_mult=2, pair_hidden=16, seg_hidden=(256, 128),
+                             head_hidden=()),
+         "gravnet": dict(blocks=4, dense=(64, 64), out_dims=48, space_dims=4, prop_dims=22, k=16, emb_dim=128,
+                         seg_hidden=(256, 128), head_hidden=())}
+#: width sets of the segmenters: "small" (CPU-sized, the default) and "full"
+WIDTHS = {"small": _SMALL, "full": _FULL}
 #: cell populations of the clouds: every cell in the cone, or the topo-clustered cells with E > 0 (the MLTree cell
 #: population and the cells the benchmark's metrics evaluate)
 CELL_SELECTIONS = ("all", "topo")
@@ -143,7 +153,9 @@ class _CellSegmenter:
 
     def __init__(self, model="pointnet", target="soft", loss="energy_weighted", max_points=256, features=None,
                  device="auto", seed=1, binary_threshold=0.5, gamma=2.0, *, cells="all", threshold=None,
-                 threshold_metric="f1+ewa", energy_share=0.5, ragged=False, **model_cfg):
+                 threshold_metric="f1+ewa", energy_share=0.5, ragged=False, widths="small", **model_cfg):
+        if widths not in WIDTHS:
+            raise ValueError(f"{type(self).__name__}: widths must be one of {sorted(WIDTHS)}, found {widths!r}")
         if model not in _SMALL:
             raise ValueError(f"{type(self).__name__}: model must be one of {sorted(_SMALL)}, found {model!r}")
         if target not in POINT_TARGETS:
@@ -173,7 +185,8 @@ class _CellSegmenter:
         resolve_features(self.features)
         self.device_name, self.seed = device, int(seed)
         self.binary_threshold, self.gamma = float(binary_threshold), float(gamma)
-        self.model_cfg = {**_SMALL[model], **model_cfg}
+        self.widths = widths
+        self.model_cfg = {**WIDTHS[widths][model], **model_cfg}
         self.n_classes = 3 if target == "hard" else 2
         self.focal_class = 0 if target == "hard" else 1
         self.loss_fn = CellSegmentationLoss(loss, gamma, energy_share)
@@ -400,7 +413,7 @@ class _CellSegmenter:
                 "max_points": self.max_points, "features": self.features, "device": self.device_name,
                 "seed": self.seed, "binary_threshold": self.binary_threshold, "gamma": self.gamma,
                 "cells": self.cells, "threshold": self.threshold, "threshold_metric": self.threshold_metric,
-                "energy_share": self.energy_share, "ragged": self.ragged, **self.model_cfg}
+                "energy_share": self.energy_share, "ragged": self.ragged, "widths": self.widths, **self.model_cfg}
 
     def save(self, path) -> None:
         if self.model is None or self.normaliser is None:
@@ -437,7 +450,9 @@ class _CellSegmenter:
 class FocalTrackSegmenter(_CellSegmenter):
     """Per-track cell segmentation (JetPointNet): fraction of each cell's energy belonging to the focal track.
 
-    ``model``: "pointnet" or "dgcnn" (small defaults, override with ``**model_cfg``, e.g. ``channels=(32, 64)``);
+    ``model``: "pointnet", "dgcnn", "transformer" or "gravnet" (CPU-sized widths by default; ``widths="full"``
+    takes the model classes' own, GPU-sized ones; override single entries with ``**model_cfg``, e.g.
+    ``channels=(32, 64)``);
     ``target``/``loss``: module docstring; ``dr_max``: cone of the clouds built by :meth:`fit`
     (:func:`~pcloud.pflow.clouds.track_clouds`); ``max_points``: truncation of :func:`~pcloud.data.batch.to_padded`.
     """

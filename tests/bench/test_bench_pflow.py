@@ -232,3 +232,75 @@ def test_cli_loss_options_reach_the_config(monkeypatch):
         build_parser().parse_args(["bench", "pflow", "--loss", "l2"])
     with pytest.raises(ValueError, match="energy_share must be in"):  # refused before any event is generated
         PflowConfig(quick=True, loss="mixed", energy_share=1.5).resolved()
+
+
+def test_cli_widths_and_minutes_reach_the_config(monkeypatch):
+    """--widths full drops the CPU modes' light architectures and gives the segmenters the model classes' widths;
+    --minutes sets one budget for every model or replaces the mode's budget of the named models only."""
+    import pcloud.bench.pflow as bp
+    from pcloud.bench.pflow.config import PFLOW_MODES
+    from pcloud.cli.bench import parse_minutes
+
+    seen = {}
+    monkeypatch.setattr(bp, "run_pflow", lambda cfg: seen.update(cfg=cfg) or {"all_conserve": True})
+
+    def cfg_of(*argv):
+        args = build_parser().parse_args(["bench", "pflow", *argv])
+        assert args.func(args) == 0
+        return seen["cfg"].resolved()
+
+    c = cfg_of("--medium")
+    assert c.widths == "small" and c.arch("dgcnn")["k"] == 8 and c.minutes("pointnet") == 3.0
+    c = cfg_of("--medium", "--widths", "full", "--minutes", "pointnet=4.5,gravnet=0.5")
+    assert c.widths == "full" and c.arch("dgcnn") == {} and c.segmenter_kwargs()["widths"] == "full"
+    assert (c.minutes("pointnet"), c.minutes("gravnet"), c.minutes("dgcnn")) == (4.5, 0.5, 2.0)  # dgcnn: the mode's
+    assert c.patience == 3 and cfg_of("--quick", "--patience", "8").patience == 8
+    with pytest.raises(ValueError, match="patience must be"):
+        PflowConfig(quick=True, patience=0).resolved()
+    c = cfg_of("--large", "--minutes", "2.5")
+    assert c.minutes("pointnet") == c.minutes("transformer") == c.minutes("event_pointnet") == 2.5
+    assert cfg_of("--large").minutes("pointnet") == PFLOW_MODES["large"]["model_minutes"]["pointnet"]
+    assert parse_minutes(None) == (None, None) and parse_minutes("dgcnn=1, pointnet=2") == (
+        None, {"dgcnn": 1.0, "pointnet": 2.0})
+    for bad, match in (("pointnet=x", "NAME=MIN pairs"), ("3,4", "NAME=MIN pairs"), ("pointnet=1=2", "NAME=MIN")):
+        with pytest.raises(ValueError, match=match):
+            parse_minutes(bad)
+    with pytest.raises(ValueError, match="budgets for unknown models"):
+        PflowConfig(quick=True, model_minutes={"pointnett": 1.0}).resolved()
+    with pytest.raises(ValueError, match="must be > 0 minutes"):
+        PflowConfig(quick=True, max_minutes=0.0).resolved()
+    with pytest.raises(ValueError, match="widths must be"):
+        PflowConfig(quick=True, widths="huge").resolved()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "pflow", "--widths", "huge"])
+
+
+@pytest.mark.parametrize("model", ["pointnet", "dgcnn", "transformer", "gravnet"])
+def test_full_widths_build_the_larger_models_and_survive_save_load(model, tmp_path):
+    """widths="full" builds each per-track model at the classes' widths (more parameters than "small"), a forward
+    pass gives finite per-point logits, and save / load keeps the widths."""
+    import torch
+
+    from pcloud.data.normalise import Normaliser
+    from pcloud.data.point_features import feature_columns
+    from pcloud.pflow.learned import WIDTHS, FocalTrackSegmenter
+
+    small = FocalTrackSegmenter(model=model, device="cpu", widths="small")
+    full = FocalTrackSegmenter(model=model, device="cpu", widths="full")
+    assert full.model_cfg == WIDTHS["full"][model] and full.n_params > 1.5 * small.n_params
+    if model in ("dgcnn", "gravnet"):  # a single entry still overrides
+        assert FocalTrackSegmenter(model=model, device="cpu", widths="full", k=4).model_cfg["k"] == 4
+    with pytest.raises(ValueError, match="widths must be one of"):
+        FocalTrackSegmenter(model=model, widths="huge")
+    cols = feature_columns(full.features)
+    n = 24
+    x = torch.randn(2, n, len(cols))
+    batch = {"x": x, "pos": torch.randn(2, n, 3) * 100, "mask": torch.ones(2, n, dtype=torch.bool),
+             "energy": x[..., 0].abs(), "cell_mask": torch.ones(2, n, dtype=torch.bool)}
+    with torch.no_grad():
+        logits = full.model.eval()(batch)["seg_logits"]
+    assert logits.shape == (2, n, 2) and torch.isfinite(logits).all()
+    full.normaliser = Normaliser(list(full.features), np.zeros(len(cols)), np.ones(len(cols)))
+    full.save(tmp_path / "seg.pt")
+    back = FocalTrackSegmenter.load(tmp_path / "seg.pt", device="cpu")
+    assert back.widths == "full" and back.n_params == full.n_params

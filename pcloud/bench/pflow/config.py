@@ -72,6 +72,9 @@ class PflowConfig:
     weight_decay: float | None = None
     schedule_time: bool | None = None    # cosine timed to the model's budget when it has one
     ragged: bool | None = None           # the ragged path of the point models
+    #: widths of the per-track models: "small" (CPU-sized; quick / medium use lighter DGCNN / transformer /
+    #: GravNet still) or "full" (the model classes' own, GPU-sized; pcloud.pflow.learned.WIDTHS)
+    widths: str = "small"
     features: list | None = None         # per-point features of the per-track models (None: the recipe's)
     dr_max: float = 0.2
     max_points: int | None = None        # quick 128, medium / large / full 256
@@ -113,6 +116,10 @@ class PflowConfig:
                              + " and ".join(m for m in ("quick", "medium", "large") if getattr(self, m)))
         c = PflowConfig(**asdict(self))
         d = PFLOW_MODES[c.mode]
+        if c.widths not in ("small", "full"):
+            raise ValueError(f"bench pflow: widths must be 'small' or 'full', found {c.widths!r}")
+        if c.widths == "full" and c.model_cfgs is None:
+            c.model_cfgs = {}  # not the CPU modes' lighter DGCNN / transformer / GravNet
         for k in ("n_events", "epochs", "max_points", "batch_size", "max_minutes", "ablation", "model_minutes",
                   "model_cfgs", "seeds", "models"):
             if getattr(c, k) is None:
@@ -126,6 +133,16 @@ class PflowConfig:
                     c.threshold = v
             elif getattr(c, k) is None:
                 setattr(c, k, v)
+        budgets = {**(c.model_minutes or {}), "*": c.max_minutes}
+        bad = {k: v for k, v in budgets.items() if v is not None and not float(v) > 0}
+        if bad:
+            raise ValueError(f"bench pflow: training budgets must be > 0 minutes, found {bad}")
+        unknown = sorted(set(c.model_minutes or {}) - set(LEARNED_MODELS) - {"event_pointnet", "ablation"})
+        if unknown:
+            raise ValueError(f"bench pflow: budgets for unknown models {unknown}; known: {list(LEARNED_MODELS)}, "
+                             "event_pointnet, ablation")
+        if c.patience < 1:
+            raise ValueError(f"bench pflow: patience must be >= 1 epoch, found {c.patience}")
         if c.seeds < 1:
             raise ValueError(f"bench pflow: seeds must be >= 1, found {c.seeds}")
         if c.n_events < 10:
@@ -157,7 +174,7 @@ class PflowConfig:
     def segmenter_kwargs(self) -> dict:
         """Recipe arguments of :class:`pcloud.pflow.learned.FocalTrackSegmenter`."""
         return {"cells": self.cells, "threshold": self.threshold, "energy_share": self.energy_share,
-                "ragged": self.ragged}
+                "ragged": self.ragged, "widths": self.widths}
 
     def fit_kwargs(self) -> dict:
         """Recipe arguments of ``FocalTrackSegmenter.fit`` (:class:`pcloud.train.trainer.Trainer`)."""

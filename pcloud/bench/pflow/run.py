@@ -74,6 +74,9 @@ class _Run:
         self.mask_test = self.cl_test.cell_cluster >= 0
         self.prior = bl.charged_prior(self.train, geometry, cfg.dr_max, cell_mask=mask_train)
         self.majority = bl.majority_class(self.train, cell_mask=mask_train)
+        self.truth = truth_attribution(self.test)
+        self.cell_layer = np.asarray(geometry.cells["layer"], np.int64)[self.test.cells["id"]]
+        self._scored: dict = {}  # (method, seed index) -> metrics computed when the method ran
 
     # ------------------------------------------------------------------------------------------ methods
     def _timed(self, name, fn, seed_index: int = 0):
@@ -83,6 +86,16 @@ class _Run:
         if seed_index == 0:
             self.attributions[name] = a
         self.seconds.setdefault(name, []).append(time.perf_counter() - t)
+        if is_learned(name):  # scored now (and reused by evaluate()), so a long run shows its results as it goes
+            r = self._scored[(name, len(self.seed_attributions[name]) - 1)] = self._metrics(a)
+            self.log(f"[pflow] {name} (seed index {seed_index}): test F1 {r['f1']:.3f}, E-acc "
+                     f"{r['energy_weighted_accuracy']:.3f}, charged share {r['charged_fraction_pred']:.3f} (true "
+                     f"{r['charged_fraction_true']:.3f})")
+
+    def _metrics(self, a) -> dict:
+        """The metrics of one attribution on the topo-clustered test cells (with the per-track arrays)."""
+        return pm.evaluate_attribution(self.test, a, self.truth, cell_mask=self.mask_test, keep_arrays=True,
+                                       dense_dr=self.cfg.dense_cut, cell_layer=self.cell_layer)
 
     def _fit(self, name, seg, budget_key, epochs=None, seed_index: int = 0):
         cfg = self.cfg
@@ -180,8 +193,6 @@ class _Run:
         """Energy conservation and the metrics of every method on the topo-clustered test cells; methods trained
         with several seeds get the mean over the seeds (nested) and the spread of the headline metrics."""
         test = self.test
-        self.truth = truth_attribution(test)
-        self.cell_layer = np.asarray(self.geometry.cells["layer"], np.int64)[test.cells["id"]]
         self.methods, self.per_track, self.conservation = {}, {}, {}
         for name, atts in self.seed_attributions.items():
             runs, worst = [], None
@@ -190,8 +201,7 @@ class _Run:
                 cons["ok"] = bool(cons["max_violation_gev"] <= CONSERVATION_TOL_GEV and cons["n_cross_event"] == 0)
                 if worst is None or cons["max_violation_gev"] > worst["max_violation_gev"] or not cons["ok"]:
                     worst = cons
-                r = pm.evaluate_attribution(test, a, self.truth, cell_mask=self.mask_test, keep_arrays=True,
-                                            dense_dr=self.cfg.dense_cut, cell_layer=self.cell_layer)
+                r = self._scored.pop((name, si), None) or self._metrics(a)
                 arrays = r.pop("arrays")
                 if si == 0:
                     self.per_track[name] = (arrays["e_true_gev"], arrays["e_pred_gev"])

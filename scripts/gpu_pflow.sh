@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# `pcloud bench pflow` on a lent GPU machine (issue 11, item 6; results card: datasets/GPU_RESULTS.md section 6).
+#
+# Runs from the repository root without installing pcloud (PYTHONPATH=.), for a machine whose Python already holds
+# torch, numpy, h5py, pyarrow and matplotlib; wheels of the rest (awkward, awkward-cpp, uproot, cramjam) are
+# installed from $WHEELS (default .whl/) when that folder holds any. The benchmark writes into a scratch folder and the files worth
+# keeping (report, results, learning curves, metrics vs DeltaR, the log, the GPU's name) are copied to $OUT, so a
+# run stopped by its time limit (LIMIT seconds, default 520) still returns its log, which carries every model's
+# epochs and test F1 / energy-weighted accuracy as they are measured. Extra arguments go to `bench pflow`, e.g.
+#
+#     OUT=out/gpu LIMIT=520 bash scripts/gpu_pflow.sh --models pointnet,gravnet --minutes pointnet=2,gravnet=2
+set -u -o pipefail
+OUT=${OUT:-out/gpu_pflow}
+LIMIT=${LIMIT:-520}
+WORK=${WORK:-/tmp/pcloud_gpu_pflow}
+WHEELS=${WHEELS:-.whl}
+mkdir -p "$OUT" "$WORK"
+if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        "$WHEELS"/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} || exit 1
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
+  nproc; python3 -c 'import torch, numpy; print("torch", torch.__version__, "numpy", numpy.__version__)'; } \
+    > "$OUT/machine.txt"
+timeout -s TERM "$LIMIT" python3 -c 'import sys; from pcloud.cli.main import main; sys.exit(main(sys.argv[1:]))' \
+    bench pflow --large --device cuda --widths full --seeds 1 --no-event-model --out "$WORK/pflow" "$@" \
+    2>&1 | tee "$OUT/log.txt"
+rc=$?
+for f in report.md results.json learning_curves.png metrics_vs_dr.png; do
+    [ -f "$WORK/pflow/$f" ] && cp "$WORK/pflow/$f" "$OUT/"
+done
+echo "exit $rc" >> "$OUT/log.txt"
+exit "$rc"
