@@ -239,6 +239,13 @@ class _CellSegmenter:
             batch["y"] = self._targets(clouds, pad, sel, n)
         return batch, sel["idx"], sel["ev"][sel["idx"]] * n + sel["slot"]
 
+    def kept_energy(self, clouds) -> tuple[float, float]:
+        """Energy (GeV, points with E > 0) of ``clouds`` and the part of it in the points that the ``max_points``
+        truncation keeps (the selection :meth:`tensors` makes); their ratio is reported as
+        ``truncated_energy_fraction``."""
+        e = np.clip(ak.to_numpy(ak.flatten(clouds.points.energy)).astype(np.float64), 0, None)
+        return float(e.sum()), float(e[select_points(clouds, self.max_points, "energy")["idx"]].sum())
+
     # ------------------------------------------------------------------ training
     def fit(self, train_events, val_events, geometry, epochs=10, batch_size=64, lr=1e-3, patience=3,
             max_minutes=None, log=print, optimizer="adam", schedule="constant", warmup=0.05, weight_decay=0.0,
@@ -259,8 +266,7 @@ class _CellSegmenter:
         self.normaliser = Normaliser.fit(tr, self.features)
         dtr, _, _ = self.tensors(tr)
         dva, _, _ = self.tensors(va)
-        e_all = float(np.clip(ak.to_numpy(ak.flatten(tr.points.energy)), 0, None).sum())
-        e_kept = float(dtr["energy"].clamp_min(0).sum())
+        e_all, e_kept = self.kept_energy(tr)
         info = self._train(dtr, dva, time.perf_counter() - t0, epochs, batch_size, lr, patience, max_minutes, log,
                            optimizer, schedule, warmup, weight_decay, schedule_time)
         if self.threshold_spec == "val":
@@ -284,11 +290,15 @@ class _CellSegmenter:
             raise ValueError(f"{type(self).__name__}.fit_stores: no clouds (train {train.n_events}, val "
                              f"{val.n_events}); do the events have tracks reaching the calorimeter?")
         t0 = time.perf_counter()
-        self.normaliser = Normaliser.fit(train.chunks(), self.features)
-        e_all = e_kept = 0.0
-        for c in train.chunks():  # energy kept by the max_points truncation
-            e_all += float(np.clip(ak.to_numpy(ak.flatten(c.points.energy)), 0, None).sum())
-            e_kept += float(self.tensors(c, with_targets=False)[0]["energy"].clamp_min(0).sum())
+        energy = np.zeros(2)
+
+        def counted(chunks):  # one pass: the normaliser's, adding up the energy kept by the truncation on the way
+            for c in chunks:
+                energy[:] += self.kept_energy(c)
+                yield c
+
+        self.normaliser = Normaliser.fit(counted(train.chunks()), self.features)
+        e_all, e_kept = (float(v) for v in energy)
         collate = _StoredCollate(self)
         dtr = CloudDataset(train, batch_size=batch_size, collate=collate, shuffle=True, seed=self.seed,
                            shuffle_buffer=shuffle_buffer)

@@ -11,16 +11,17 @@ cell, the charged fraction given to each track and the neutral energy left after
 
 Files larger than memory: every step reads the MLTree files in chunks of ``data.pflow_chunk_events`` events
 (:func:`iter_event_chunks`). Training writes the per-track clouds of the training and validation events into two
-native stores (``OUT/data/pflow_train.parquet``, ``pflow_val.parquet``) chunk by chunk and trains from them as a
-stream (:meth:`~pcloud.pflow.learned.FocalTrackSegmenter.fit_stores`); evaluation runs the inference chunk by chunk
-and accumulates the metrics (:class:`pcloud.metrics.particle_flow.AttributionMetrics`); prediction writes one
+native stores (``OUT/data/pflow_train.parquet``, ``pflow_val.parquet``) chunk by chunk, both in one pass over the
+files (:class:`pcloud.io.native.CloudWriter`; the test evaluation after training is the second and last), and
+trains from them as a stream (:meth:`~pcloud.pflow.learned.FocalTrackSegmenter.fit_stores`); evaluation runs the
+inference chunk by chunk and accumulates the metrics (:class:`pcloud.metrics.particle_flow.AttributionMetrics`); prediction writes one
 Parquet row group per chunk. Only a few numbers per track and per event are kept across chunks.
 """
 from __future__ import annotations
 
 import datetime as _dt
-import itertools
 import json
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +35,18 @@ from ..core.jsonable import to_jsonable
 from ..data.splits import Splits
 from ..geometry import get_geometry
 from ..io.mltree import iter_mltree, read_mltree, require_truth
-from ..io.native import NativeStore, rechunk, write_clouds
+from ..io.native import CloudWriter, NativeStore
 from ..metrics.particle_flow import AttributionMetrics
 from ..pflow.inference import common_inference, iterative_inference
 from ..pflow.learned import FocalTrackSegmenter
-from .bundle import BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION, BundleError, _sha256, read_bundle_meta
+from .bundle import (
+    BUNDLE_FILE,
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    BundleError,
+    _sha256,
+    read_bundle_meta,
+)
 from .config import RunConfig
 from .inputs import InputError, describe_inputs, parse_data_specs, require_format
 
@@ -110,28 +118,30 @@ def iter_event_chunks(inputs, geometry, chunk_events: int, need_truth: bool):
         inp.n_events = n
 
 
-def _write_split_clouds(seg, inputs, geometry, splits: Splits, split: str, path: Path, chunk_events: int) -> dict:
-    """The per-track clouds of the events of ``split`` as a native store at ``path``, written chunk by chunk;
-    returns ``{"events": events of every split seen, "clouds": clouds written}``."""
+def _write_split_stores(seg, inputs, geometry, splits: Splits, paths: dict, chunk_events: int) -> tuple[dict, dict]:
+    """The per-track clouds of the events of every split in ``paths`` (split name -> store path) as native stores,
+    all written in one pass over the MLTree files, chunk by chunk. Returns the events of every split seen and the
+    clouds written per split; a split without clouds gets no store (the caller says why)."""
     counts = {k: 0 for k in splits.names}
-
-    def clouds():
+    n_clouds = {k: 0 for k in paths}
+    meta = {"geometry": "atlas"}
+    with ExitStack() as stack:
+        writers = {k: stack.enter_context(CloudWriter(p, meta={**meta, "pflow_split": k},
+                                                      row_group_events=_CLOUD_ROW_GROUP, full_row_groups=True))
+                   for k, p in paths.items()}
         for first, events, _ in iter_event_chunks(inputs, geometry, chunk_events, need_truth=True):
             ev = np.arange(first, first + events.n_events, dtype=np.int64)
             for k in splits.names:
-                counts[k] += int(splits.mask(ev, k).sum())
-            keep = splits.mask(ev, split)
-            if keep.any():
-                c = seg.make_clouds(select_events(events, keep), geometry)
-                if len(c):
-                    yield c
-
-    gen = clouds()
-    first_chunk = next(gen, None)  # no store for a split without clouds (the caller says why)
-    n = 0 if first_chunk is None else write_clouds(
-        path, rechunk(itertools.chain([first_chunk], gen), _CLOUD_ROW_GROUP),
-        meta={"geometry": "atlas", "pflow_split": split}, row_group_events=_CLOUD_ROW_GROUP)["n_events"]
-    return {"events": counts, "clouds": int(n)}
+                keep = splits.mask(ev, k)
+                counts[k] += int(keep.sum())
+                if k in writers and keep.any():
+                    c = seg.make_clouds(select_events(events, keep), geometry)
+                    if len(c):
+                        writers[k].write(c)
+                        n_clouds[k] += len(c)
+        for k, w in writers.items():
+            w.close() if n_clouds[k] else w.abort()
+    return counts, n_clouds
 
 
 #: per-track clouds per row group of the cloud stores (a cloud holds up to a few thousand cells)
@@ -157,12 +167,11 @@ def train_pflow(cfg: RunConfig, out, log=print) -> dict:
                               device=cfg.device, seed=cfg.seed, **arch)
     chunk = int(cfg.data["pflow_chunk_events"])
     (out / "data").mkdir(exist_ok=True)
-    stores, counts = {}, None
-    for k in ("train", "val"):
-        path = out / "data" / f"pflow_{k}.parquet"
-        info = _write_split_clouds(seg, inputs, geometry, splits, k, path, chunk)
-        counts = info["events"]
-        if info["clouds"] == 0:
+    paths = {k: out / "data" / f"pflow_{k}.parquet" for k in ("train", "val")}
+    counts, n_clouds = _write_split_stores(seg, inputs, geometry, splits, paths, chunk)
+    stores = {}
+    for k, path in paths.items():
+        if n_clouds[k] == 0:
             if counts[k] == 0:
                 raise InputError(f"split {k!r} empty with {sum(counts.values())} events ({counts}); give more events")
             raise InputError(f"split {k!r}: none of its {counts[k]} events has a track reaching the calorimeter")

@@ -13,7 +13,13 @@ from pcloud.core.schema import SCHEMA_VERSION
 from pcloud.data import clouds_to_images, images_to_clouds
 from pcloud.data.summary import summarise_clouds
 from pcloud.io.errors import FormatError
-from pcloud.io.native import iter_clouds, read_clouds, read_meta, write_clouds
+from pcloud.io.native import (
+    CloudWriter,
+    iter_clouds,
+    read_clouds,
+    read_meta,
+    write_clouds,
+)
 from pcloud.pipeline import describe_file
 
 
@@ -155,6 +161,47 @@ def test_writer_errors_and_atomicity(tmp_path, calogan, showers):
     with pytest.raises(ValueError, match="missing per-point field"):
         write_clouds(path, ak.zip({"event_number": [1], "points": [[{"energy": 1.0}]]}, depth_limit=1),
                      {"geometry": "calogan"})
+
+
+def test_cloud_writer_fills_several_files_in_one_pass(tmp_path, calogan, showers):
+    """CloudWriter: two files written side by side from one stream of small chunks; full_row_groups gives row groups
+    of exactly row_group_events (the last shorter) and the same clouds as write_clouds; abort(), an exception in the
+    block, or a write after close leave no file and no temporary (an earlier file stays as it was)."""
+    clouds = images_to_clouds(showers)  # 53 events
+    even, odd = tmp_path / "even.parquet", tmp_path / "odd.parquet"
+    with CloudWriter(even, row_group_events=8, full_row_groups=True) as we, CloudWriter(odd, row_group_events=8) as wo:
+        for s in range(0, len(clouds), 3):  # chunks of 3 events, alternating between the two files
+            (we if (s // 3) % 2 == 0 else wo).write(clouds[s:s + 3])
+    ev_idx = np.concatenate([np.arange(s, min(s + 3, 53)) for s in range(0, 53, 6)])
+    od_idx = np.setdiff1d(np.arange(53), ev_idx)
+    assert ak.to_list(read_clouds(even).event_number) == ak.to_list(clouds.event_number[ev_idx])
+    assert ak.to_list(read_clouds(odd).event_number) == ak.to_list(clouds.event_number[od_idx])
+    sizes = [pq.ParquetFile(even).metadata.row_group(i).num_rows for i in range(pq.ParquetFile(even).num_row_groups)]
+    assert len(ev_idx) == 27 and sizes == [8, 8, 8, 3]
+    sizes_odd = [pq.ParquetFile(odd).metadata.row_group(i).num_rows for i in range(pq.ParquetFile(odd).num_row_groups)]
+    assert sizes_odd == [3] * 8 + [2]  # without buffering: one row group per chunk (the last chunk has 2 events)
+    assert read_meta(even)["n_events"] == len(ev_idx) and read_meta(odd)["n_events"] == len(od_idx)
+    assert ak.to_list(read_clouds(even)) == ak.to_list(clouds[ev_idx])
+    before = even.read_bytes()
+    w = CloudWriter(even)
+    w.write(clouds[:4])
+    w.abort()
+    with pytest.raises(RuntimeError, match="stop"), CloudWriter(even) as w:
+        w.write(clouds[:4])
+        raise RuntimeError("stop")
+    assert even.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["even.parquet",
+                                                                                           "odd.parquet"]
+    new = tmp_path / "new.parquet"
+    w = CloudWriter(new, row_group_events=4, full_row_groups=True)
+    w.write(clouds[:2])
+    w.write(clouds[2:3])
+    assert w.close()["n_events"] == 3 and read_meta(new)["n_events"] == 3  # the buffered rest written at close,
+    assert pq.ParquetFile(new).num_row_groups == 1  # as one row group
+    with pytest.raises(ValueError, match="closed"):
+        w.write(clouds[:2])
+    with pytest.raises(ValueError, match="nothing to write"):
+        CloudWriter(tmp_path / "empty.parquet").close()
+    assert not (tmp_path / "empty.parquet").exists()
 
 
 def test_geometry_kwargs_recorded(tmp_path, make_random_showers):

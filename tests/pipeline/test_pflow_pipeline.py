@@ -105,6 +105,50 @@ def test_pflow_streams_in_chunks(mltree_files, tmp_path):
     assert pred[7].equals(pred[1000])
 
 
+def test_pflow_training_reads_each_file_twice_and_each_store_once(mltree_files, tmp_path, monkeypatch):
+    """One pass over the MLTree files writes both cloud stores (train and val), the test evaluation is the second;
+    fit_stores fits the normaliser and the truncated-energy statistic in one pass over the training store, and the
+    statistic equals the one of the in-memory fit on the same clouds."""
+    from pcloud.io import native
+    import pcloud.pipeline.pflow as pp
+    from pcloud.io.native import NativeStore, read_clouds
+
+    reads, passes = [], []
+    real_iter = pp.iter_mltree
+    monkeypatch.setattr(pp, "iter_mltree", lambda path, *a, **k: reads.append(str(path)) or real_iter(path, *a, **k))
+    real_chunks = native.NativeStore.chunks
+
+    def chunks(self, *a, **k):
+        passes.append(self.path.name)
+        return real_chunks(self, *a, **k)
+
+    monkeypatch.setattr(native.NativeStore, "chunks", chunks)
+    files = [str(p) for p in mltree_files]
+    cfg = run_config(None, ["train.epochs=1", "train.batch_size=32", "data.max_points=16",
+                            "data.pflow_chunk_events=25"], data=files, task="pflow")
+    train_pflow(cfg, tmp_path / "P", log=lambda s: None)
+    assert sorted(reads) == sorted(files * 2)
+    # the normaliser pass, then one pass per epoch each for training and validation (1 epoch)
+    assert passes.count("pflow_train.parquet") == 2 and passes.count("pflow_val.parquet") == 1
+    monkeypatch.setattr(native.NativeStore, "chunks", real_chunks)
+    from pcloud.pflow.learned import FocalTrackSegmenter
+
+    bundle = json.loads((tmp_path / "P" / "bundle.json").read_text())
+    frac = bundle["training"]["truncated_energy_fraction"]
+    clouds = read_clouds(tmp_path / "P" / "data" / "pflow_train.parquet")
+    seg = FocalTrackSegmenter(max_points=16, device="cpu")
+    e_all, e_kept = seg.kept_energy(clouds)
+    assert 0.0 < frac < 0.9 and frac == pytest.approx(1.0 - e_kept / e_all, rel=1e-9, abs=1e-12)
+    # by hand on the raw points: track points first (in stored order), then the highest-energy cells, 16 per cloud
+    e = [np.clip(np.asarray(c.points.energy, float), 0, None) for c in clouds[:50]]
+    typ = [np.asarray(c.points["type"]) for c in clouds[:50]]
+    kept = sum(np.sort(ei[ti == 0])[::-1][:max(16 - int((ti > 0).sum()), 0)].sum() + ei[ti > 0][:16].sum()
+               for ei, ti in zip(e, typ))
+    assert any((ti > 0).sum() > 16 for ti in typ)  # a cloud whose track points alone fill the 16 slots
+    assert seg.kept_energy(clouds[:50]) == pytest.approx((sum(x.sum() for x in e), kept), rel=1e-12)
+    assert NativeStore(tmp_path / "P" / "data" / "pflow_val.parquet").n_events > 0
+
+
 def test_training_on_a_file_without_truth_is_one_clear_error(tmp_path, capsys):
     """Streamed particle-flow training stops at the first chunk of a file without per-cell truth: exit 2, one line
     naming the file and the branch, no bundle and no cloud store left behind."""
