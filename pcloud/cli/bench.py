@@ -81,7 +81,7 @@ def _bench_pflow(args) -> int:
                       ablation=False if getattr(args, "no_ablation", False) else (
                           True if getattr(args, "ablation", False) else None),
                       event_model=not getattr(args, "no_event_model", False),
-                      widths=getattr(args, "widths", "small"), max_minutes=max_minutes, model_minutes=model_minutes,
+                      widths=getattr(args, "widths", None), max_minutes=max_minutes, model_minutes=model_minutes,
                       patience=getattr(args, "patience", 3),
                       data=list(getattr(args, "data", []) or []))
     if model_minutes:  # NAME=MIN pairs replace the mode's budgets of those models only
@@ -160,9 +160,9 @@ def register(sub) -> None:
     p.add_argument("--no-event-model", action="store_true", help="skip the whole-event ChargedFractionSegmenter")
     p.add_argument("--patience", type=int, default=3,
                    help="early stopping: epochs without a better validation loss (default 3)")
-    p.add_argument("--widths", default="small", choices=("small", "full"),
-                   help="widths of the per-track models: small (CPU-sized, default) or full (the model classes' "
-                        "own, GPU-sized)")
+    p.add_argument("--widths", default=None, choices=("light", "small", "full"),
+                   help="widths of the per-track models: light (narrower DGCNN / transformer / GravNet; quick and "
+                        "medium), small (CPU-sized; large) or full (the model classes' own, GPU-sized)")
     p.add_argument("--minutes", default=None, metavar="MIN|NAME=MIN,...",
                    help="training time budget per model in minutes: one number for every model, or NAME=MIN pairs "
                         "(names: pointnet, dgcnn, transformer, gravnet, event_pointnet, ablation) replacing the "

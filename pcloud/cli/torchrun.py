@@ -2,6 +2,7 @@
 arguments>`` (several processes or nodes; :mod:`pcloud.pipeline.distributed`)."""
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import torch
@@ -41,6 +42,7 @@ def main(argv=None) -> int:
     dist.init_process_group(backend_for(device), init_method="env://")
     try:
         train_ddp(cfg, args.out)
+        gc.collect()  # free the DDP wrapper before the group (see pipeline.distributed._spawned)
     finally:
         dist.destroy_process_group()
     return 0

@@ -81,8 +81,26 @@ _FULL = {"pointnet": dict(channels=(64, 128, 256), seg_hidden=(256, 128), head_h
                              head_hidden=()),
          "gravnet": dict(blocks=4, dense=(64, 64), out_dims=48, space_dims=4, prop_dims=22, k=16, emb_dim=128,
                          seg_hidden=(256, 128), head_hidden=())}
-#: width sets of the segmenters: "small" (CPU-sized, the default) and "full"
-WIDTHS = {"small": _SMALL, "full": _FULL}
+#: lighter DGCNN / transformer / GravNet (PointNet as "small") for runs bounded by a few CPU minutes per model
+#: (``bench pflow --quick`` / ``--medium``, ``pcloud train --task pflow`` with ``model.small``)
+_LIGHT = {"pointnet": dict(_SMALL["pointnet"]),
+          "dgcnn": {**_SMALL["dgcnn"], "k": 8, "edge_channels": (32, 32, 64), "emb_dim": 64},
+          "transformer": {**_SMALL["transformer"], "dim": 32, "n_heads": 4, "n_layers": 2, "pair_hidden": 8},
+          "gravnet": {**_SMALL["gravnet"], "blocks": 2, "dense": (64,), "out_dims": 32, "k": 12}}
+#: width sets of the segmenters: "light", "small" (CPU-sized, the default) and "full"
+WIDTHS = {"light": _LIGHT, "small": _SMALL, "full": _FULL}
+#: candidate decision thresholds of :meth:`_CellSegmenter.choose_threshold` (0.5 among them)
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.701, 0.025), 3)
+#: columns of :meth:`_CellSegmenter.threshold_counts`
+THRESHOLD_COUNT_COLUMNS = ("tp", "fp", "fn", "energy_correct_gev", "energy_gev", "n_pred_charged", "n_cells",
+                           "n_true_charged")
+
+
+def _check_threshold_metric(metric: str) -> None:
+    if metric not in ("f1", "ewa", "f1+ewa"):
+        raise ValueError(f"choose_threshold: metric must be 'f1', 'ewa' or 'f1+ewa', found {metric!r}")
+
+
 #: cell populations of the clouds: every cell in the cone, or the topo-clustered cells with E > 0 (the MLTree cell
 #: population and the cells the benchmark's metrics evaluate)
 CELL_SELECTIONS = ("all", "topo")
@@ -330,57 +348,82 @@ class _CellSegmenter:
 
     def choose_threshold(self, val_events, geometry, metric: str = "f1+ewa", cell_mask=None) -> float:
         """Choose the decision threshold of the predicted fraction on validation *events*: predict every track's
-        cloud of the untouched events once (common inference), then for each candidate threshold on a grid (0.05 to
-        0.70) remap the fractions (:func:`remap_fraction`), attribute as :func:`pcloud.pflow.inference.
-        common_inference` does and score the hard cell labels (dominant share) against the truth on the evaluated
-        cells (topo-clustered, E > 0, as the benchmark): ``metric`` "f1" (charged vs neutral), "ewa"
-        (energy-weighted accuracy) or "f1+ewa" (their sum, the default: both are goals). The chosen value is stored
-        in ``threshold`` (applied by :meth:`predict_fraction`) and reported in ``threshold_info`` with the scores at
-        0.5 and at the choice."""
+        cloud of the untouched events once (common inference), then for each candidate threshold on a grid
+        (:data:`THRESHOLD_GRID`, 0.05 to 0.70) remap the fractions (:func:`remap_fraction`), attribute as
+        :func:`pcloud.pflow.inference.common_inference` does and score the hard cell labels (dominant share) against
+        the truth on the evaluated cells (topo-clustered, E > 0, as the benchmark): ``metric`` "f1" (charged vs
+        neutral), "ewa" (energy-weighted accuracy) or "f1+ewa" (their sum, the default: both are goals). The chosen
+        value is stored in ``threshold`` (applied by :meth:`predict_fraction`) and reported in ``threshold_info``
+        with the scores at 0.5 and at the choice. For events read in chunks, add up :meth:`threshold_counts` of the
+        chunks and call :meth:`threshold_from_counts` (the same choice)."""
+        _check_threshold_metric(metric)
+        return self.threshold_from_counts(self.threshold_counts(val_events, geometry, cell_mask), metric)
+
+    def threshold_counts(self, val_events, geometry, cell_mask=None) -> np.ndarray:
+        """Additive counts behind :meth:`choose_threshold`, one row per threshold of :data:`THRESHOLD_GRID`:
+        columns :data:`THRESHOLD_COUNT_COLUMNS` (true / false positives and false negatives of charged cells,
+        energy of the correctly labelled cells and of all evaluated cells in GeV, cells predicted charged, evaluated
+        cells, truly charged cells). Sums over chunks of events equal the counts of all events at once."""
         from ..core.attribution import truth_attribution
+        from .clouds import cloud_cell_rows
         from .inference import _merge, _reaching_tracks
         from .topocluster import clustered_cell_mask
 
-        if metric not in ("f1", "ewa", "f1+ewa"):
-            raise ValueError(f"choose_threshold: metric must be 'f1', 'ewa' or 'f1+ewa', found {metric!r}")
-        old = self.threshold
-        self.threshold = None
-        rows = _reaching_tracks(val_events)
-        clouds = track_clouds(val_events, geometry, dr_max=self.dr_max, tracks=rows,
-                              cell_mask=self.cloud_cell_mask(val_events, geometry))
-        raw = self.predict_fraction(clouds, raw=True)
-        self.threshold = old
-        from .clouds import cloud_cell_rows
-
-        crow, trow = cloud_cell_rows(clouds), cloud_track_rows(clouds)
         e = np.asarray(val_events.cells["energy_gev"], np.float64)
         e_pos = np.clip(e, 0, None)
         ev_mask = (clustered_cell_mask(val_events, geometry) if cell_mask is None else np.asarray(cell_mask, bool)) \
             & (e > 0)
         lab_t = truth_attribution(val_events).dominant_track(e.size, e)[ev_mask]
         w = e[ev_mask]
+        ct = lab_t >= 0
+        out = np.zeros((THRESHOLD_GRID.size, len(THRESHOLD_COUNT_COLUMNS)))
+        out[:, 4], out[:, 6], out[:, 7] = w.sum(), ev_mask.sum(), ct.sum()
+        rows = _reaching_tracks(val_events)
+        if rows.size == 0:  # no track: every cell neutral whatever the threshold
+            out[:, 2], out[:, 3] = ct.sum(), w[~ct].sum()
+            return out
+        old = self.threshold
+        self.threshold = None
+        try:
+            clouds = track_clouds(val_events, geometry, dr_max=self.dr_max, tracks=rows,
+                                  cell_mask=self.cloud_cell_mask(val_events, geometry))
+            raw = self.predict_fraction(clouds, raw=True)
+        finally:
+            self.threshold = old
+        crow, trow = cloud_cell_rows(clouds), cloud_track_rows(clouds)
         n_tracks = val_events.tracks["event"].size
-
-        def score(t):
-            f = remap_fraction(raw, t)
+        for i, t in enumerate(THRESHOLD_GRID):
+            f = remap_fraction(raw, float(t))
             claim = np.bincount(crow, f, minlength=e.size)
             a = _merge(crow, trow, f / np.maximum(claim, 1.0)[crow] * e_pos[crow], n_tracks, "val")
             lab_p = a.dominant_track(e.size, e)[ev_mask]
-            ct, cp = lab_t >= 0, lab_p >= 0
-            tp, fp, fn = np.sum(ct & cp), np.sum(~ct & cp), np.sum(ct & ~cp)
-            f1 = 2 * tp / max(2 * tp + fp + fn, 1)
-            ewa = float(w[lab_t == lab_p].sum() / max(w.sum(), 1e-12))
-            return {"f1": float(f1), "ewa": ewa, "f1+ewa": float(f1) + ewa, "charged_share": float(cp.mean())}
+            cp = lab_p >= 0
+            out[i, :4] = np.sum(ct & cp), np.sum(~ct & cp), np.sum(ct & ~cp), w[lab_t == lab_p].sum()
+            out[i, 5] = cp.sum()
+        return out
 
-        grid = np.round(np.arange(0.05, 0.701, 0.025), 3)
-        scores = {float(t): score(float(t)) for t in grid}
+    def threshold_from_counts(self, counts, metric: str = "f1+ewa") -> float:
+        """Set ``threshold`` (and ``threshold_info``) from summed :meth:`threshold_counts`: the grid value with the
+        best ``metric``, ties going to the value nearest 0.5."""
+        _check_threshold_metric(metric)
+        c = np.asarray(counts, np.float64)
+        if c.shape != (THRESHOLD_GRID.size, len(THRESHOLD_COUNT_COLUMNS)):
+            raise ValueError(f"threshold_from_counts: expected counts of shape "
+                             f"{(THRESHOLD_GRID.size, len(THRESHOLD_COUNT_COLUMNS))}, found {c.shape}")
+
+        def score(row):
+            tp, fp, fn, e_ok, e_all, n_pred, n_cells, _ = row
+            f1 = float(2 * tp / max(2 * tp + fp + fn, 1))
+            ewa = float(e_ok / max(e_all, 1e-12))
+            return {"f1": f1, "ewa": ewa, "f1+ewa": f1 + ewa, "charged_share": float(n_pred / max(n_cells, 1))}
+
+        scores = {float(t): score(row) for t, row in zip(THRESHOLD_GRID, c)}
         best = max(scores, key=lambda t: (scores[t][metric], -abs(t - 0.5)))
         self.threshold = float(best)
-        s05 = scores.get(0.5) or score(0.5)
         self.threshold_info = {"chosen_on": "val", "metric": f"{metric} (common inference on the validation events, "
                                "topo-clustered cells with E > 0)", "threshold": float(best),
-                               "val": scores[best], "val_at_0.5": s05,
-                               "charged_share_true": float((lab_t >= 0).mean()), "n_cells": int(ev_mask.sum()),
+                               "val": scores[best], "val_at_0.5": scores[0.5],
+                               "charged_share_true": float(c[0, 7] / max(c[0, 6], 1)), "n_cells": int(c[0, 6]),
                                "grid": {str(t): v for t, v in scores.items()}}
         return self.threshold
 
@@ -461,8 +504,8 @@ class FocalTrackSegmenter(_CellSegmenter):
     """Per-track cell segmentation (JetPointNet): fraction of each cell's energy belonging to the focal track.
 
     ``model``: "pointnet", "dgcnn", "transformer" or "gravnet" (CPU-sized widths by default; ``widths="full"``
-    takes the model classes' own, GPU-sized ones; override single entries with ``**model_cfg``, e.g.
-    ``channels=(32, 64)``);
+    takes the model classes' own, GPU-sized ones, ``"light"`` narrower local models: :data:`WIDTHS`; override
+    single entries with ``**model_cfg``, e.g. ``channels=(32, 64)``);
     ``target``/``loss``: module docstring; ``dr_max``: cone of the clouds built by :meth:`fit`
     (:func:`~pcloud.pflow.clouds.track_clouds`); ``max_points``: truncation of :func:`~pcloud.data.batch.to_padded`.
     """
@@ -519,6 +562,8 @@ class SegmenterEnsemble:
         return f if raw or self.threshold is None else remap_fraction(f, self.threshold)
 
     choose_threshold = FocalTrackSegmenter.choose_threshold
+    threshold_counts = FocalTrackSegmenter.threshold_counts
+    threshold_from_counts = FocalTrackSegmenter.threshold_from_counts
 
 
 def hard3_labels(clouds, y_hard: np.ndarray, cell_mask: np.ndarray) -> np.ndarray:

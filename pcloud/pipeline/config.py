@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..nn.losses import SEG_LOSSES
 from ..train.config import load_config
 from .models import MODEL_NAMES
 
@@ -98,6 +99,18 @@ def _validated(cfg: dict) -> RunConfig:
         v = t.get(key, 0.0)
         if isinstance(v, bool) or not (isinstance(v, (int, float)) and lo <= v < hi):
             raise ValueError(f"config train.{key}: expected a number in [{lo:g}, {hi:g}), found {v!r}")
+    if d.get("pflow_cells", "topo") not in ("topo", "all"):
+        raise ValueError(f"config data.pflow_cells: expected topo or all, found {d['pflow_cells']!r}")
+    if t.get("pflow_loss", "ce") not in SEG_LOSSES:
+        raise ValueError(f"config train.pflow_loss: expected one of {', '.join(SEG_LOSSES)}, found "
+                         f"{t['pflow_loss']!r}")
+    share = t.get("pflow_energy_share", 0.5)
+    if isinstance(share, bool) or not (isinstance(share, (int, float)) and 0.0 <= share <= 1.0):
+        raise ValueError(f"config train.pflow_energy_share: expected a number in [0, 1], found {share!r}")
+    thr = t.get("pflow_threshold", "val")
+    if not (thr is None or thr == "val" or (isinstance(thr, (int, float)) and not isinstance(thr, bool)
+                                           and 0.0 < thr < 1.0)):
+        raise ValueError(f"config train.pflow_threshold: expected val, a number in (0, 1) or null, found {thr!r}")
     fr = cfg["split"]["fractions"]
     if not isinstance(fr, dict) or not {"train", "val", "test"} <= set(fr):
         raise ValueError(f"config split.fractions: expected {{train, val, test}} fractions, found {fr!r}")

@@ -21,6 +21,7 @@ statistics are per process (DDP's default; the running statistics of rank 0 are 
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import tempfile
@@ -135,6 +136,9 @@ def _spawned(rank: int, world: int, init_method: str, cfg_dict: dict, out: str, 
          ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         train_ddp(cfg, out)
+        # the DDP wrapper and its reducer (gloo work objects) freed now, not during interpreter finalisation, where
+        # freeing them aborts the process ("terminate called without an active exception")
+        gc.collect()
         dist.barrier()  # every rank done with its collectives before any rank tears the group down
     finally:
         dist.destroy_process_group()

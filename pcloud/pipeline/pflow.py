@@ -3,9 +3,13 @@
 Events come from MLTree ROOT files (:func:`pcloud.io.mltree.read_mltree`; several files are joined with
 :func:`pcloud.core.events.concatenate_events`) on pcloud's ATLAS-like geometry; only their clustered cells exist,
 as in the files. Training needs the per-cell truth (``cluster_cell_hitsTruthIndex/E``): a file without it is an
-error naming the file. The model is a :class:`pcloud.pflow.learned.FocalTrackSegmenter` (per-track clouds within
-``data.dr_max``, soft target, energy-weighted loss) trained with early stopping on the validation split; the
-bundle holds its weights (tensors only) and configuration. Evaluation runs iterative and common inference
+error naming the file. The model is a :class:`pcloud.pflow.learned.FocalTrackSegmenter` (``model.name`` PointNet,
+DGCNN, point transformer or GravNet; light widths with ``model.small``, else full) on per-track clouds within
+``data.dr_max`` (``data.pflow_cells``: the topo-clustered cells by default), soft target, the loss
+``train.pflow_loss`` (per-cell cross-entropy by default), trained with early stopping on the validation split, the
+decision threshold chosen on the validation events (``train.pflow_threshold: val``; the benchmark's recipe,
+:data:`pcloud.bench.pflow.config.RECIPE`, whose AdamW + cosine schedule is ``train.optimizer`` /
+``train.schedule``); the bundle holds its weights (tensors only) and configuration. Evaluation runs iterative and common inference
 (:mod:`pcloud.pflow.inference`) and the metrics of :mod:`pcloud.metrics.particle_flow`; prediction writes, per
 cell, the charged fraction given to each track and the neutral energy left after iterative and common subtraction.
 
@@ -38,7 +42,7 @@ from ..io.mltree import iter_mltree, read_mltree, require_truth
 from ..io.native import CloudWriter, NativeStore
 from ..metrics.particle_flow import AttributionMetrics
 from ..pflow.inference import common_inference, iterative_inference
-from ..pflow.learned import FocalTrackSegmenter
+from ..pflow.learned import WIDTHS, FocalTrackSegmenter
 from .bundle import (
     BUNDLE_FILE,
     BUNDLE_FORMAT,
@@ -52,7 +56,6 @@ from .inputs import InputError, describe_inputs, parse_data_specs, require_forma
 
 SEGMENTER_FILE = "segmenter.pt"
 #: CPU-sized DGCNN of the particle-flow benchmark's quick and medium modes
-_DGCNN_SMALL = {"k": 8, "edge_channels": (32, 32, 64), "emb_dim": 64}
 
 
 def read_events(specs, need_truth: bool, geometry=None):
@@ -70,6 +73,10 @@ def read_events(specs, need_truth: bool, geometry=None):
         cls.append(d.clusters)
         n_cells.append(d.events.cells["event"].size)
     return concatenate_events(evs), concatenate_clusters(cls, n_cells), inputs
+
+
+#: the per-track segmenters ``pcloud train --task pflow`` trains
+PFLOW_MODELS = tuple(WIDTHS["full"])
 
 
 def _write_bundle(out: Path, seg: FocalTrackSegmenter, cfg: RunConfig, inputs, training: dict) -> None:
@@ -144,6 +151,18 @@ def _write_split_stores(seg, inputs, geometry, splits: Splits, paths: dict, chun
     return counts, n_clouds
 
 
+def _choose_threshold_on_val(seg, inputs, geometry, splits: Splits, chunk_events: int) -> float:
+    """The segmenter's decision threshold chosen on the validation events (``FocalTrackSegmenter.choose_threshold``),
+    with the files read once more chunk by chunk and the counts of each chunk's validation events added up."""
+    total = None
+    for first, events, _ in iter_event_chunks(inputs, geometry, chunk_events, need_truth=True):
+        keep = splits.mask(np.arange(first, first + events.n_events, dtype=np.int64), "val")
+        if keep.any():
+            c = seg.threshold_counts(select_events(events, keep), geometry)
+            total = c if total is None else total + c
+    return seg.threshold_from_counts(total)
+
+
 #: per-track clouds per row group of the cloud stores (a cloud holds up to a few thousand cells)
 _CLOUD_ROW_GROUP = 256
 
@@ -157,14 +176,19 @@ def train_pflow(cfg: RunConfig, out, log=print) -> dict:
     inputs = parse_data_specs(cfg.data["files"])
     require_format(inputs, ("mltree",), "pflow")
     name = cfg.model["name"]
-    if name not in ("pointnet", "dgcnn"):
-        raise InputError(f"task pflow: model {name!r} is not a per-point segmenter; use pointnet or dgcnn")
+    if name not in PFLOW_MODELS:
+        raise InputError(f"task pflow: model {name!r} is not a per-point segmenter; use one of "
+                         f"{', '.join(PFLOW_MODELS)}")
     fr = cfg.split["fractions"]
     splits = Splits({k: float(fr[k]) for k in ("train", "val", "test")}, seed=int(cfg.split["seed"]))
-    arch = dict(_DGCNN_SMALL) if (name == "dgcnn" and cfg.model["small"]) else {}
-    arch.update(cfg.model.get("options") or {})
-    seg = FocalTrackSegmenter(model=name, dr_max=float(cfg.data["dr_max"]), max_points=int(cfg.data["max_points"]),
-                              device=cfg.device, seed=cfg.seed, **arch)
+    t = cfg.train
+    threshold = t.get("pflow_threshold", "val")
+    seg = FocalTrackSegmenter(model=name, loss=t.get("pflow_loss", "ce"), dr_max=float(cfg.data["dr_max"]),
+                              max_points=int(cfg.data["max_points"]), device=cfg.device, seed=cfg.seed,
+                              cells=cfg.data.get("pflow_cells", "topo"),
+                              threshold=None if threshold == "val" else threshold,
+                              energy_share=float(t.get("pflow_energy_share", 0.5)),
+                              widths="light" if cfg.model["small"] else "full", **(cfg.model.get("options") or {}))
     chunk = int(cfg.data["pflow_chunk_events"])
     (out / "data").mkdir(exist_ok=True)
     paths = {k: out / "data" / f"pflow_{k}.parquet" for k in ("train", "val")}
@@ -182,10 +206,16 @@ def train_pflow(cfg: RunConfig, out, log=print) -> dict:
     splits.save(out / "splits.json", np.arange(n_events, dtype=np.int64))
     log(f"[train:pflow] {n_events} events ({counts}); clouds: {stores['train'].n_events} train, "
         f"{stores['val'].n_events} val in {out / 'data'}")
-    t = cfg.train
     info = seg.fit_stores(stores["train"], stores["val"], epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
                           patience=t["patience"], max_minutes=t.get("max_minutes"),
-                          log=lambda s: log(f"[train:pflow] {s}"), shuffle_buffer=int(t["pflow_shuffle_buffer"]))
+                          log=lambda s: log(f"[train:pflow] {s}"), shuffle_buffer=int(t["pflow_shuffle_buffer"]),
+                          **{k: t[k] for k in ("optimizer", "schedule", "warmup", "weight_decay") if k in t})
+    if threshold == "val":
+        info["threshold"] = _choose_threshold_on_val(seg, inputs, geometry, splits, chunk)
+        info["threshold_info"] = dict(seg.threshold_info)
+        log(f"[train:pflow] decision threshold {seg.threshold:.3f} (chosen on the validation events: F1 "
+            f"{seg.threshold_info['val']['f1']:.3f}, E-acc {seg.threshold_info['val']['ewa']:.3f}; at 0.5: "
+            f"{seg.threshold_info['val_at_0.5']['f1']:.3f}, {seg.threshold_info['val_at_0.5']['ewa']:.3f})")
     _write_bundle(out, seg, cfg, inputs, {k: v for k, v in info.items()} | {"config": cfg.to_dict(),
                                                                               "split_counts": counts})
     log(f"[train:pflow] bundle written to {out} ({info['epochs_run']} epochs, {info['n_train_clouds']} training "

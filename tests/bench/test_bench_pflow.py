@@ -78,7 +78,7 @@ def test_modes_resolve():
     assert (legacy.cells, legacy.loss, legacy.threshold, legacy.optimizer, legacy.schedule) == \
         ("all", "energy_weighted", None, "adam", "constant")
     assert PflowConfig(medium=True, threshold=0.4, loss="ce").resolved().segmenter_kwargs()["threshold"] == 0.4
-    assert m.minutes("pointnet") == PFLOW_MODES["medium"]["model_minutes"]["pointnet"] and m.arch("dgcnn")["k"] == 8
+    assert m.minutes("pointnet") == PFLOW_MODES["medium"]["model_minutes"]["pointnet"] and m.widths == "light"
     f = PflowConfig(n_events=50).resolved()
     assert f.mode == "full" and f.n_events == 50 and f.epochs == 15 and f.minutes("pointnet") is None
     assert PflowConfig(medium=True, n_events=100, ablation=False).resolved().ablation is False
@@ -181,7 +181,11 @@ def test_recipe_resolution():
     assert PflowConfig(quick=True, threshold=None).resolved().threshold is None  # explicit 0.5
     assert PflowConfig(quick=True, recipe="legacy", threshold="val").resolved().threshold == "val"
     assert PflowConfig(quick=True, recipe="legacy", loss="mixed").resolved().loss == "mixed"
-    assert PflowConfig(quick=True, models=["gravnet"]).resolved().arch("gravnet")["k"] == 12
+    q = PflowConfig(quick=True, models=["gravnet"]).resolved()
+    assert q.widths == "light" and q.arch("gravnet") == {}
+    from pcloud.pflow.learned import WIDTHS
+
+    assert WIDTHS["light"]["gravnet"]["k"] == 12 and WIDTHS["light"]["dgcnn"]["k"] == 8
     with pytest.raises(ValueError, match="recipe"):
         PflowConfig(recipe="newest").resolved()
     with pytest.raises(ValueError, match="unknown models"):
@@ -250,9 +254,13 @@ def test_cli_widths_and_minutes_reach_the_config(monkeypatch):
         return seen["cfg"].resolved()
 
     c = cfg_of("--medium")
-    assert c.widths == "small" and c.arch("dgcnn")["k"] == 8 and c.minutes("pointnet") == 3.0
+    assert c.widths == "light" and c.minutes("pointnet") == 3.0 and cfg_of("--large").widths == "small"
+    from pcloud.bench.pflow.run import _Run
+
+    assert _Run._segmenter(type("R", (), {"cfg": c})(), "dgcnn", 1).model_cfg["k"] == 8  # the light DGCNN
     c = cfg_of("--medium", "--widths", "full", "--minutes", "pointnet=4.5,gravnet=0.5")
     assert c.widths == "full" and c.arch("dgcnn") == {} and c.segmenter_kwargs()["widths"] == "full"
+    assert _Run._segmenter(type("R", (), {"cfg": c})(), "dgcnn", 1).model_cfg["k"] == 16
     assert (c.minutes("pointnet"), c.minutes("gravnet"), c.minutes("dgcnn")) == (4.5, 0.5, 2.0)  # dgcnn: the mode's
     assert c.patience == 3 and cfg_of("--quick", "--patience", "8").patience == 8
     with pytest.raises(ValueError, match="patience must be"):

@@ -43,7 +43,7 @@ def point_bundles(ops_files, tmp_path_factory):
 def pflow_bundle(tmp_path_factory):
     """A particle-flow bundle (DGCNN segmenter, 1 epoch) and the events it can be run on."""
     from pcloud.pipeline.config import run_config
-    from pcloud.pipeline.pflow import _DGCNN_SMALL, _write_bundle
+    from pcloud.pipeline.pflow import _write_bundle
     from pcloud.pflow.learned import FocalTrackSegmenter
     from pcloud.sim.events import generate_events
 
@@ -52,7 +52,7 @@ def pflow_bundle(tmp_path_factory):
                          dr=(0.05, 0.3), energy_gev=(10, 60))
     test = generate_events(atlas, 6, np.random.default_rng(6), parent=["rho", "delta"], n_parents=(1, 2),
                            dr=(0.05, 0.3), energy_gev=(10, 60))
-    seg = FocalTrackSegmenter(model="dgcnn", dr_max=0.2, max_points=64, device="cpu", seed=1, **_DGCNN_SMALL)
+    seg = FocalTrackSegmenter(model="dgcnn", dr_max=0.2, max_points=64, device="cpu", seed=1, widths="light")
     seg.fit(ev, ev, atlas, epochs=1, batch_size=32, log=lambda s: None)
     out = tmp_path_factory.mktemp("pflow_bundle") / "P"
     out.mkdir()

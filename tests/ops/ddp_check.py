@@ -1,4 +1,5 @@
 """The DDP self-check: two ranks on synthetic batches against one process on the global batch."""
+import gc
 from pathlib import Path
 
 import torch
@@ -60,5 +61,9 @@ def equivalence_run(rank: int, world: int, init_method: str, out: str, steps: in
                 "val_loss": [h["val_loss"] for h in res.history]}, Path(out) / ("single.pt" if single else
                                                                                   f"rank{rank}.pt"))
     if not single:
+        # free the DDP wrapper (its reducer holds gloo work objects) while the interpreter is fully alive: freed
+        # during interpreter finalisation they abort the process ("terminate called without an active exception")
+        del trainer, model, core, res
+        gc.collect()
         dist.barrier()  # both ranks done with their collectives before the group is torn down
         dist.destroy_process_group()

@@ -125,9 +125,9 @@ def test_pflow_training_reads_each_file_twice_and_each_store_once(mltree_files, 
     monkeypatch.setattr(native.NativeStore, "chunks", chunks)
     files = [str(p) for p in mltree_files]
     cfg = run_config(None, ["train.epochs=1", "train.batch_size=32", "data.max_points=16",
-                            "data.pflow_chunk_events=25"], data=files, task="pflow")
+                            "data.pflow_chunk_events=25", "train.pflow_threshold=0.4"], data=files, task="pflow")
     train_pflow(cfg, tmp_path / "P", log=lambda s: None)
-    assert sorted(reads) == sorted(files * 2)
+    assert sorted(reads) == sorted(files * 2)  # the threshold given: stores, then the test evaluation
     # the normaliser pass, then one pass per epoch each for training and validation (1 epoch)
     assert passes.count("pflow_train.parquet") == 2 and passes.count("pflow_val.parquet") == 1
     monkeypatch.setattr(native.NativeStore, "chunks", real_chunks)
@@ -147,6 +147,38 @@ def test_pflow_training_reads_each_file_twice_and_each_store_once(mltree_files, 
     assert any((ti > 0).sum() > 16 for ti in typ)  # a cloud whose track points alone fill the 16 slots
     assert seg.kept_energy(clouds[:50]) == pytest.approx((sum(x.sum() for x in e), kept), rel=1e-12)
     assert NativeStore(tmp_path / "P" / "data" / "pflow_val.parquet").n_events > 0
+
+
+def test_pflow_threshold_chosen_on_val_chunk_by_chunk(mltree_files, tmp_path, atlas):
+    """pcloud train --task pflow with the default recipe (topo cells, per-cell CE, threshold "val"): the threshold
+    chosen from counts added up over chunks of the validation events is the one choose_threshold finds on all of
+    them at once, it is applied by evaluation (bundle reloaded), and bad recipe values are errors naming the key."""
+    from pcloud.core.events import select_events
+    from pcloud.data.splits import Splits
+    from pcloud.pipeline.pflow import load_segmenter
+
+    files = [str(p) for p in mltree_files]
+    cfg = run_config(None, ["train.epochs=1", "train.batch_size=32", "data.max_points=32",
+                            "data.pflow_chunk_events=11"], data=files, task="pflow", model="transformer")
+    assert (cfg.train["pflow_loss"], cfg.train["pflow_threshold"], cfg.data["pflow_cells"]) == ("ce", "val", "topo")
+    res = train_pflow(cfg, tmp_path / "P", log=lambda s: None)
+    seg, _ = load_segmenter(tmp_path / "P")
+    assert seg.model_name == "transformer" and seg.cells == "topo" and seg.loss_name == "ce"
+    assert seg.model_cfg["dim"] == 32  # model.small: the light widths
+    info = json.loads((tmp_path / "P" / "bundle.json").read_text())["training"]
+    assert info["threshold"] == seg.threshold and 0.05 <= seg.threshold <= 0.7
+    events = read_events(files, need_truth=True, geometry=atlas)[0]
+    splits = Splits.load(tmp_path / "P" / "splits.json")
+    val = select_events(events, splits.mask(np.arange(events.n_events), "val"))
+    assert seg.choose_threshold(val, atlas) == info["threshold"]  # all validation events at once
+    assert seg.threshold_info["val"] == pytest.approx(info["threshold_info"]["val"], rel=1e-9)
+    assert seg.threshold_info["n_cells"] == info["threshold_info"]["n_cells"] > 0
+    assert res["methods"]["common"]["f1"] > 0
+    for bad, key in (("train.pflow_loss=l2", "train.pflow_loss"), ("train.pflow_threshold=1.5",
+                                                                   "train.pflow_threshold"),
+                     ("data.pflow_cells=some", "data.pflow_cells"), ("train.pflow_energy_share=2", "energy_share")):
+        with pytest.raises(ValueError, match=key):
+            run_config(None, [bad], data=files, task="pflow")
 
 
 def test_training_on_a_file_without_truth_is_one_clear_error(tmp_path, capsys):

@@ -10,11 +10,6 @@ BASELINES = ("rule_based", "dr_nearest", "random", "trivial")
 #: (target, loss) variants of the PointNet ablation (full mode or ``--ablation``); the default model is the recipe's
 #: ("soft", "ce"; legacy recipe: "soft", "energy_weighted").
 ABLATION_VARIANTS = (("binary", "ce"), ("hard", "focal"))
-#: a lighter DGCNN (k = 8, narrower EdgeConvs) for the CPU-bounded quick and medium modes
-DGCNN_LIGHT = {"k": 8, "edge_channels": (32, 32, 64), "emb_dim": 64}
-#: lighter transformer / GravNet for the CPU-bounded modes
-TRANSFORMER_LIGHT = {"dim": 32, "n_heads": 4, "n_layers": 2, "pair_hidden": 8}
-GRAVNET_LIGHT = {"blocks": 2, "dense": (64,), "out_dims": 32, "k": 12}
 #: the training recipe of the per-track models (issue 11): clouds of the topo-clustered cells with E > 0 (the cells
 #: the metrics evaluate), per-cell cross-entropy (every cell counts, as in cell F1), AdamW with warm-up + cosine decay
 #: timed to the model's budget, decision threshold chosen on the validation events (F1 + energy-weighted accuracy);
@@ -30,17 +25,18 @@ PFLOW_MODES = {
                   ablation=False, seeds=1,
                   model_minutes={"pointnet": 1.0, "dgcnn": 1.0, "transformer": 1.0, "gravnet": 1.0,
                                  "event_pointnet": 0.5},
-                  model_cfgs={"dgcnn": DGCNN_LIGHT, "transformer": TRANSFORMER_LIGHT, "gravnet": GRAVNET_LIGHT}),
+                  model_cfgs={}, widths="light"),
     "medium": dict(models=list(LEARNED_MODELS), n_events=3000, epochs=8, max_points=256, batch_size=128,
                    max_minutes=None, ablation=False, seeds=3,
                    model_minutes={"pointnet": 3.0, "dgcnn": 2.0, "transformer": 3.0, "gravnet": 3.0,
                                   "event_pointnet": 1.5, "ablation": 2.0},
-                   model_cfgs={"dgcnn": DGCNN_LIGHT, "transformer": TRANSFORMER_LIGHT, "gravnet": GRAVNET_LIGHT}),
+                   model_cfgs={}, widths="light"),
     "large": dict(models=["pointnet"], n_events=8000, epochs=20, max_points=256, batch_size=128, max_minutes=None,
-                  ablation=False, seeds=3, model_minutes={"pointnet": 12.0, "event_pointnet": 1.5}, model_cfgs={}),
+                  ablation=False, seeds=3, model_minutes={"pointnet": 12.0, "event_pointnet": 1.5}, model_cfgs={},
+                  widths="small"),
     "full": dict(models=list(LEARNED_MODELS), n_events=4000, epochs=15, max_points=256, batch_size=64, max_minutes=None,
                  ablation=True, seeds=3,
-                 model_minutes={}, model_cfgs={}),
+                 model_minutes={}, model_cfgs={}, widths="small"),
 }
 
 #: ``--generator`` choices using Pythia8 (:func:`pcloud.sim.events.generate_pythia`): name -> process.
@@ -72,9 +68,9 @@ class PflowConfig:
     weight_decay: float | None = None
     schedule_time: bool | None = None    # cosine timed to the model's budget when it has one
     ragged: bool | None = None           # the ragged path of the point models
-    #: widths of the per-track models: "small" (CPU-sized; quick / medium use lighter DGCNN / transformer /
-    #: GravNet still) or "full" (the model classes' own, GPU-sized; pcloud.pflow.learned.WIDTHS)
-    widths: str = "small"
+    #: widths of the per-track models (pcloud.pflow.learned.WIDTHS): "light" (quick / medium: narrower DGCNN,
+    #: transformer, GravNet), "small" (CPU-sized; large / full) or "full" (the model classes' own, GPU-sized)
+    widths: str | None = None
     features: list | None = None         # per-point features of the per-track models (None: the recipe's)
     dr_max: float = 0.2
     max_points: int | None = None        # quick 128, medium / large / full 256
@@ -116,12 +112,8 @@ class PflowConfig:
                              + " and ".join(m for m in ("quick", "medium", "large") if getattr(self, m)))
         c = PflowConfig(**asdict(self))
         d = PFLOW_MODES[c.mode]
-        if c.widths not in ("small", "full"):
-            raise ValueError(f"bench pflow: widths must be 'small' or 'full', found {c.widths!r}")
-        if c.widths == "full" and c.model_cfgs is None:
-            c.model_cfgs = {}  # not the CPU modes' lighter DGCNN / transformer / GravNet
         for k in ("n_events", "epochs", "max_points", "batch_size", "max_minutes", "ablation", "model_minutes",
-                  "model_cfgs", "seeds", "models"):
+                  "model_cfgs", "seeds", "models", "widths"):
             if getattr(c, k) is None:
                 setattr(c, k, copy.deepcopy(d[k]))
         if c.recipe not in ("new", "legacy"):
@@ -143,6 +135,10 @@ class PflowConfig:
                              "event_pointnet, ablation")
         if c.patience < 1:
             raise ValueError(f"bench pflow: patience must be >= 1 epoch, found {c.patience}")
+        from ...pflow.learned import WIDTHS
+
+        if c.widths not in WIDTHS:
+            raise ValueError(f"bench pflow: widths must be one of {', '.join(WIDTHS)}, found {c.widths!r}")
         if c.seeds < 1:
             raise ValueError(f"bench pflow: seeds must be >= 1, found {c.seeds}")
         if c.n_events < 10:
