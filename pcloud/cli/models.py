@@ -61,8 +61,9 @@ def register(sub) -> None:
     s = sub.add_parser("train", help="train a model on your files (any format pcloud reads); writes a model bundle")
     s.add_argument("--data", action="append", default=[], metavar="FILE[:LABEL]",
                    help="input file, glob or either with the class of its events (eplus.hdf5:e+); repeatable")
-    s.add_argument("--model", default=None, help="pointnet, dgcnn, dense_fcn, cnn3d, multistream_cnn, densenet, "
-                                                 "upsample_cnn (default: the config's, pointnet)")
+    s.add_argument("--model", default=None, help="pointnet, dgcnn, transformer, gravnet, dense_fcn, cnn3d, "
+                                                 "multistream_cnn, densenet, upsample_cnn (--task pflow: the first "
+                                                 "four; default: the config's, pointnet)")
     s.add_argument("--task", default=None, choices=("id", "energy", "id+energy", "pflow"), help="default: id")
     s.add_argument("--config", default=None, help="YAML recipe (see pcloud/configs/train.yaml)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.lr=3e-4")
