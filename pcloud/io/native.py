@@ -148,6 +148,7 @@ class CloudWriter:
         self.compression, self.full_row_groups = compression, bool(full_row_groups)
         self.n_events, self.final = 0, None
         self._writer, self._schema, self._n_chunks, self._pending, self._closed = None, None, 0, [], False
+        self._chunk_schema, self._failed = None, None
         self._output = atomic_output(self.path, suffix=".parquet.tmp")
         self._tmp = self._output.__enter__()
 
@@ -163,9 +164,19 @@ class CloudWriter:
         return False
 
     def write(self, chunk: ak.Array) -> None:
-        """Append one chunk of clouds (validated; every chunk must have the first one's fields and dtypes)."""
+        """Append one chunk of clouds (validated; every chunk must have the first one's fields and dtypes). After a
+        failed write the writer only aborts: :meth:`close` refuses to publish a file missing a chunk."""
         if self._closed:
             raise ValueError(f"write_clouds({self.path}): the writer is closed")
+        if self._failed is not None:
+            raise ValueError(f"write_clouds({self.path}): an earlier chunk failed ({self._failed}); abort")
+        try:
+            self._write(chunk)
+        except BaseException as err:
+            self._failed = f"{type(err).__name__}: {err}".splitlines()[0]
+            raise
+
+    def _write(self, chunk: ak.Array) -> None:
         ci = self._n_chunks
         self._n_chunks += 1
         validate_clouds(chunk, f"write_clouds({self.path}): chunk {ci}")
@@ -174,6 +185,12 @@ class CloudWriter:
         if not self.full_row_groups:
             self._write_groups(chunk, ci)
             return
+        schema = ak.to_arrow_table(chunk[:0], extensionarray=False).schema  # checked now, not after merging
+        if self._chunk_schema is None:
+            self._chunk_schema = schema
+        elif not schema.equals(self._chunk_schema, check_metadata=False):
+            raise ValueError(f"write_clouds({self.path}): chunk {ci} has schema\n{schema}\nbut the first chunk "
+                             f"had\n{self._chunk_schema}\n(all chunks need the same fields and dtypes)")
         self._pending.append(chunk)
         if sum(len(c) for c in self._pending) >= self.row_group_events:
             whole = self._pending[0] if len(self._pending) == 1 else ak.concatenate(self._pending)
@@ -204,6 +221,10 @@ class CloudWriter:
         only now), and move the file into place; returns the metadata written (with ``n_events``)."""
         if self._closed:
             raise ValueError(f"write_clouds({self.path}): the writer is already closed")
+        if self._failed is not None:
+            err = ValueError(f"write_clouds({self.path}): not written, a chunk failed ({self._failed})")
+            self._abort(ValueError, err, None)
+            raise err
         self._closed = True
         try:
             pending, self._pending = self._pending, []
@@ -214,9 +235,9 @@ class CloudWriter:
             self.final["n_events"] = self.n_events
             if meta_at_close is not None:
                 self.final.update(meta_at_close())
-            self._writer.add_key_value_metadata({META_KEY.decode(): json.dumps(self.final, default=_json_default)})
-            self._writer.close()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            writer.add_key_value_metadata({META_KEY.decode(): json.dumps(self.final, default=_json_default)})
+            writer.close()
         except BaseException as err:
             self._abort(type(err), err, err.__traceback__)
             raise
@@ -225,25 +246,34 @@ class CloudWriter:
         return self.final
 
     def abort(self) -> None:
-        """Drop what was written: no file appears at ``path`` (an earlier file there is left as it was)."""
+        """Drop what was written: no file appears at ``path`` (an earlier file there is left as it was). Refused
+        after a successful :meth:`close` (the file is in place)."""
+        if self._closed and self._output is None:
+            raise ValueError(f"write_clouds({self.path}): already closed (the file is written); nothing to abort")
         err = _Aborted(f"write_clouds({self.path}): aborted")
         self._abort(_Aborted, err, None)
 
     def _abort(self, exc_type, exc, tb) -> None:
-        """Close the Parquet writer and remove the temporary file (the exception is the caller's to raise)."""
+        """Close the Parquet writer and remove the temporary file, whatever fails on the way (the exception that
+        caused the abort is the caller's to raise; a failure here is raised only when there is none)."""
         self._closed = True
-        if self._writer is not None:
-            try:
-                self._writer.close()
-            finally:
-                self._writer = None
-        if self._output is not None:
-            output, self._output = self._output, None
-            try:
-                output.__exit__(exc_type, exc, tb)
-            except BaseException as err:  # atomic_output re-raises the exception it was handed: expected
-                if err is not exc:
-                    raise
+        failure = None
+        writer, self._writer = self._writer, None
+        try:
+            if writer is not None:
+                writer.close()
+        except BaseException as err:  # e.g. a full disk while flushing: the temporary must go all the same
+            failure = err
+        finally:
+            if self._output is not None:
+                output, self._output = self._output, None
+                try:
+                    output.__exit__(exc_type, exc, tb)
+                except BaseException as err:  # atomic_output re-raises the exception it was handed: expected
+                    if err is not exc:
+                        failure = failure or err
+        if failure is not None and exc is None:
+            raise failure
 
 
 def write_clouds(path, clouds_or_chunks: ak.Array | Iterable[ak.Array], meta: dict | None = None,

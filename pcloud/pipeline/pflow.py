@@ -7,17 +7,18 @@ error naming the file. The model is a :class:`pcloud.pflow.learned.FocalTrackSeg
 DGCNN, point transformer or GravNet; light widths with ``model.small``, else full) on per-track clouds within
 ``data.dr_max`` (``data.pflow_cells``: the topo-clustered cells by default), soft target, the loss
 ``train.pflow_loss`` (per-cell cross-entropy by default), trained with early stopping on the validation split, the
-decision threshold chosen on the validation events (``train.pflow_threshold: val``; the benchmark's recipe,
-:data:`pcloud.bench.pflow.config.RECIPE`, whose AdamW + cosine schedule is ``train.optimizer`` /
-``train.schedule``); the bundle holds its weights (tensors only) and configuration. Evaluation runs iterative and common inference
+decision threshold chosen on the validation events (``train.pflow_threshold: val``): the benchmark's recipe,
+:data:`pcloud.bench.pflow.config.RECIPE`, except the optimiser, which follows ``train.optimizer`` /
+``train.schedule`` (adam / constant by default; the benchmark's is adamw / cosine); the bundle holds its weights
+(tensors only) and configuration. Evaluation runs iterative and common inference
 (:mod:`pcloud.pflow.inference`) and the metrics of :mod:`pcloud.metrics.particle_flow`; prediction writes, per
 cell, the charged fraction given to each track and the neutral energy left after iterative and common subtraction.
 
 Files larger than memory: every step reads the MLTree files in chunks of ``data.pflow_chunk_events`` events
 (:func:`iter_event_chunks`). Training writes the per-track clouds of the training and validation events into two
 native stores (``OUT/data/pflow_train.parquet``, ``pflow_val.parquet``) chunk by chunk, both in one pass over the
-files (:class:`pcloud.io.native.CloudWriter`; the test evaluation after training is the second and last), and
-trains from them as a stream (:meth:`~pcloud.pflow.learned.FocalTrackSegmenter.fit_stores`); evaluation runs the
+files (:class:`pcloud.io.native.CloudWriter`; choosing the decision threshold on the validation events reads them
+once more, the test evaluation after training last), and trains from them as a stream (:meth:`~pcloud.pflow.learned.FocalTrackSegmenter.fit_stores`); evaluation runs the
 inference chunk by chunk and accumulates the metrics (:class:`pcloud.metrics.particle_flow.AttributionMetrics`); prediction writes one
 Parquet row group per chunk. Only a few numbers per track and per event are kept across chunks.
 """
@@ -55,7 +56,6 @@ from .config import RunConfig
 from .inputs import InputError, describe_inputs, parse_data_specs, require_format
 
 SEGMENTER_FILE = "segmenter.pt"
-#: CPU-sized DGCNN of the particle-flow benchmark's quick and medium modes
 
 
 def read_events(specs, need_truth: bool, geometry=None):
@@ -128,7 +128,7 @@ def iter_event_chunks(inputs, geometry, chunk_events: int, need_truth: bool):
 def _write_split_stores(seg, inputs, geometry, splits: Splits, paths: dict, chunk_events: int) -> tuple[dict, dict]:
     """The per-track clouds of the events of every split in ``paths`` (split name -> store path) as native stores,
     all written in one pass over the MLTree files, chunk by chunk. Returns the events of every split seen and the
-    clouds written per split; a split without clouds gets no store (the caller says why)."""
+    clouds written per split; when a split has no clouds no store is written (the caller says why)."""
     counts = {k: 0 for k in splits.names}
     n_clouds = {k: 0 for k in paths}
     meta = {"geometry": "atlas"}
@@ -146,8 +146,8 @@ def _write_split_stores(seg, inputs, geometry, splits: Splits, paths: dict, chun
                     if len(c):
                         writers[k].write(c)
                         n_clouds[k] += len(c)
-        for k, w in writers.items():
-            w.close() if n_clouds[k] else w.abort()
+        for w in writers.values():  # every store or none (the caller says which split has no clouds)
+            w.close() if all(n_clouds.values()) else w.abort()
     return counts, n_clouds
 
 
@@ -183,12 +183,19 @@ def train_pflow(cfg: RunConfig, out, log=print) -> dict:
     splits = Splits({k: float(fr[k]) for k in ("train", "val", "test")}, seed=int(cfg.split["seed"]))
     t = cfg.train
     threshold = t.get("pflow_threshold", "val")
+    options = dict(cfg.model.get("options") or {})
+    owned = sorted(set(options) & {"model", "target", "loss", "dr_max", "max_points", "device", "seed", "cells",
+                                   "threshold", "energy_share", "widths", "features"})
+    if owned:
+        raise InputError(f"config model.options: {owned} are set by other keys (model.name, model.small, "
+                         "data.dr_max, data.max_points, data.pflow_cells, train.pflow_loss, train.pflow_threshold, "
+                         "train.pflow_energy_share, device, seed); options are architecture arguments, e.g. {k: 8}")
     seg = FocalTrackSegmenter(model=name, loss=t.get("pflow_loss", "ce"), dr_max=float(cfg.data["dr_max"]),
                               max_points=int(cfg.data["max_points"]), device=cfg.device, seed=cfg.seed,
                               cells=cfg.data.get("pflow_cells", "topo"),
                               threshold=None if threshold == "val" else threshold,
                               energy_share=float(t.get("pflow_energy_share", 0.5)),
-                              widths="light" if cfg.model["small"] else "full", **(cfg.model.get("options") or {}))
+                              widths="light" if cfg.model["small"] else "full", **options)
     chunk = int(cfg.data["pflow_chunk_events"])
     (out / "data").mkdir(exist_ok=True)
     paths = {k: out / "data" / f"pflow_{k}.parquet" for k in ("train", "val")}

@@ -202,6 +202,36 @@ def test_cloud_writer_fills_several_files_in_one_pass(tmp_path, calogan, showers
     with pytest.raises(ValueError, match="nothing to write"):
         CloudWriter(tmp_path / "empty.parquet").close()
     assert not (tmp_path / "empty.parquet").exists()
+    with pytest.raises(ValueError, match="already closed"):
+        w.abort()
+    # a failed chunk: the writer refuses to publish the rest
+    for full in (False, True):
+        part = tmp_path / f"part{full}.parquet"
+        w = CloudWriter(part, row_group_events=4, full_row_groups=full)
+        w.write(clouds[:3])
+        with pytest.raises(ValueError, match="chunk 1 has schema"):  # checked before buffering too
+            w.write(ak.without_field(clouds[3:6], "pdg"))
+        with pytest.raises(ValueError, match="an earlier chunk failed"):
+            w.write(clouds[6:9])
+        with pytest.raises(ValueError, match="not written, a chunk failed"):
+            w.close()
+        assert not part.exists()
+    # the Parquet writer failing to close (a full disk, say) still removes the temporary
+    w = CloudWriter(tmp_path / "disk.parquet")
+    w.write(clouds[:3])
+
+    real_close, calls = w._writer.close, []
+
+    def full_disk():  # fails once, as a flush onto a full disk would; closes for real when called again
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        real_close()
+
+    w._writer.close = full_disk
+    with pytest.raises(OSError, match="No space left"):
+        w.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["even.parquet", "new.parquet", "odd.parquet"]
 
 
 def test_geometry_kwargs_recorded(tmp_path, make_random_showers):

@@ -179,6 +179,10 @@ def test_pflow_threshold_chosen_on_val_chunk_by_chunk(mltree_files, tmp_path, at
                      ("data.pflow_cells=some", "data.pflow_cells"), ("train.pflow_energy_share=2", "energy_share")):
         with pytest.raises(ValueError, match=key):
             run_config(None, [bad], data=files, task="pflow")
+    cfg = run_config(None, ["model.options={loss: focal, k: 4}"], data=files, task="pflow", model="dgcnn")
+    with pytest.raises(InputError, match=r"model.options: \['loss'\] are set by other keys"):
+        train_pflow(cfg, tmp_path / "Q", log=lambda s: None)
+    assert not (tmp_path / "Q" / "data").exists()  # refused before anything is read or written
 
 
 def test_training_on_a_file_without_truth_is_one_clear_error(tmp_path, capsys):
