@@ -11,7 +11,12 @@ from pcloud.io.mltree import write_mltree
 from pcloud.pflow.topocluster import topo_cluster_events
 from pcloud.pipeline.config import run_config
 from pcloud.pipeline.inputs import InputError
-from pcloud.pipeline.pflow import evaluate_pflow, predict_pflow, read_events, train_pflow
+from pcloud.pipeline.pflow import (
+    evaluate_pflow,
+    predict_pflow,
+    read_events,
+    train_pflow,
+)
 from pcloud.sim.events import generate_events
 
 
@@ -109,8 +114,8 @@ def test_pflow_training_reads_each_file_twice_and_each_store_once(mltree_files, 
     """One pass over the MLTree files writes both cloud stores (train and val), the test evaluation is the second;
     fit_stores fits the normaliser and the truncated-energy statistic in one pass over the training store, and the
     statistic equals the one of the in-memory fit on the same clouds."""
-    from pcloud.io import native
     import pcloud.pipeline.pflow as pp
+    from pcloud.io import native
     from pcloud.io.native import NativeStore, read_clouds
 
     reads, passes = [], []
@@ -189,6 +194,7 @@ def test_training_on_a_file_without_truth_is_one_clear_error(tmp_path, capsys):
     """Streamed particle-flow training stops at the first chunk of a file without per-cell truth: exit 2, one line
     naming the file and the branch, no bundle and no cloud store left behind."""
     from helpers.mltree import athena_style_file
+
     from pcloud.cli.main import main
 
     path = athena_style_file(tmp_path / "nohits.root", with_truth=False)
