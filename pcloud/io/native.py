@@ -196,7 +196,9 @@ class CloudWriter:
             whole = self._pending[0] if len(self._pending) == 1 else ak.concatenate(self._pending)
             n_full = len(whole) // self.row_group_events * self.row_group_events
             self._write_groups(whole[:n_full], ci)
-            self._pending = [whole[n_full:]] if n_full < len(whole) else []
+            # packed: a view of the remainder would keep every earlier buffer alive through the next concatenation
+            # (measured: 1.8 GB instead of 0.6 GB writing the cloud stores of 10 000 particle-flow events)
+            self._pending = [ak.to_packed(whole[n_full:])] if n_full < len(whole) else []
 
     def _write_groups(self, chunk: ak.Array, ci: int) -> None:
         import pyarrow.parquet as pq
@@ -468,7 +470,7 @@ def rechunk(chunks: Iterable[ak.Array], size: int) -> Iterator[ak.Array]:
         while n_buf >= size:
             whole = buffer[0] if len(buffer) == 1 else ak.concatenate(buffer)
             yield whole[:size]
-            rest = whole[size:]
+            rest = ak.to_packed(whole[size:])  # not a view holding the whole buffer (see CloudWriter.write)
             buffer, n_buf = ([rest], len(rest)) if len(rest) else ([], 0)
     if n_buf:
         yield buffer[0] if len(buffer) == 1 else ak.concatenate(buffer)

@@ -171,7 +171,10 @@ def test_cloud_writer_fills_several_files_in_one_pass(tmp_path, calogan, showers
     even, odd = tmp_path / "even.parquet", tmp_path / "odd.parquet"
     with CloudWriter(even, row_group_events=8, full_row_groups=True) as we, CloudWriter(odd, row_group_events=8) as wo:
         for s in range(0, len(clouds), 3):  # chunks of 3 events, alternating between the two files
+            flushed = we.n_events
             (we if (s // 3) % 2 == 0 else wo).write(clouds[s:s + 3])
+            if we.n_events > flushed and we._pending:  # the remainder kept after a flush holds its own events
+                assert we._pending[0].nbytes == ak.to_packed(we._pending[0]).nbytes  # only, not the merged buffer
     ev_idx = np.concatenate([np.arange(s, min(s + 3, 53)) for s in range(0, 53, 6)])
     od_idx = np.setdiff1d(np.arange(53), ev_idx)
     assert ak.to_list(read_clouds(even).event_number) == ak.to_list(clouds.event_number[ev_idx])
