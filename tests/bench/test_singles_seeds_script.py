@@ -2,22 +2,16 @@
 hand-made results files."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "singles_seeds.py"
+from helpers.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def seeds():
-    spec = importlib.util.spec_from_file_location("singles_seeds", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("singles_seeds")
 
 
 def _run(path, seed, auc_p, auc_d, diff, std):

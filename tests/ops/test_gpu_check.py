@@ -3,22 +3,16 @@ float32, bf16 autocast moves outputs but keeps the gradient direction, and the c
 written for point (padded and ragged) and dense models."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.py"
+from helpers.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("gpu_check")
 
 
 def test_gpu_check_on_cpu(gpu_check, tmp_path, monkeypatch):
