@@ -257,12 +257,14 @@ class _CellSegmenter:
             batch["y"] = self._targets(clouds, pad, sel, n)
         return batch, sel["idx"], sel["ev"][sel["idx"]] * n + sel["slot"]
 
-    def kept_energy(self, clouds) -> tuple[float, float]:
+    def kept_energy(self, clouds, kept=None) -> tuple[float, float]:
         """Energy (GeV, points with E > 0) of ``clouds`` and the part of it in the points that the ``max_points``
-        truncation keeps (the selection :meth:`tensors` makes); their ratio is reported as
-        ``truncated_energy_fraction``."""
+        truncation keeps (the selection :meth:`tensors` makes; ``kept``: its flat point indices when already
+        known); their ratio is reported as ``truncated_energy_fraction``."""
         e = np.clip(ak.to_numpy(ak.flatten(clouds.points.energy)).astype(np.float64), 0, None)
-        return float(e.sum()), float(e[select_points(clouds, self.max_points, "energy")["idx"]].sum())
+        if kept is None:
+            kept = select_points(clouds, self.max_points, "energy")["idx"]
+        return float(e.sum()), float(e[kept].sum())
 
     # ------------------------------------------------------------------ training
     def fit(self, train_events, val_events, geometry, epochs=10, batch_size=64, lr=1e-3, patience=3,
@@ -282,9 +284,9 @@ class _CellSegmenter:
             raise ValueError(f"{type(self).__name__}.fit: no clouds (train {len(tr)}, val {len(va)}); "
                              "do the events have tracks reaching the calorimeter?")
         self.normaliser = Normaliser.fit(tr, self.features)
-        dtr, _, _ = self.tensors(tr)
+        dtr, kept, _ = self.tensors(tr)
         dva, _, _ = self.tensors(va)
-        e_all, e_kept = self.kept_energy(tr)
+        e_all, e_kept = self.kept_energy(tr, kept)
         info = self._train(dtr, dva, time.perf_counter() - t0, epochs, batch_size, lr, patience, max_minutes, log,
                            optimizer, schedule, warmup, weight_decay, schedule_time)
         if self.threshold_spec == "val":

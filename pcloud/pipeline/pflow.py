@@ -18,9 +18,10 @@ Files larger than memory: every step reads the MLTree files in chunks of ``data.
 (:func:`iter_event_chunks`). Training writes the per-track clouds of the training and validation events into two
 native stores (``OUT/data/pflow_train.parquet``, ``pflow_val.parquet``) chunk by chunk, both in one pass over the
 files (:class:`pcloud.io.native.CloudWriter`; choosing the decision threshold on the validation events reads them
-once more, the test evaluation after training last), and trains from them as a stream (:meth:`~pcloud.pflow.learned.FocalTrackSegmenter.fit_stores`); evaluation runs the
-inference chunk by chunk and accumulates the metrics (:class:`pcloud.metrics.particle_flow.AttributionMetrics`); prediction writes one
-Parquet row group per chunk. Only a few numbers per track and per event are kept across chunks.
+once more, the test evaluation after training last), and trains from them as a stream
+(:meth:`~pcloud.pflow.learned.FocalTrackSegmenter.fit_stores`); evaluation runs the inference chunk by chunk and
+accumulates the metrics (:class:`pcloud.metrics.particle_flow.AttributionMetrics`); prediction writes one Parquet
+row group per chunk. Only a few numbers per track and per event are kept across chunks.
 """
 from __future__ import annotations
 

@@ -98,8 +98,16 @@ def test_tiny_segmenter_overfits(atlas, events, target, loss):
 def test_predict_fraction_dgcnn_and_save_load(atlas, events, tmp_path):
     seg = FocalTrackSegmenter(model="dgcnn", max_points=32, device="cpu", k=4, edge_channels=(8, 8), emb_dim=16,
                               seg_hidden=(16,))
-    seg.fit(events, events, atlas, epochs=1, batch_size=8, log=None)
+    h = seg.fit(events, events, atlas, epochs=1, batch_size=8, log=None)
     clouds = track_clouds(events, atlas)
+    # the truncated-energy statistic of the in-memory fit: energy of the cells beyond the 32 kept points, by hand
+    e_all = e_kept = 0.0
+    for c in clouds:
+        e = np.clip(np.asarray(c.points.energy, float), 0, None)
+        trk = np.asarray(c.points["type"]) != PointType.CELL
+        e_all += e.sum()
+        e_kept += e[trk][:32].sum() + np.sort(e[~trk])[::-1][:max(32 - int(trk.sum()), 0)].sum()
+    assert 0 < h["truncated_energy_fraction"] == pytest.approx(1 - e_kept / e_all, rel=1e-9)
     f = seg.predict_fraction(clouds)
     typ = ak.to_numpy(ak.flatten(clouds.points["type"]))
     assert f.shape == ((typ == PointType.CELL).sum(),) and np.all((f >= 0) & (f <= 1))
