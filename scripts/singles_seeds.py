@@ -22,8 +22,11 @@ def load_runs(paths, task: str | None = None) -> tuple[str, list[dict]]:
     """The task results of every ``results.json`` (the task given, or the only one in the files)."""
     runs, name = [], task
     for p in paths:
-        r = json.loads(Path(p).read_text())
-        tasks = r.get("tasks") or {}
+        try:
+            r = json.loads(Path(p).read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{p}: expected the results.json of a pcloud bench singles run: {err}") from None
+        tasks = (r.get("tasks") if isinstance(r, dict) else None) or {}
         if name is None:
             if len(tasks) != 1:
                 raise ValueError(f"{p}: holds tasks {sorted(tasks)}; choose one with --task")

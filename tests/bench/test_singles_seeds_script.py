@@ -45,3 +45,8 @@ def test_summary_by_hand(seeds, tmp_path, capsys):
         seeds.load_runs(files[:1])
     with pytest.raises(ValueError, match="no task 'e_vs_pi'"):
         seeds.load_runs(files, "e_vs_pi")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json: expected the results.json of a pcloud bench singles run"):
+        seeds.load_runs([files[0], tmp_path / "bad.json"])
+    with pytest.raises(ValueError, match="missing.json: expected the results.json"):
+        seeds.load_runs([files[0], tmp_path / "missing.json"])
