@@ -82,7 +82,8 @@ def _bench_pflow(args) -> int:
                           True if getattr(args, "ablation", False) else None),
                       event_model=not getattr(args, "no_event_model", False),
                       widths=getattr(args, "widths", None), max_minutes=max_minutes, model_minutes=model_minutes,
-                      patience=getattr(args, "patience", 3),
+                      patience=getattr(args, "patience", 3), max_points=getattr(args, "max_points", None),
+                      kinematic_replicas=getattr(args, "kinematic_replicas", 16),
                       data=list(getattr(args, "data", []) or []))
     if model_minutes:  # NAME=MIN pairs replace the mode's budgets of those models only
         cfg.model_minutes = {**PFLOW_MODES[cfg.mode]["model_minutes"], **model_minutes}
@@ -167,6 +168,13 @@ def register(sub) -> None:
                    help="training time budget per model in minutes: one number for every model, or NAME=MIN pairs "
                         "(names: pointnet, dgcnn, transformer, gravnet, event_pointnet, ablation) replacing the "
                         "mode's budgets of those models")
+    p.add_argument("--max-points", type=int, default=None, metavar="N",
+                   help="points per track cloud, tracks first then the highest-energy cells (default 128 quick, 256 "
+                        "otherwise); 0 keeps every point (batches padded to their largest cloud)")
+    p.add_argument("--kinematic-replicas", type=int, default=16, metavar="N",
+                   help="noise-free re-simulations of the test events for the kinematic oracles (labels from the "
+                        "true particle kinematics, alone and with each cell's energy; generated events only; "
+                        "default 16, 0: none)")
     p.add_argument("--data", action="append", default=[], metavar="FILE.root",
                    help="MLTree files with per-cell truth instead of generated events; repeatable")
     p.set_defaults(func=_bench_pflow)

@@ -650,14 +650,29 @@ class OracleSegmenter:
     def __init__(self, events, binary: bool = False, threshold: float = 0.5):
         self.events, self.binary, self.threshold = events, bool(binary), float(threshold)
         h = events.hits
-        n_p = max(int(events.particles["event"].size), 1)
-        key = h["cell"].astype(np.int64) * n_p + h["particle"]
-        o = np.argsort(key, kind="stable")
-        self._key, self._n_p = key[o], n_p
         ep = np.clip(h["energy_gev"], 0, None)
-        self._e = ep[o]
-        self._tot = np.bincount(h["cell"], ep, minlength=events.cells["event"].size)
+        self._index(h["cell"], h["particle"], ep, np.bincount(h["cell"], ep, minlength=events.cells["event"].size))
         self.n_params = 0
+
+    @classmethod
+    def from_shares(cls, events, cell_row, particle_row, share, binary: bool = False, threshold: float = 0.5):
+        """An oracle whose ``f_true`` of (cell row, particle row) is ``share`` (a fraction of the cell, pairs absent:
+        0) instead of the true deposits' fraction, e.g. the votes of :mod:`pcloud.pflow.kinematic_oracle`."""
+        self = cls.__new__(cls)
+        self.events, self.binary, self.threshold, self.n_params = events, bool(binary), float(threshold), 0
+        share = np.asarray(share, np.float64)
+        if share.size and (share.min() < 0 or share.max() > 1 + 1e-12):
+            raise ValueError(f"OracleSegmenter.from_shares: shares must lie in [0, 1], found [{share.min()}, "
+                             f"{share.max()}]")
+        self._index(cell_row, particle_row, share, np.ones(events.cells["event"].size))
+        return self
+
+    def _index(self, cell_row, particle_row, energy, total):
+        """Sorted look-up of (cell row, particle row) -> energy, and the per-cell totals that normalise it."""
+        n_p = max(int(self.events.particles["event"].size), 1)
+        key = np.asarray(cell_row, np.int64) * n_p + np.asarray(particle_row, np.int64)
+        o = np.argsort(key, kind="stable")
+        self._key, self._n_p, self._e, self._tot = key[o], n_p, np.asarray(energy, np.float64)[o], total
 
     def true_fraction(self, cell_row: np.ndarray, particle_row: np.ndarray) -> np.ndarray:
         """``f_true`` of (cell row, global particle row) pairs (float64)."""

@@ -8,7 +8,8 @@ from pcloud.bench.pflow import PFLOW_MODES, PflowConfig, run_pflow
 from pcloud.cli.main import build_parser
 
 METHODS = ("pointnet_iterative", "pointnet_common", "dgcnn_iterative", "dgcnn_common", "event_pointnet",
-           "oracle_iterative", "rule_based", "dr_nearest", "random", "trivial")
+           "oracle_iterative", "oracle_kinematic", "oracle_kinematic_cell", "rule_based", "dr_nearest", "random",
+           "trivial")
 ABLATION = ("pointnet_binary_ce_iterative", "pointnet_hard_focal_iterative")
 
 
@@ -59,6 +60,10 @@ def test_run_pflow_tiny(tmp_path):
         assert sum(b["n_cells"] for b in r["by_significance"].values()) == r["n_cells"]
     assert "## Error budget" in report and "By measured cell significance" in report
     assert "By calorimeter layer" in report and "| oracle_iterative | lost_wrong_track |" in report
+    # the kinematic oracles: knowing the true kinematics is far from knowing the true deposits, and is no learned
+    # method (never the goal's best method)
+    assert "| oracle_kinematic_cell | f1 |" in report and on_disk["timings"]["kinematic_replicas_s"] > 0
+    assert ew["oracle_kinematic"] < ew["oracle_iterative"] and not res["goal"]["best_method"].startswith("oracle")
     for p in on_disk["plots"]:
         assert (out / p).stat().st_size > 1000
     assert json.loads((out / "splits.json").read_text())["seed"] == 1
@@ -281,6 +286,35 @@ def test_cli_widths_and_minutes_reach_the_config(monkeypatch):
         PflowConfig(quick=True, widths="huge").resolved()
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "pflow", "--widths", "huge"])
+
+
+def test_cli_max_points_and_kinematic_replicas_reach_the_config(monkeypatch):
+    """--max-points N truncates the track clouds at N points, 0 keeps every point (the segmenter gets None);
+    --kinematic-replicas sets the replicas of the kinematic oracles (0: none); negative values are named."""
+    import pcloud.bench.pflow as bp
+    from pcloud.bench.pflow.run import _Run
+
+    seen = {}
+    monkeypatch.setattr(bp, "run_pflow", lambda cfg: seen.update(cfg=cfg) or {"all_conserve": True})
+
+    def cfg_of(*argv):
+        args = build_parser().parse_args(["bench", "pflow", *argv])
+        assert args.func(args) == 0
+        return seen["cfg"].resolved()
+
+    def seg(c):
+        return _Run._segmenter(type("R", (), {"cfg": c})(), "pointnet", 1)
+
+    c = cfg_of("--large")
+    assert c.max_points == PFLOW_MODES["large"]["max_points"] and c.kinematic_replicas == 16
+    assert seg(c).max_points == c.max_points
+    c = cfg_of("--large", "--max-points", "0", "--kinematic-replicas", "4")
+    assert c.max_points == 0 and seg(c).max_points is None and c.kinematic_replicas == 4
+    assert seg(cfg_of("--quick", "--max-points", "77")).max_points == 77
+    with pytest.raises(ValueError, match="max_points must be >= 0"):
+        PflowConfig(quick=True, max_points=-1).resolved()
+    with pytest.raises(ValueError, match="kinematic_replicas must be >= 0"):
+        PflowConfig(quick=True, kinematic_replicas=-2).resolved()
 
 
 @pytest.mark.parametrize("model", ["pointnet", "dgcnn", "transformer", "gravnet"])

@@ -73,7 +73,7 @@ class PflowConfig:
     widths: str | None = None
     features: list | None = None         # per-point features of the per-track models (None: the recipe's)
     dr_max: float = 0.2
-    max_points: int | None = None        # quick 128, medium / large / full 256
+    max_points: int | None = None        # quick 128, medium / large / full 256; 0: no truncation (every point)
     batch_size: int | None = None
     lr: float = 1e-3
     patience: int = 3
@@ -83,6 +83,8 @@ class PflowConfig:
     model_cfgs: dict | None = None       # per-model architecture overrides ({"dgcnn": {...}})
     event_model: bool = True             # also train the whole-event ChargedFractionSegmenter ("event_pointnet")
     event_max_points: int = 512
+    #: noise-free replicas of the test events for the kinematic oracles (pcloud.pflow.kinematic_oracle); 0: none
+    kinematic_replicas: int = 16
     ablation: bool | None = None         # PointNet target/loss ablation (default: full mode only)
     parents: list = field(default_factory=lambda: ["rho", "delta"])
     energy_gev: tuple = (10.0, 100.0)
@@ -133,6 +135,11 @@ class PflowConfig:
         if unknown:
             raise ValueError(f"bench pflow: budgets for unknown models {unknown}; known: {list(LEARNED_MODELS)}, "
                              "event_pointnet, ablation")
+        if c.kinematic_replicas < 0:
+            raise ValueError(f"bench pflow: kinematic_replicas must be >= 0 (0: no kinematic oracle), found "
+                             f"{c.kinematic_replicas}")
+        if c.max_points < 0:
+            raise ValueError(f"bench pflow: max_points must be >= 0 (0: every point), found {c.max_points}")
         if c.patience < 1:
             raise ValueError(f"bench pflow: patience must be >= 1 epoch, found {c.patience}")
         from ...pflow.learned import WIDTHS

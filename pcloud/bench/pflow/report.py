@@ -180,7 +180,11 @@ def _header(res: dict, m: dict, main: list, abl: set, cut, cfg: dict) -> list[st
               "energy_weighted_accuracy weights cells by E; f1_track_macro: per-track focal F1 averaged; "
               "soft_overlap: energy overlap of per-cell fractions; response/resolution: median and robust width of "
               "E_attributed/E_true per track; neutral_energy_recovered: median per-event predicted/true neutral "
-              "energy. oracle_*: true fractions inside the dr_max cone (upper bound of the inference algorithms).",
+              "energy. oracle_iterative / oracle_common: true fractions inside the dr_max cone (upper bound of the "
+              "inference algorithms); oracle_kinematic: the label most likely given the true kinematics of every "
+              "particle (noise-free re-simulations of the test events, common inference), oracle_kinematic_cell: "
+              "the same given also the cell's own measured energy; neither bounds a model that reads the "
+              "neighbouring cells (`pcloud.pflow.kinematic_oracle`).",
               ""]
     return lines
 
@@ -255,9 +259,10 @@ def _error_budget_section(res: dict, m: dict, main: list, abl: set, cut, cfg: di
             "lost_wrong_track")
     # the binned tables: the goal's best method, each learned model's iterative inference and the oracle
     best = (res.get("goal") or {}).get("best_method")
-    shown = [n for n in have if n == best or n == "oracle_iterative"
+    refs = ("oracle_kinematic", "oracle_kinematic_cell", "oracle_iterative")
+    shown = [n for n in have if n == best or n in refs
              or (n.endswith("_iterative") and "_ensemble" not in n and not n.startswith("oracle"))]
-    shown = sorted(shown, key=lambda n: (n != best, n == "oracle_iterative", have.index(n)))
+    shown = sorted(shown, key=lambda n: (n != best, n in refs, refs.index(n) if n in refs else 0, have.index(n)))
     lines += ["", "By measured cell significance E / sigma_noise (cells below ~1 sigma are mostly noise: their true "
               "label is that of a small true deposit the measured energy barely constrains); `energy_share`: share "
               "of the evaluated energy in the bin, `lost_*`: lost energy of the bin as a fraction of all evaluated "

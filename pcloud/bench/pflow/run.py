@@ -17,6 +17,7 @@ from ...geometry import get_geometry
 from ...baselines import particle_flow as bl
 from ...metrics import particle_flow as pm
 from ...pflow.inference import common_inference, iterative_inference
+from ...pflow.kinematic_oracle import kinematic_oracle, replica_votes
 from ...pflow.learned import ChargedFractionSegmenter, FocalTrackSegmenter, OracleSegmenter, SegmenterEnsemble
 from ...pflow.topocluster import topo_cluster_events
 from .config import ABLATION_VARIANTS, CONSERVATION_TOL_GEV, PflowConfig
@@ -126,7 +127,7 @@ class _Run:
     def _segmenter(self, model, seed, target=None, loss=None):
         cfg = self.cfg
         return FocalTrackSegmenter(model=model, target=target or cfg.target, loss=loss or cfg.loss,
-                                   dr_max=cfg.dr_max, max_points=cfg.max_points, device=cfg.device, seed=seed,
+                                   dr_max=cfg.dr_max, max_points=cfg.max_points or None, device=cfg.device, seed=seed,
                                    features=cfg.features, **cfg.segmenter_kwargs(), **cfg.arch(model))
 
     def learned_methods(self):
@@ -182,11 +183,27 @@ class _Run:
         oracle = OracleSegmenter(test)
         self._iterative("oracle_iterative", oracle)
         self._timed("oracle_common", lambda: common_inference(test, geometry, oracle, dr_max=cfg.dr_max))
+        if cfg.kinematic_replicas and not cfg.data:  # the replicas need the simulation that made the events
+            self._kinematic_oracles()
         self._timed("rule_based", lambda: bl.rule_based(test, geometry, clusters=self.cl_test))
         self._timed("dr_nearest", lambda: bl.dr_nearest(test, geometry, dr_max=cfg.dr_max))
         self._timed("random", lambda: bl.random_baseline(test, self.prior, seed=cfg.seed, geometry=geometry,
                                                          dr_max=cfg.dr_max))
         self._timed("trivial", lambda: bl.trivial(test, self.majority, geometry))
+
+    def _kinematic_oracles(self):
+        """``oracle_kinematic`` (labels from the true particle kinematics alone) and ``oracle_kinematic_cell`` (also
+        given each cell's own measured energy): :mod:`pcloud.pflow.kinematic_oracle`, common inference."""
+        cfg, test, geometry = self.cfg, self.test, self.geometry
+        t = time.perf_counter()
+        votes = replica_votes(test, geometry, n_replicas=cfg.kinematic_replicas, seed=cfg.seed + 7919,
+                              cell_mask=self.mask_test & (np.asarray(test.cells["energy_gev"]) > 0))
+        self.timings["kinematic_replicas_s"] = time.perf_counter() - t
+        self.log(f"[pflow] kinematic oracle: {cfg.kinematic_replicas} noise-free replicas of the test events in "
+                 f"{self.timings['kinematic_replicas_s']:.1f} s")
+        for name, v in (("oracle_kinematic", votes.kinematic), ("oracle_kinematic_cell", votes.with_cell_energy)):
+            self._timed(name, lambda v=v: common_inference(test, geometry, kinematic_oracle(test, v),
+                                                           dr_max=cfg.dr_max))
 
     # ------------------------------------------------------------------------------------------ evaluation
     def evaluate(self):
