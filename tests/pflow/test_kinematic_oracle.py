@@ -48,6 +48,14 @@ def test_deterministic_showers_give_the_true_labels(atlas):
         lab = np.full(e.size, -1)
         lab[c] = t
         np.testing.assert_array_equal(lab[e > 0], lab_true[e > 0], err_msg=name)
+    # votes on a subset of the cells (every other cell with a deposit): only those rows, with their true labels
+    mask = np.zeros(e.size, bool)
+    mask[np.nonzero(np.asarray(ev.cells["true_energy_gev"]) > 0)[0][::2]] = True
+    c, t, v = KO.replica_votes(ev, atlas, n_replicas=2, seed=9, cell_mask=mask, deposit_fn=line_deposit).kinematic
+    assert mask[c].all()
+    pos = e[c] > 0  # the true label needs measured energy; the votes do not
+    assert pos.sum() == ((lab_true >= 0) & mask & (e > 0)).sum() > 10
+    np.testing.assert_array_equal(t[pos], lab_true[c[pos]])
     # through the per-track clouds and common inference (cone 0.2): the same labels inside the cones
     a = common_inference(ev, atlas, KO.kinematic_oracle(ev, votes.kinematic), dr_max=0.2)
     lab_a = a.dominant_track(e.size, e)
