@@ -99,6 +99,9 @@ def _validated(cfg: dict) -> RunConfig:
         v = t.get(key, 0.0)
         if isinstance(v, bool) or not (isinstance(v, (int, float)) and lo <= v < hi):
             raise ValueError(f"config train.{key}: expected a number in [{lo:g}, {hi:g}), found {v!r}")
+    mp = d.get("pflow_max_points", 0)
+    if isinstance(mp, bool) or not isinstance(mp, int) or mp < 0:
+        raise ValueError(f"config data.pflow_max_points: expected an integer >= 0 (0: every point), found {mp!r}")
     if d.get("pflow_cells", "topo") not in ("topo", "all"):
         raise ValueError(f"config data.pflow_cells: expected topo or all, found {d['pflow_cells']!r}")
     if t.get("pflow_loss", "ce") not in SEG_LOSSES:

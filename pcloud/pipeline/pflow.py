@@ -5,7 +5,8 @@ Events come from MLTree ROOT files (:func:`pcloud.io.mltree.read_mltree`; severa
 as in the files. Training needs the per-cell truth (``cluster_cell_hitsTruthIndex/E``): a file without it is an
 error naming the file. The model is a :class:`pcloud.pflow.learned.FocalTrackSegmenter` (``model.name`` PointNet,
 DGCNN, point transformer or GravNet; light widths with ``model.small``, else full) on per-track clouds within
-``data.dr_max`` (``data.pflow_cells``: the topo-clustered cells by default), soft target, the loss
+``data.dr_max`` (``data.pflow_cells``: the topo-clustered cells by default; ``data.pflow_max_points``: every
+point by default, since truncating a cloud labels its dropped cells neutral), soft target, the loss
 ``train.pflow_loss`` (per-cell cross-entropy by default), trained with early stopping on the validation split, the
 decision threshold chosen on the validation events (``train.pflow_threshold: val``): the benchmark's recipe,
 :data:`pcloud.bench.pflow.config.RECIPE`, except the optimiser, which follows ``train.optimizer`` /
@@ -189,10 +190,10 @@ def train_pflow(cfg: RunConfig, out, log=print) -> dict:
                                    "threshold", "energy_share", "widths", "features"})
     if owned:
         raise InputError(f"config model.options: {owned} are set by other keys (model.name, model.small, "
-                         "data.dr_max, data.max_points, data.pflow_cells, train.pflow_loss, train.pflow_threshold, "
+                         "data.dr_max, data.pflow_max_points, data.pflow_cells, train.pflow_loss, train.pflow_threshold, "
                          "train.pflow_energy_share, device, seed); options are architecture arguments, e.g. {k: 8}")
     seg = FocalTrackSegmenter(model=name, loss=t.get("pflow_loss", "ce"), dr_max=float(cfg.data["dr_max"]),
-                              max_points=int(cfg.data["max_points"]), device=cfg.device, seed=cfg.seed,
+                              max_points=int(cfg.data.get("pflow_max_points", 0)) or None, device=cfg.device, seed=cfg.seed,
                               cells=cfg.data.get("pflow_cells", "topo"),
                               threshold=None if threshold == "val" else threshold,
                               energy_share=float(t.get("pflow_energy_share", 0.5)),

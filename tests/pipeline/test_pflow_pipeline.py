@@ -44,9 +44,11 @@ def test_files_are_joined_with_their_truth(mltree_files, atlas):
 
 
 def test_train_evaluate_predict_pflow(mltree_files, tmp_path):
-    cfg = run_config(None, ["train.epochs=1", "train.batch_size=32", "data.max_points=64"],
-                     data=[str(mltree_files[0])], task="pflow")
+    cfg = run_config(None, ["train.epochs=1", "train.batch_size=32"], data=[str(mltree_files[0])], task="pflow")
     res = train_pflow(cfg, tmp_path / "P", log=lambda s: None)
+    # data.pflow_max_points 0 (default): every point of the track clouds, nothing truncated
+    bundle = json.loads((tmp_path / "P" / "bundle.json").read_text())
+    assert bundle["data"]["max_points"] is None and bundle["training"]["truncated_energy_fraction"] == 0.0
     assert set(res["methods"]) == {"iterative", "common"} and res["split"] == "test"
     for r in res["methods"].values():
         assert r["conservation"]["max_violation_gev"] < 1e-6 and 0 <= r["f1"] <= 1
@@ -90,7 +92,7 @@ def test_pflow_streams_in_chunks(mltree_files, tmp_path):
     files = [str(p) for p in mltree_files]
     res = {}
     for chunk in (9, 1000):
-        cfg = run_config(None, ["train.epochs=2", "train.batch_size=32", "data.max_points=64",
+        cfg = run_config(None, ["train.epochs=2", "train.batch_size=32", "data.pflow_max_points=64",
                                 f"data.pflow_chunk_events={chunk}", "train.pflow_shuffle_buffer=40"],
                          data=files, task="pflow")
         res[chunk] = train_pflow(cfg, tmp_path / f"P{chunk}", log=lambda s: None)
@@ -129,7 +131,7 @@ def test_pflow_training_reads_each_file_twice_and_each_store_once(mltree_files, 
 
     monkeypatch.setattr(native.NativeStore, "chunks", chunks)
     files = [str(p) for p in mltree_files]
-    cfg = run_config(None, ["train.epochs=1", "train.batch_size=32", "data.max_points=16",
+    cfg = run_config(None, ["train.epochs=1", "train.batch_size=32", "data.pflow_max_points=16",
                             "data.pflow_chunk_events=25", "train.pflow_threshold=0.4"], data=files, task="pflow")
     train_pflow(cfg, tmp_path / "P", log=lambda s: None)
     assert sorted(reads) == sorted(files * 2)  # the threshold given: stores, then the test evaluation
@@ -163,13 +165,14 @@ def test_pflow_threshold_chosen_on_val_chunk_by_chunk(mltree_files, tmp_path, at
     from pcloud.pipeline.pflow import load_segmenter
 
     files = [str(p) for p in mltree_files]
-    cfg = run_config(None, ["train.epochs=1", "train.batch_size=32", "data.max_points=32",
+    cfg = run_config(None, ["train.epochs=1", "train.batch_size=32", "data.pflow_max_points=32",
                             "data.pflow_chunk_events=11"], data=files, task="pflow", model="transformer")
     assert (cfg.train["pflow_loss"], cfg.train["pflow_threshold"], cfg.data["pflow_cells"]) == ("ce", "val", "topo")
     res = train_pflow(cfg, tmp_path / "P", log=lambda s: None)
     seg, _ = load_segmenter(tmp_path / "P")
     assert seg.model_name == "transformer" and seg.cells == "topo" and seg.loss_name == "ce"
     assert seg.model_cfg["dim"] == 32  # model.small: the light widths
+    assert seg.max_points == 32 and run_config(None, [], data=files, task="pflow").data["pflow_max_points"] == 0
     info = json.loads((tmp_path / "P" / "bundle.json").read_text())["training"]
     assert info["threshold"] == seg.threshold and 0.05 <= seg.threshold <= 0.7
     events = read_events(files, need_truth=True, geometry=atlas)[0]
@@ -181,7 +184,9 @@ def test_pflow_threshold_chosen_on_val_chunk_by_chunk(mltree_files, tmp_path, at
     assert res["methods"]["common"]["f1"] > 0
     for bad, key in (("train.pflow_loss=l2", "train.pflow_loss"), ("train.pflow_threshold=1.5",
                                                                    "train.pflow_threshold"),
-                     ("data.pflow_cells=some", "data.pflow_cells"), ("train.pflow_energy_share=2", "energy_share")):
+                     ("data.pflow_cells=some", "data.pflow_cells"), ("train.pflow_energy_share=2", "energy_share"),
+                     ("data.pflow_max_points=-1", "data.pflow_max_points"),
+                     ("data.pflow_max_points=1.5", "data.pflow_max_points")):
         with pytest.raises(ValueError, match=key):
             run_config(None, [bad], data=files, task="pflow")
     cfg = run_config(None, ["model.options={loss: focal, k: 4}"], data=files, task="pflow", model="dgcnn")
