@@ -169,8 +169,8 @@ def register(sub) -> None:
                         "(names: pointnet, dgcnn, transformer, gravnet, event_pointnet, ablation) replacing the "
                         "mode's budgets of those models")
     p.add_argument("--max-points", type=int, default=None, metavar="N",
-                   help="points per track cloud, tracks first then the highest-energy cells (default 128 quick, 256 "
-                        "otherwise); 0 keeps every point (batches padded to their largest cloud)")
+                   help="points per track cloud, tracks first then the highest-energy cells (default: 128 with "
+                        "--quick, else 0 = every point, each batch padded to its largest cloud)")
     p.add_argument("--kinematic-replicas", type=int, default=16, metavar="N",
                    help="noise-free re-simulations of the test events for the kinematic oracles (labels from the "
                         "true particle kinematics, alone and with each cell's energy; generated events only; "

@@ -305,12 +305,12 @@ def test_cli_max_points_and_kinematic_replicas_reach_the_config(monkeypatch):
     def seg(c):
         return _Run._segmenter(type("R", (), {"cfg": c})(), "pointnet", 1)
 
-    c = cfg_of("--large")
-    assert c.max_points == PFLOW_MODES["large"]["max_points"] and c.kinematic_replicas == 16
-    assert seg(c).max_points == c.max_points
-    c = cfg_of("--large", "--max-points", "0", "--kinematic-replicas", "4")
-    assert c.max_points == 0 and seg(c).max_points is None and c.kinematic_replicas == 4
-    assert seg(cfg_of("--quick", "--max-points", "77")).max_points == 77
+    c = cfg_of("--large")  # the large, medium and full modes keep every point; quick cuts at 128
+    assert c.max_points == 0 and seg(c).max_points is None and c.kinematic_replicas == 16
+    assert seg(cfg_of("--quick")).max_points == 128 and cfg_of("--medium").max_points == 0
+    c = cfg_of("--large", "--max-points", "256", "--kinematic-replicas", "4")
+    assert c.max_points == 256 and seg(c).max_points == 256 and c.kinematic_replicas == 4
+    assert seg(cfg_of("--quick", "--max-points", "0")).max_points is None
     with pytest.raises(ValueError, match="max_points must be >= 0"):
         PflowConfig(quick=True, max_points=-1).resolved()
     with pytest.raises(ValueError, match="kinematic_replicas must be >= 0"):

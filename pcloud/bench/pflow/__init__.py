@@ -35,9 +35,10 @@ Recipe (seed 002: JetPointNet on rho and Delta events; ATLAS rule-based particle
    events/tracks/stored cells/energies/truth compared.
 
 Modes (:data:`PFLOW_MODES`): ``quick`` (600 events, 2 epochs, PointNet and DGCNN, one seed; < 5 min on 2 CPU
-cores), ``medium`` (3000 events, 8 epochs, the four models with per-model time budgets checked after each epoch,
-3 seeds), ``large`` (8000 events, 20 epochs, PointNet with a 12 min budget, 3 seeds) and full (4000 events,
-15 epochs, the four models, 256 points per cloud, no budgets, 3 seeds, ablation).
+cores; track clouds cut at 128 points), ``medium`` (3000 events, 8 epochs, the four models with per-model time
+budgets checked after each epoch, 3 seeds), ``large`` (8000 events, 20 epochs, PointNet with a 12 min budget, 3
+seeds) and full (4000 events, 15 epochs, the four models, no budgets, 3 seeds, ablation); medium, large and full
+keep every point of the track clouds (``--max-points``; until 2026-11-26 they were cut at 256 points).
 
 Outputs in ``--out``: ``results.json`` (``{"methods": {METHOD: {...}}, "config": {...}, ...}``), ``report.md``,
 ``splits.json``, ``test_events.root`` and PNG plots (metrics vs DeltaR, response, event displays).

@@ -26,15 +26,15 @@ PFLOW_MODES = {
                   model_minutes={"pointnet": 1.0, "dgcnn": 1.0, "transformer": 1.0, "gravnet": 1.0,
                                  "event_pointnet": 0.5},
                   model_cfgs={}, widths="light"),
-    "medium": dict(models=list(LEARNED_MODELS), n_events=3000, epochs=8, max_points=256, batch_size=128,
+    "medium": dict(models=list(LEARNED_MODELS), n_events=3000, epochs=8, max_points=0, batch_size=128,
                    max_minutes=None, ablation=False, seeds=3,
                    model_minutes={"pointnet": 3.0, "dgcnn": 2.0, "transformer": 3.0, "gravnet": 3.0,
                                   "event_pointnet": 1.5, "ablation": 2.0},
                    model_cfgs={}, widths="light"),
-    "large": dict(models=["pointnet"], n_events=8000, epochs=20, max_points=256, batch_size=128, max_minutes=None,
+    "large": dict(models=["pointnet"], n_events=8000, epochs=20, max_points=0, batch_size=128, max_minutes=None,
                   ablation=False, seeds=3, model_minutes={"pointnet": 12.0, "event_pointnet": 1.5}, model_cfgs={},
                   widths="small"),
-    "full": dict(models=list(LEARNED_MODELS), n_events=4000, epochs=15, max_points=256, batch_size=64, max_minutes=None,
+    "full": dict(models=list(LEARNED_MODELS), n_events=4000, epochs=15, max_points=0, batch_size=64, max_minutes=None,
                  ablation=True, seeds=3,
                  model_minutes={}, model_cfgs={}, widths="small"),
 }
@@ -73,7 +73,7 @@ class PflowConfig:
     widths: str | None = None
     features: list | None = None         # per-point features of the per-track models (None: the recipe's)
     dr_max: float = 0.2
-    max_points: int | None = None        # quick 128, medium / large / full 256; 0: no truncation (every point)
+    max_points: int | None = None        # points per track cloud: quick 128, medium / large / full 0 = every point
     batch_size: int | None = None
     lr: float = 1e-3
     patience: int = 3

@@ -168,7 +168,7 @@ def _header(res: dict, m: dict, main: list, abl: set, cut, cfg: dict) -> list[st
              "(rho -> pi pi0 opening angle ~ 2m/E).",
              f"Evaluated cells: {cfg['evaluated_cells']}. Learned per-track models: target `{cfg['target']}`, loss "
              f"`{cfg['loss']}`, widths `{cfg.get('widths', 'small')}`, {cfg['epochs']} epochs max, max_points "
-             f"{cfg['max_points']}, batch {cfg['batch_size']}, dr_max {cfg['dr_max']}; recipe `{cfg.get('recipe', 'legacy')}` (clouds of "
+             f"{cfg['max_points'] or 'all'}, batch {cfg['batch_size']}, dr_max {cfg['dr_max']}; recipe `{cfg.get('recipe', 'legacy')}` (clouds of "
              f"`{cfg.get('cells', 'all')}` cells, optimizer {cfg.get('optimizer', 'adam')}, schedule "
              f"{cfg.get('schedule', 'constant')}, threshold {cfg.get('threshold')}); training seeds "
              f"{cfg.get('seeds', 1)} (mean ± sample std over the seeds; events and splits fixed); `event_pointnet` = "
