@@ -83,7 +83,7 @@ def _bench_pflow(args) -> int:
                       event_model=not getattr(args, "no_event_model", False),
                       widths=getattr(args, "widths", None), max_minutes=max_minutes, model_minutes=model_minutes,
                       patience=getattr(args, "patience", 3), max_points=getattr(args, "max_points", None),
-                      kinematic_replicas=getattr(args, "kinematic_replicas", 16),
+                      kinematic_replicas=getattr(args, "kinematic_replicas", 16), ragged=getattr(args, "ragged", None),
                       data=list(getattr(args, "data", []) or []))
     if model_minutes:  # NAME=MIN pairs replace the mode's budgets of those models only
         cfg.model_minutes = {**PFLOW_MODES[cfg.mode]["model_minutes"], **model_minutes}
@@ -171,6 +171,9 @@ def register(sub) -> None:
     p.add_argument("--max-points", type=int, default=None, metavar="N",
                    help="points per track cloud, tracks first then the highest-energy cells (default: 128 with "
                         "--quick, else 0 = every point, each batch padded to its largest cloud)")
+    p.add_argument("--ragged", action=argparse.BooleanOptionalAction, default=None,
+                   help="train and run the per-track models on flat (P, F) batches with a cloud index instead of "
+                        "padded ones (pcloud.nn.ragged; default: padded)")
     p.add_argument("--kinematic-replicas", type=int, default=16, metavar="N",
                    help="noise-free re-simulations of the test events for the kinematic oracles (labels from the "
                         "true particle kinematics, alone and with each cell's energy; generated events only; "

@@ -290,7 +290,8 @@ def test_cli_widths_and_minutes_reach_the_config(monkeypatch):
 
 def test_cli_max_points_and_kinematic_replicas_reach_the_config(monkeypatch):
     """--max-points N truncates the track clouds at N points, 0 keeps every point (the segmenter gets None);
-    --kinematic-replicas sets the replicas of the kinematic oracles (0: none); negative values are named."""
+    --kinematic-replicas sets the replicas of the kinematic oracles (0: none); negative values are named; --ragged
+    selects the ragged path."""
     import pcloud.bench.pflow as bp
     from pcloud.bench.pflow.run import _Run
 
@@ -311,6 +312,8 @@ def test_cli_max_points_and_kinematic_replicas_reach_the_config(monkeypatch):
     c = cfg_of("--large", "--max-points", "256", "--kinematic-replicas", "4")
     assert c.max_points == 256 and seg(c).max_points == 256 and c.kinematic_replicas == 4
     assert seg(cfg_of("--quick", "--max-points", "0")).max_points is None
+    assert seg(cfg_of("--large")).ragged is True and seg(cfg_of("--large", "--no-ragged")).ragged is False
+    assert seg(cfg_of("--medium")).ragged is False and seg(cfg_of("--medium", "--ragged")).ragged is True
     with pytest.raises(ValueError, match="max_points must be >= 0"):
         PflowConfig(quick=True, max_points=-1).resolved()
     with pytest.raises(ValueError, match="kinematic_replicas must be >= 0"):

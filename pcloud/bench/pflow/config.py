@@ -25,18 +25,18 @@ PFLOW_MODES = {
                   ablation=False, seeds=1,
                   model_minutes={"pointnet": 1.0, "dgcnn": 1.0, "transformer": 1.0, "gravnet": 1.0,
                                  "event_pointnet": 0.5},
-                  model_cfgs={}, widths="light"),
+                  model_cfgs={}, widths="light", ragged=None),
     "medium": dict(models=list(LEARNED_MODELS), n_events=3000, epochs=8, max_points=0, batch_size=128,
                    max_minutes=None, ablation=False, seeds=3,
                    model_minutes={"pointnet": 3.0, "dgcnn": 2.0, "transformer": 3.0, "gravnet": 3.0,
                                   "event_pointnet": 1.5, "ablation": 2.0},
-                   model_cfgs={}, widths="light"),
+                   model_cfgs={}, widths="light", ragged=None),
     "large": dict(models=["pointnet"], n_events=8000, epochs=20, max_points=0, batch_size=128, max_minutes=None,
                   ablation=False, seeds=3, model_minutes={"pointnet": 12.0, "event_pointnet": 1.5}, model_cfgs={},
-                  widths="small"),
+                  widths="small", ragged=True),
     "full": dict(models=list(LEARNED_MODELS), n_events=4000, epochs=15, max_points=0, batch_size=64, max_minutes=None,
                  ablation=True, seeds=3,
-                 model_minutes={}, model_cfgs={}, widths="small"),
+                 model_minutes={}, model_cfgs={}, widths="small", ragged=None),
 }
 
 #: ``--generator`` choices using Pythia8 (:func:`pcloud.sim.events.generate_pythia`): name -> process.
@@ -67,7 +67,7 @@ class PflowConfig:
     warmup: float | None = None
     weight_decay: float | None = None
     schedule_time: bool | None = None    # cosine timed to the model's budget when it has one
-    ragged: bool | None = None           # the ragged path of the point models
+    ragged: bool | None = None           # the ragged path of the point models (large mode: yes; else the recipe's: no)
     #: widths of the per-track models (pcloud.pflow.learned.WIDTHS): "light" (quick / medium: narrower DGCNN,
     #: transformer, GravNet), "small" (CPU-sized; large / full) or "full" (the model classes' own, GPU-sized)
     widths: str | None = None
@@ -115,7 +115,7 @@ class PflowConfig:
         c = PflowConfig(**asdict(self))
         d = PFLOW_MODES[c.mode]
         for k in ("n_events", "epochs", "max_points", "batch_size", "max_minutes", "ablation", "model_minutes",
-                  "model_cfgs", "seeds", "models", "widths"):
+                  "model_cfgs", "seeds", "models", "widths", "ragged"):
             if getattr(c, k) is None:
                 setattr(c, k, copy.deepcopy(d[k]))
         if c.recipe not in ("new", "legacy"):
