@@ -9,6 +9,10 @@
 # epochs and test F1 / energy-weighted accuracy as they are measured. Extra arguments go to `bench pflow`, e.g.
 #
 #     OUT=out/gpu LIMIT=520 bash scripts/gpu_pflow.sh --models pointnet,gravnet --minutes pointnet=2,gravnet=2
+#
+# The large mode keeps every point of the track clouds and trains on the ragged path; on a GPU the ragged path is
+# slower than padding for DGCNN, GravNet and the transformer (datasets/GPU_RESULTS.md section 2): add --no-ragged
+# for those (the section-6 runs of 2026-11-26 were padded and cut at 256 points: --no-ragged --max-points 256).
 set -u -o pipefail
 OUT=${OUT:-out/gpu_pflow}
 LIMIT=${LIMIT:-520}

@@ -110,6 +110,8 @@ def _validated(cfg: dict) -> RunConfig:
     share = t.get("pflow_energy_share", 0.5)
     if isinstance(share, bool) or not (isinstance(share, (int, float)) and 0.0 <= share <= 1.0):
         raise ValueError(f"config train.pflow_energy_share: expected a number in [0, 1], found {share!r}")
+    if t.get("pflow_ragged", "auto") not in ("auto", True, False):
+        raise ValueError(f"config train.pflow_ragged: expected auto, true or false, found {t['pflow_ragged']!r}")
     thr = t.get("pflow_threshold", "val")
     if not (thr is None or thr == "val" or (isinstance(thr, (int, float)) and not isinstance(thr, bool)
                                            and 0.0 < thr < 1.0)):

@@ -6,7 +6,8 @@ as in the files. Training needs the per-cell truth (``cluster_cell_hitsTruthInde
 error naming the file. The model is a :class:`pcloud.pflow.learned.FocalTrackSegmenter` (``model.name`` PointNet,
 DGCNN, point transformer or GravNet; light widths with ``model.small``, else full) on per-track clouds within
 ``data.dr_max`` (``data.pflow_cells``: the topo-clustered cells by default; ``data.pflow_max_points``: every
-point by default, since truncating a cloud labels its dropped cells neutral), soft target, the loss
+point by default, since truncating a cloud labels its dropped cells neutral; ``train.pflow_ragged``: flat batches
+for PointNet, padded ones for the others by default, the faster path of each), soft target, the loss
 ``train.pflow_loss`` (per-cell cross-entropy by default), trained with early stopping on the validation split, the
 decision threshold chosen on the validation events (``train.pflow_threshold: val``): the benchmark's recipe,
 :data:`pcloud.bench.pflow.config.RECIPE`, except the optimiser, which follows ``train.optimizer`` /
@@ -187,13 +188,16 @@ def train_pflow(cfg: RunConfig, out, log=print) -> dict:
     threshold = t.get("pflow_threshold", "val")
     options = dict(cfg.model.get("options") or {})
     owned = sorted(set(options) & {"model", "target", "loss", "dr_max", "max_points", "device", "seed", "cells",
-                                   "threshold", "energy_share", "widths", "features"})
+                                   "threshold", "energy_share", "widths", "features", "ragged"})
     if owned:
         raise InputError(f"config model.options: {owned} are set by other keys (model.name, model.small, "
                          "data.dr_max, data.pflow_max_points, data.pflow_cells, train.pflow_loss, train.pflow_threshold, "
-                         "train.pflow_energy_share, device, seed); options are architecture arguments, e.g. {k: 8}")
+                         "train.pflow_energy_share, train.pflow_ragged, device, seed); options are architecture arguments, "
+                         "e.g. {k: 8}")
+    ragged = t.get("pflow_ragged", "auto")
     seg = FocalTrackSegmenter(model=name, loss=t.get("pflow_loss", "ce"), dr_max=float(cfg.data["dr_max"]),
-                              max_points=int(cfg.data.get("pflow_max_points", 0)) or None, device=cfg.device, seed=cfg.seed,
+                              max_points=int(cfg.data.get("pflow_max_points", 0)) or None, device=cfg.device,
+                              seed=cfg.seed, ragged=name == "pointnet" if ragged == "auto" else bool(ragged),
                               cells=cfg.data.get("pflow_cells", "topo"),
                               threshold=None if threshold == "val" else threshold,
                               energy_share=float(t.get("pflow_energy_share", 0.5)),

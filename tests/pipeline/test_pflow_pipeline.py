@@ -49,6 +49,7 @@ def test_train_evaluate_predict_pflow(mltree_files, tmp_path):
     # data.pflow_max_points 0 (default): every point of the track clouds, nothing truncated
     bundle = json.loads((tmp_path / "P" / "bundle.json").read_text())
     assert bundle["data"]["max_points"] is None and bundle["training"]["truncated_energy_fraction"] == 0.0
+    assert bundle["model"]["kwargs"]["ragged"] is True  # train.pflow_ragged auto: PointNet on flat batches
     assert set(res["methods"]) == {"iterative", "common"} and res["split"] == "test"
     for r in res["methods"].values():
         assert r["conservation"]["max_violation_gev"] < 1e-6 and 0 <= r["f1"] <= 1
@@ -173,6 +174,7 @@ def test_pflow_threshold_chosen_on_val_chunk_by_chunk(mltree_files, tmp_path, at
     assert seg.model_name == "transformer" and seg.cells == "topo" and seg.loss_name == "ce"
     assert seg.model_cfg["dim"] == 32  # model.small: the light widths
     assert seg.max_points == 32 and run_config(None, [], data=files, task="pflow").data["pflow_max_points"] == 0
+    assert seg.ragged is False  # train.pflow_ragged auto: padded batches for every model but PointNet
     info = json.loads((tmp_path / "P" / "bundle.json").read_text())["training"]
     assert info["threshold"] == seg.threshold and 0.05 <= seg.threshold <= 0.7
     events = read_events(files, need_truth=True, geometry=atlas)[0]
@@ -186,7 +188,8 @@ def test_pflow_threshold_chosen_on_val_chunk_by_chunk(mltree_files, tmp_path, at
                                                                    "train.pflow_threshold"),
                      ("data.pflow_cells=some", "data.pflow_cells"), ("train.pflow_energy_share=2", "energy_share"),
                      ("data.pflow_max_points=-1", "data.pflow_max_points"),
-                     ("data.pflow_max_points=1.5", "data.pflow_max_points")):
+                     ("data.pflow_max_points=1.5", "data.pflow_max_points"),
+                     ("train.pflow_ragged=maybe", "train.pflow_ragged")):
         with pytest.raises(ValueError, match=key):
             run_config(None, [bad], data=files, task="pflow")
     cfg = run_config(None, ["model.options={loss: focal, k: 4}"], data=files, task="pflow", model="dgcnn")
