@@ -215,40 +215,10 @@ def test_learning_curve_figure_has_one_panel_per_model(tmp_path):
     assert mpimg.imread(one).shape[1] == round(5.2 * 90)
 
 
-def test_cli_loss_options_reach_the_config(monkeypatch):
-    """--loss / --energy-share of bench pflow reach PflowConfig; the CLI's loss list is the losses module's."""
+@pytest.fixture
+def cli_cfg(monkeypatch):
+    """``cli_cfg(*argv)``: the resolved PflowConfig that ``pcloud bench pflow ARGV`` runs (run_pflow stubbed)."""
     import pcloud.bench.pflow as bp
-    from pcloud.cli.bench import PFLOW_LOSSES
-    from pcloud.nn.losses import SEG_LOSSES
-
-    assert tuple(PFLOW_LOSSES) == tuple(SEG_LOSSES)
-    seen = {}
-
-    def fake_run(cfg):
-        seen["cfg"] = cfg
-        return {"all_conserve": True}
-
-    monkeypatch.setattr(bp, "run_pflow", fake_run)
-    args = build_parser().parse_args(["bench", "pflow", "--quick", "--loss", "mixed", "--energy-share", "0.3"])
-    assert args.func(args) == 0
-    cfg = seen["cfg"].resolved()
-    assert cfg.loss == "mixed" and cfg.energy_share == 0.3
-    assert cfg.segmenter_kwargs()["energy_share"] == 0.3
-    args = build_parser().parse_args(["bench", "pflow", "--quick"])
-    args.func(args)
-    assert seen["cfg"].resolved().loss == "ce"  # the recipe's
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["bench", "pflow", "--loss", "l2"])
-    with pytest.raises(ValueError, match="energy_share must be in"):  # refused before any event is generated
-        PflowConfig(quick=True, loss="mixed", energy_share=1.5).resolved()
-
-
-def test_cli_widths_and_minutes_reach_the_config(monkeypatch):
-    """--widths full drops the CPU modes' light architectures and gives the segmenters the model classes' widths;
-    --minutes sets one budget for every model or replaces the mode's budget of the named models only."""
-    import pcloud.bench.pflow as bp
-    from pcloud.bench.pflow.config import PFLOW_MODES
-    from pcloud.cli.bench import parse_minutes
 
     seen = {}
     monkeypatch.setattr(bp, "run_pflow", lambda cfg: seen.update(cfg=cfg) or {"all_conserve": True})
@@ -257,6 +227,33 @@ def test_cli_widths_and_minutes_reach_the_config(monkeypatch):
         args = build_parser().parse_args(["bench", "pflow", *argv])
         assert args.func(args) == 0
         return seen["cfg"].resolved()
+
+    return cfg_of
+
+
+def test_cli_loss_options_reach_the_config(cli_cfg):
+    """--loss / --energy-share of bench pflow reach PflowConfig; the CLI's loss list is the losses module's."""
+    from pcloud.cli.bench import PFLOW_LOSSES
+    from pcloud.nn.losses import SEG_LOSSES
+
+    assert tuple(PFLOW_LOSSES) == tuple(SEG_LOSSES)
+    cfg = cli_cfg("--quick", "--loss", "mixed", "--energy-share", "0.3")
+    assert cfg.loss == "mixed" and cfg.energy_share == 0.3
+    assert cfg.segmenter_kwargs()["energy_share"] == 0.3
+    assert cli_cfg("--quick").loss == "ce"  # the recipe's
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "pflow", "--loss", "l2"])
+    with pytest.raises(ValueError, match="energy_share must be in"):  # refused before any event is generated
+        PflowConfig(quick=True, loss="mixed", energy_share=1.5).resolved()
+
+
+def test_cli_widths_and_minutes_reach_the_config(cli_cfg):
+    """--widths full drops the CPU modes' light architectures and gives the segmenters the model classes' widths;
+    --minutes sets one budget for every model or replaces the mode's budget of the named models only."""
+    from pcloud.bench.pflow.config import PFLOW_MODES
+    from pcloud.cli.bench import parse_minutes
+
+    cfg_of = cli_cfg
 
     c = cfg_of("--medium")
     assert c.widths == "light" and c.minutes("pointnet") == 3.0 and cfg_of("--large").widths == "small"
@@ -288,20 +285,13 @@ def test_cli_widths_and_minutes_reach_the_config(monkeypatch):
         build_parser().parse_args(["bench", "pflow", "--widths", "huge"])
 
 
-def test_cli_max_points_and_kinematic_replicas_reach_the_config(monkeypatch):
+def test_cli_max_points_and_kinematic_replicas_reach_the_config(cli_cfg):
     """--max-points N truncates the track clouds at N points, 0 keeps every point (the segmenter gets None);
     --kinematic-replicas sets the replicas of the kinematic oracles (0: none); negative values are named; --ragged
     selects the ragged path."""
-    import pcloud.bench.pflow as bp
     from pcloud.bench.pflow.run import _Run
 
-    seen = {}
-    monkeypatch.setattr(bp, "run_pflow", lambda cfg: seen.update(cfg=cfg) or {"all_conserve": True})
-
-    def cfg_of(*argv):
-        args = build_parser().parse_args(["bench", "pflow", *argv])
-        assert args.func(args) == 0
-        return seen["cfg"].resolved()
+    cfg_of = cli_cfg
 
     def seg(c):
         return _Run._segmenter(type("R", (), {"cfg": c})(), "pointnet", 1)
