@@ -83,53 +83,79 @@ def _winners(cell_row, cls, energy, n_tracks: int):
 class ReplicaVotes:
     """The votes of :func:`replica_votes`, each a ``(cell_row, track_row, vote)`` triple (pairs with vote 0
     absent): ``kinematic`` from the particle kinematics alone, ``with_cell_energy`` also conditioned on the cell's
-    own measured energy."""
+    own measured energy. ``effective_replicas``: per voted cell (the rows of ``cell_mask``, in order), the effective
+    number of replicas behind the ``with_cell_energy`` vote, ``(sum w)^2 / sum w^2`` (``n_replicas`` when the
+    measurement does not discriminate, 1 when one replica decides)."""
 
     kinematic: tuple
     with_cell_energy: tuple
     n_replicas: int
+    effective_replicas: np.ndarray
 
 
 def _pairs(cell, track, weight, n_tracks: int, norm):
-    """Summed ``weight`` per (cell row, track row), divided by ``norm[cell row]``."""
+    """Summed ``weight`` per (cell row, track row), divided by ``norm[cell row]``; pairs whose sum is 0 dropped."""
     n = max(n_tracks, 1)
     pair, inv = np.unique(cell * n + track, return_inverse=True)
     v = np.bincount(inv, weight, minlength=pair.size)
     c = pair // n
-    return c, pair % n, np.clip(v / norm[c], 0.0, 1.0)
+    v = np.clip(v / norm[c], 0.0, 1.0)
+    keep = v > 0
+    return c[keep], (pair % n)[keep], v[keep]
 
 
-def replica_votes(events, geometry, n_replicas: int = 16, seed: int = 0, deposit_mode: str = "total",
-                  cell_mask=None, deposit_fn=None, log=None) -> ReplicaVotes:
+#: Silverman's rule-of-thumb bandwidth factor of a Gaussian kernel density estimate (h = 1.06 s K^-1/5; B. W.
+#: Silverman, Density Estimation for Statistics and Data Analysis, Chapman & Hall 1986, eq. 3.28)
+SILVERMAN = 1.06
+
+
+def replica_votes(events, geometry, n_replicas: int = 16, seed: int = 0, deposit_mode: str | None = None,
+                  b_field_t: float | None = None, cell_mask=None, deposit_fn=None, log=None) -> ReplicaVotes:
     """Per (cell row, track row) of ``events``: the share of ``n_replicas`` noise-free re-simulations of the events'
     truth particles in which that track's particle deposits more energy in the cell than any other track's particle
     and than all particles without a track together (module docstring).
 
-    Two estimates from the same replicas (:class:`ReplicaVotes`): ``kinematic`` counts every replica alike;
-    ``with_cell_energy`` weights replica r of a cell by the likelihood of the cell's measured energy given the
-    replica's true deposit T_r, ``exp(-(E - T_r)^2 / (2 sigma_noise^2))`` (Gaussian electronic noise of the
-    simulation), i.e. the Bayes decision given the kinematics *and* the cell's own measurement (a cell measured
-    well above its noise was hit; one near zero probably only got noise). Only the rows of ``cell_mask`` (default:
-    all cells) get votes. Cells are matched by (event, geometry cell id); deposits in cells that ``events`` does not
-    hold are ignored. ``deposit_fn`` / ``deposit_mode``: those of :func:`pcloud.sim.events.simulate_events` (they
-    must be the ones that made ``events``). Cost: ``n_replicas`` noise-free simulations of the events (the loop is
-    over replicas only).
+    Two estimates from the same K replicas (:class:`ReplicaVotes`): ``kinematic`` counts every replica alike;
+    ``with_cell_energy`` weights replica r of a cell by a kernel estimate of the likelihood of the cell's measured
+    energy E given the replica's true deposit T_r: ``w_r = exp(-(E - T_r)^2 / (2 s^2))`` with ``s^2 = sigma_noise^2
+    + h^2``, the Gaussian electronic noise of the simulation widened by the kernel bandwidth h of the K deposits
+    (Silverman's rule, ``h = 1.06 std_r(T_r) K^-1/5``). Without h a bright cell's weights fall on the one replica
+    whose deposit is nearest to E (the deposits of a shower vary far more than the noise), i.e. one replica would
+    decide. Its posterior P(class | kinematics, E) gives the cell's label from the kinematics *and* its own
+    measurement (a cell measured well above its noise was hit; one near zero probably only got noise).
+
+    Only the rows of ``cell_mask`` (default: all cells) get votes. Cells are matched by (event, geometry cell id);
+    deposits in cells that ``events`` does not hold are ignored. ``deposit_fn``, ``deposit_mode`` and ``b_field_t``
+    are those of :func:`pcloud.sim.events.simulate_events`; the last two default to the ones recorded in
+    ``events.meta`` (a value that contradicts the record is an error; ``deposit_fn`` cannot be checked). Cost: K
+    noise-free simulations of the events (the loop is over replicas only); memory: the deposits of the replicas in
+    the voted cells (sparse), not K x cells.
     """
+    from ..sim import tracks as trk
     from ..sim.events import simulate_events
 
-    if int(n_replicas) < 1:
+    K = int(n_replicas)
+    if K < 1:
         raise ValueError(f"replica_votes: n_replicas must be >= 1, found {n_replicas}")
     if getattr(events, "geometry_name", geometry.name) != geometry.name:
         raise ValueError(f"replica_votes: events were simulated in geometry {events.geometry_name!r}, given "
                          f"{geometry.name!r}")
+    meta = getattr(events, "meta", None) or {}
+    settings = {}
+    for key, given, default in (("deposit_mode", deposit_mode, "total"), ("b_field_t", b_field_t, trk.B_FIELD_T)):
+        recorded = meta.get(key)
+        if given is not None and recorded is not None and given != recorded:
+            raise ValueError(f"replica_votes: {key}={given!r} but the events were simulated with {recorded!r} "
+                             "(events.meta); the replicas must use the model that made the events")
+        settings[key] = given if given is not None else (recorded if recorded is not None else default)
     truth = truth_particles_of(events)
     n_geo = int(geometry.n_cells)
     cells, tracks = events.cells, events.tracks
     n_all = int(cells["event"].size)
-    rows = np.arange(n_all) if cell_mask is None else np.nonzero(np.asarray(cell_mask, bool))[0]
     if cell_mask is not None and np.asarray(cell_mask).shape != (n_all,):
         raise ValueError(f"replica_votes: cell_mask must have one entry per cell row ({n_all}), found shape "
                          f"{np.asarray(cell_mask).shape}")
+    rows = np.arange(n_all) if cell_mask is None else np.nonzero(np.asarray(cell_mask, bool))[0]
     cell_key = (np.asarray(cells["event"], np.int64) * n_geo + np.asarray(cells["id"], np.int64))[rows]
     if cell_key.size and np.any(np.diff(cell_key) <= 0):
         raise ValueError("replica_votes: events.cells must be sorted by (event, id) without duplicates")
@@ -141,30 +167,51 @@ def replica_votes(events, geometry, n_replicas: int = 16, seed: int = 0, deposit
     part_to_track = np.full(int(truth.event.size), -1, np.int64)
     part_to_track[np.asarray(tracks["particle"], np.int64)] = np.arange(n_tracks)
     rng = np.random.default_rng(seed)
-    K, n = int(n_replicas), rows.size
-    winner = np.full((K, n), -1, np.int64)
-    log_w = np.empty((K, n))
+    n = rows.size
+    dep_c, dep_t, win_c, win_t, win_e = [], [], [], [], []  # per replica: deposits (sparse) and winners
     for r in range(K):
-        rep = simulate_events(geometry, truth, rng, deposit_fn=deposit_fn, deposit_mode=deposit_mode, noise=False)
+        rep = simulate_events(geometry, truth, rng, deposit_fn=deposit_fn, noise=False, **settings)
         h = rep.hits
+        if n == 0 or h["cell"].size == 0:
+            continue
         rk = (np.asarray(rep.cells["event"], np.int64) * n_geo + np.asarray(rep.cells["id"], np.int64))[h["cell"]]
-        pos = np.clip(np.searchsorted(cell_key, rk), 0, max(n - 1, 0))
-        ok = (n > 0) & (cell_key[pos] == rk) & (h["energy_gev"] > 0)
+        pos = np.minimum(np.searchsorted(cell_key, rk), n - 1)
+        ok = (cell_key[pos] == rk) & (h["energy_gev"] > 0)
         c, t = _winners(pos[ok], part_to_track[h["particle"][ok]], h["energy_gev"][ok], n_tracks)
-        winner[r, c] = t
-        deposit = np.bincount(pos[ok], h["energy_gev"][ok], minlength=n)
-        log_w[r] = -0.5 * ((e_meas - deposit) / sigma) ** 2
+        u, inv = np.unique(pos[ok], return_inverse=True)
+        tot = np.bincount(inv, h["energy_gev"][ok], minlength=u.size)
+        dep_c.append(u)
+        dep_t.append(tot)
+        win_c.append(c)
+        win_t.append(t)
+        win_e.append(tot[np.searchsorted(u, c)])  # a winner deposited, so its cell is among u
         if log:
             log(f"[kinematic oracle] replica {r + 1}/{K}: {int(ok.sum())} deposits in the voted cells")
-    w = np.exp(log_w - log_w.max(axis=0))  # per cell, the likeliest replica has weight 1
-    won = winner >= 0
-    rr, cc = np.nonzero(won)
-    cell_rows, track_rows = rows[cc], winner[rr, cc]
+    cat = (lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt))
+    dep_c, dep_t = cat(dep_c, np.int64), cat(dep_t, np.float64)
+    win_c, win_t, win_e = cat(win_c, np.int64), cat(win_t, np.int64), cat(win_e, np.float64)
+    # kernel width per cell: noise (+) Silverman bandwidth of the K deposits (replicas without a deposit: 0)
+    s1 = np.bincount(dep_c, dep_t, minlength=n)
+    s2 = np.bincount(dep_c, dep_t ** 2, minlength=n)
+    nz = np.bincount(dep_c, minlength=n)
+    spread = np.sqrt(np.maximum(s2 / K - (s1 / K) ** 2, 0.0))
+    var = sigma ** 2 + (SILVERMAN * spread * K ** -0.2) ** 2
+    lw_dep = -0.5 * (e_meas[dep_c] - dep_t) ** 2 / var[dep_c]
+    lw_zero = -0.5 * e_meas ** 2 / var  # the replicas that left nothing in the cell
+    top = np.where(nz < K, lw_zero, -np.inf)
+    np.maximum.at(top, dep_c, lw_dep)  # per cell, the largest log-weight (stable normalisation)
+    w_dep = np.exp(lw_dep - top[dep_c])
+    w_zero = np.exp(lw_zero - top)
+    z = np.bincount(dep_c, w_dep, minlength=n) + (K - nz) * w_zero
+    z2 = np.bincount(dep_c, w_dep ** 2, minlength=n) + (K - nz) * w_zero ** 2
+    ess = np.divide(z ** 2, z2, out=np.full(n, float(K)), where=z2 > 0)
+    w_win = np.exp(-0.5 * (e_meas[win_c] - win_e) ** 2 / var[win_c] - top[win_c])
     norm_k = np.full(n_all, float(K))
     norm_e = np.ones(n_all)
-    norm_e[rows] = w.sum(axis=0)
-    return ReplicaVotes(kinematic=_pairs(cell_rows, track_rows, np.ones(cc.size), n_tracks, norm_k),
-                        with_cell_energy=_pairs(cell_rows, track_rows, w[rr, cc], n_tracks, norm_e), n_replicas=K)
+    norm_e[rows] = z
+    return ReplicaVotes(kinematic=_pairs(rows[win_c], win_t, np.ones(win_c.size), n_tracks, norm_k),
+                        with_cell_energy=_pairs(rows[win_c], win_t, w_win, n_tracks, norm_e), n_replicas=K,
+                        effective_replicas=ess)
 
 
 def kinematic_oracle(events, votes: tuple) -> OracleSegmenter:

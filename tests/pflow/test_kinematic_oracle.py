@@ -64,38 +64,75 @@ def test_deterministic_showers_give_the_true_labels(atlas):
     np.testing.assert_array_equal(lab_a[inside], lab_true[inside])
 
 
-def _coin_deposit(cell: int):
-    """Every particle deposits in one cell: the charged pion 10 GeV or nothing (a fair coin per particle and
-    replica), everything else 1 GeV."""
+def _coin_deposit(a: int, b: int):
+    """The charged pion deposits 10 GeV in cell ``a`` or in cell ``b`` (a fair coin per particle and replica),
+    every other particle 1 GeV in each of the two."""
     def fn(geometry, pdg, energy_gev, origin_mm, direction, rng, mode="total", n_spots=None):
         pdg = np.asarray(pdg)
-        e = np.where(np.abs(pdg) == 211, 10.0 * (rng.random(pdg.size) < 0.5), 1.0)
-        return _Deposits(np.arange(pdg.size), np.full(pdg.size, cell), e, np.zeros(pdg.size))
+        pion = np.abs(pdg) == 211
+        head = rng.random(pdg.size) < 0.5
+        part = np.concatenate([np.nonzero(pion)[0], np.repeat(np.nonzero(~pion)[0], 2)])
+        cell = np.concatenate([np.where(head[pion], a, b), np.tile([a, b], int((~pion).sum()))])
+        e = np.concatenate([np.full(int(pion.sum()), 10.0), np.ones(2 * int((~pion).sum()))])
+        return _Deposits(part, cell, e, np.zeros(part.size))
     return fn
 
 
-@pytest.mark.parametrize("measured, expected", [(11.0, 1.0), (1.0, 0.0)])
-def test_cell_energy_likelihood_decides_a_two_outcome_shower(atlas, measured, expected):
-    """pi+ (track) and photon in one event, both depositing only in one EMB2 cell: the pi+ deposits 10 GeV with
-    probability 1/2 (then it dominates: 10 > 1), else nothing. From the kinematics alone its vote is ~1/2; given
-    the cell's measured energy (noise sigma ~ MeV) it is 1 at 11 GeV and 0 at 1 GeV."""
-    x = cell_id(atlas, "EMB2", 100, 10)
+def test_cell_energy_likelihood_decides_a_two_outcome_shower(atlas):
+    """pi+ (track) and photon in one event; the pi+ puts 10 GeV in cell A or in cell B (fair coin), the photon
+    1 GeV in each. From the kinematics alone the track's vote is k/K in A and 1 - k/K in B (k: replicas with the
+    pion in A). Measured 11 GeV in A and 1 GeV in B, the kernel-weighted votes follow by hand: the replicas that
+    agree with the measurement get weight 1, the others exp(-10^2 / (2 s^2)), s^2 = sigma_noise^2 + (1.06 x 10
+    sqrt(p (1 - p)) K^-1/5)^2 with p = k / K, the same in both cells; so A goes to the track, B to the neutral."""
+    a, b = cell_id(atlas, "EMB2", 100, 10), cell_id(atlas, "EMB2", 100, 12)
     truth = TruthParticles(n_events=1, event=np.array([0, 0]), pdg=np.array([211, 22]),
                            px_gev=np.array([20.0, 5.0]), py_gev=np.array([0.0, 0.0]), pz_gev=np.array([1.0, 0.2]),
                            energy_gev=np.array([np.sqrt(401.0 + 0.1396 ** 2), np.hypot(5.0, 0.2)]),
                            vertex_mm=np.zeros((2, 3)), parent=np.array([-1, -1]))
-    fn = _coin_deposit(x)
+    fn = _coin_deposit(a, b)
     ev = simulate_events(atlas, truth, np.random.default_rng(0), deposit_fn=fn)
     assert ev.tracks["particle"].tolist() == [0]
-    row = int(np.nonzero(ev.cells["id"] == x)[0][0])
-    ev.cells["energy_gev"][row] = measured
-    votes = KO.replica_votes(ev, atlas, n_replicas=64, seed=1, deposit_fn=fn)
+    ra, rb = (int(np.nonzero(ev.cells["id"] == x)[0][0]) for x in (a, b))
+    ev.cells["energy_gev"][[ra, rb]] = 11.0, 1.0
+    mask = np.zeros(ev.cells["id"].size, bool)
+    mask[[ra, rb]] = True
+    K = 64
+    votes = KO.replica_votes(ev, atlas, n_replicas=K, seed=1, cell_mask=mask, deposit_fn=fn)
     c, t, v = votes.kinematic
-    assert c.tolist() == [row] and t.tolist() == [0]
-    assert 0.3 < v[0] < 0.7  # binomial(64, 1/2) / 64: 4.0 sigma band
+    kin = dict(zip(c.tolist(), v.tolist()))
+    assert set(kin) == {ra, rb} and t.tolist() == [0, 0] and kin[ra] + kin[rb] == pytest.approx(1.0)
+    k = round(kin[ra] * K)
+    assert 0.3 * K < k < 0.7 * K  # binomial(64, 1/2): a 3.2 sigma band
+    p = k / K
+    sig = float(ev.cells["noise_sigma_gev"][ra])
+    assert float(ev.cells["noise_sigma_gev"][rb]) == sig
+    s2 = sig ** 2 + (1.06 * 10.0 * np.sqrt(p * (1 - p)) * K ** -0.2) ** 2
+    w_far = np.exp(-100.0 / (2 * s2))
     c, t, v = votes.with_cell_energy
-    got = v[c == row].sum() if c.size else 0.0
-    assert got == pytest.approx(expected, abs=1e-9)
+    got = dict(zip(c.tolist(), v.tolist()))
+    assert got[ra] == pytest.approx(k / (k + (K - k) * w_far), rel=1e-9)
+    assert got[rb] == pytest.approx((K - k) * w_far / ((K - k) * w_far + k), rel=1e-9)
+    assert got[ra] > 0.999 and got[rb] < 0.001
+    assert votes.effective_replicas.shape == (2,) and np.all(votes.effective_replicas < 0.8 * K)
+
+
+def test_edge_cases_no_voted_cells_no_tracks_and_settings_from_meta(atlas):
+    truth = G.generate_gun(3, np.random.default_rng(3), parent="rho", energy_gev=(20, 40))
+    ev = simulate_events(atlas, truth, np.random.default_rng(4), deposit_fn=line_deposit)
+    none = KO.replica_votes(ev, atlas, n_replicas=2, cell_mask=np.zeros(ev.cells["id"].size, bool),
+                            deposit_fn=line_deposit)
+    assert none.kinematic[0].size == none.with_cell_energy[0].size == none.effective_replicas.size == 0
+    photons = TruthParticles(n_events=1, event=np.array([0]), pdg=np.array([22]), px_gev=np.array([10.0]),
+                             py_gev=np.array([0.0]), pz_gev=np.array([0.0]), energy_gev=np.array([10.0]),
+                             vertex_mm=np.zeros((1, 3)), parent=np.array([-1]))
+    ev0 = simulate_events(atlas, photons, np.random.default_rng(4), deposit_fn=line_deposit)
+    assert ev0.tracks["particle"].size == 0
+    v0 = KO.replica_votes(ev0, atlas, n_replicas=2, deposit_fn=line_deposit)
+    assert v0.kinematic[0].size == 0 and v0.with_cell_energy[0].size == 0  # no track wins anything
+    with pytest.raises(ValueError, match=r"b_field_t=4.0 but the events were simulated with 2.0"):
+        KO.replica_votes(ev, atlas, n_replicas=1, b_field_t=4.0, deposit_fn=line_deposit)
+    with pytest.raises(ValueError, match="deposit_mode='em' but the events were simulated with 'total'"):
+        KO.replica_votes(ev, atlas, n_replicas=1, deposit_mode="em", deposit_fn=line_deposit)
 
 
 def test_bad_input_is_named(atlas):
@@ -108,6 +145,14 @@ def test_bad_input_is_named(atlas):
     from pcloud.geometry import get_geometry
     with pytest.raises(ValueError, match="simulated in geometry"):
         KO.replica_votes(ev, get_geometry("calogan"), n_replicas=1)
+    bad = simulate_events(atlas, truth, np.random.default_rng(4), deposit_fn=line_deposit)
+    bad.cells["noise_sigma_gev"][3] = 0.0
+    with pytest.raises(ValueError, match="noise_sigma_gev'\\] must be > 0"):
+        KO.replica_votes(bad, atlas, n_replicas=1, deposit_fn=line_deposit)
+    bad = simulate_events(atlas, truth, np.random.default_rng(4), deposit_fn=line_deposit)
+    bad.cells["id"][[0, 1]] = bad.cells["id"][[1, 0]]
+    with pytest.raises(ValueError, match="must be sorted by \\(event, id\\)"):
+        KO.replica_votes(bad, atlas, n_replicas=1, deposit_fn=line_deposit)
 
 
 def test_oracle_from_shares_checks_its_shares(atlas):
