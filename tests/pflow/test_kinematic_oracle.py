@@ -66,24 +66,25 @@ def test_deterministic_showers_give_the_true_labels(atlas):
 
 def _coin_deposit(a: int, b: int):
     """The charged pion deposits 10 GeV in cell ``a`` or in cell ``b`` (a fair coin per particle and replica),
-    every other particle 1 GeV in each of the two."""
+    every other particle 1 GeV in cell ``a``."""
     def fn(geometry, pdg, energy_gev, origin_mm, direction, rng, mode="total", n_spots=None):
         pdg = np.asarray(pdg)
         pion = np.abs(pdg) == 211
         head = rng.random(pdg.size) < 0.5
-        part = np.concatenate([np.nonzero(pion)[0], np.repeat(np.nonzero(~pion)[0], 2)])
-        cell = np.concatenate([np.where(head[pion], a, b), np.tile([a, b], int((~pion).sum()))])
-        e = np.concatenate([np.full(int(pion.sum()), 10.0), np.ones(2 * int((~pion).sum()))])
+        part = np.concatenate([np.nonzero(pion)[0], np.nonzero(~pion)[0]])
+        cell = np.concatenate([np.where(head[pion], a, b), np.full(int((~pion).sum()), a)])
+        e = np.concatenate([np.full(int(pion.sum()), 10.0), np.ones(int((~pion).sum()))])
         return _Deposits(part, cell, e, np.zeros(part.size))
     return fn
 
 
 def test_cell_energy_likelihood_decides_a_two_outcome_shower(atlas):
     """pi+ (track) and photon in one event; the pi+ puts 10 GeV in cell A or in cell B (fair coin), the photon
-    1 GeV in each. From the kinematics alone the track's vote is k/K in A and 1 - k/K in B (k: replicas with the
-    pion in A). Measured 11 GeV in A and 1 GeV in B, the kernel-weighted votes follow by hand: the replicas that
-    agree with the measurement get weight 1, the others exp(-10^2 / (2 s^2)), s^2 = sigma_noise^2 + (1.06 x 10
-    sqrt(p (1 - p)) K^-1/5)^2 with p = k / K, the same in both cells; so A goes to the track, B to the neutral."""
+    1 GeV in A. From the kinematics alone the track's vote is k/K in A and 1 - k/K in B (k: replicas with the pion
+    in A). Measured 11 GeV in A and 0 in B, the kernel-weighted votes follow by hand: the replicas that agree with
+    the measurement (A: 11 GeV; B: nothing) get weight 1, the others exp(-10^2 / (2 s^2)), s^2 = sigma_noise^2 +
+    (1.06 x 10 sqrt(p (1 - p)) K^-1/5)^2 with p = k / K, the same in both cells; so A goes to the track, B to the
+    neutral (the replicas without a deposit in B count)."""
     a, b = cell_id(atlas, "EMB2", 100, 10), cell_id(atlas, "EMB2", 100, 12)
     truth = TruthParticles(n_events=1, event=np.array([0, 0]), pdg=np.array([211, 22]),
                            px_gev=np.array([20.0, 5.0]), py_gev=np.array([0.0, 0.0]), pz_gev=np.array([1.0, 0.2]),
@@ -93,7 +94,7 @@ def test_cell_energy_likelihood_decides_a_two_outcome_shower(atlas):
     ev = simulate_events(atlas, truth, np.random.default_rng(0), deposit_fn=fn)
     assert ev.tracks["particle"].tolist() == [0]
     ra, rb = (int(np.nonzero(ev.cells["id"] == x)[0][0]) for x in (a, b))
-    ev.cells["energy_gev"][[ra, rb]] = 11.0, 1.0
+    ev.cells["energy_gev"][[ra, rb]] = 11.0, 0.0
     mask = np.zeros(ev.cells["id"].size, bool)
     mask[[ra, rb]] = True
     K = 64
