@@ -81,10 +81,10 @@ def _coin_deposit(a: int, b: int):
 def test_cell_energy_likelihood_decides_a_two_outcome_shower(atlas):
     """pi+ (track) and photon in one event; the pi+ puts 10 GeV in cell A or in cell B (fair coin), the photon
     1 GeV in A. From the kinematics alone the track's vote is k/K in A and 1 - k/K in B (k: replicas with the pion
-    in A). Measured 11 GeV in A and 0 in B, the kernel-weighted votes follow by hand: the replicas that agree with
-    the measurement (A: 11 GeV; B: nothing) get weight 1, the others exp(-10^2 / (2 s^2)), s^2 = sigma_noise^2 +
-    (1.06 x 10 sqrt(p (1 - p)) K^-1/5)^2 with p = k / K, the same in both cells; so A goes to the track, B to the
-    neutral (the replicas without a deposit in B count)."""
+    in A). Measured 11 GeV in A and 0.5 GeV in B, the kernel-weighted votes follow by hand: a replica with deposit
+    T gets weight exp(-(E - T)^2 / (2 s^2)), s^2 = sigma_noise^2 + (1.06 x 10 sqrt(p (1 - p)) K^-1/5)^2 with
+    p = k / K, the same in both cells (B: T = 10 or nothing); so A goes to the track, B to the neutral (the
+    replicas without a deposit in B count)."""
     a, b = cell_id(atlas, "EMB2", 100, 10), cell_id(atlas, "EMB2", 100, 12)
     truth = TruthParticles(n_events=1, event=np.array([0, 0]), pdg=np.array([211, 22]),
                            px_gev=np.array([20.0, 5.0]), py_gev=np.array([0.0, 0.0]), pz_gev=np.array([1.0, 0.2]),
@@ -94,7 +94,7 @@ def test_cell_energy_likelihood_decides_a_two_outcome_shower(atlas):
     ev = simulate_events(atlas, truth, np.random.default_rng(0), deposit_fn=fn)
     assert ev.tracks["particle"].tolist() == [0]
     ra, rb = (int(np.nonzero(ev.cells["id"] == x)[0][0]) for x in (a, b))
-    ev.cells["energy_gev"][[ra, rb]] = 11.0, 0.0
+    ev.cells["energy_gev"][[ra, rb]] = 11.0, 0.5
     mask = np.zeros(ev.cells["id"].size, bool)
     mask[[ra, rb]] = True
     K = 64
@@ -108,11 +108,13 @@ def test_cell_energy_likelihood_decides_a_two_outcome_shower(atlas):
     sig = float(ev.cells["noise_sigma_gev"][ra])
     assert float(ev.cells["noise_sigma_gev"][rb]) == sig
     s2 = sig ** 2 + (1.06 * 10.0 * np.sqrt(p * (1 - p)) * K ** -0.2) ** 2
-    w_far = np.exp(-100.0 / (2 * s2))
+    def w(d):
+        return np.exp(-d ** 2 / (2 * s2))
+
     c, t, v = votes.with_cell_energy
     got = dict(zip(c.tolist(), v.tolist()))
-    assert got[ra] == pytest.approx(k / (k + (K - k) * w_far), rel=1e-9)
-    assert got[rb] == pytest.approx((K - k) * w_far / ((K - k) * w_far + k), rel=1e-9)
+    assert got[ra] == pytest.approx(k / (k + (K - k) * w(10.0)), rel=1e-9)
+    assert got[rb] == pytest.approx((K - k) * w(9.5) / ((K - k) * w(9.5) + k * w(0.5)), rel=1e-9)
     assert got[ra] > 0.999 and got[rb] < 0.001
     assert votes.effective_replicas.shape == (2,) and np.all(votes.effective_replicas < 0.8 * K)
 
