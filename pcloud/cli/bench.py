@@ -170,10 +170,10 @@ def register(sub) -> None:
                         "mode's budgets of those models")
     p.add_argument("--max-points", type=int, default=None, metavar="N",
                    help="points per track cloud, tracks first then the highest-energy cells (default: 128 with "
-                        "--quick, else 0 = every point, each batch padded to its largest cloud)")
+                        "--quick, else 0 = every point)")
     p.add_argument("--ragged", action=argparse.BooleanOptionalAction, default=None,
                    help="train and run the per-track models on flat (P, F) batches with a cloud index instead of "
-                        "padded ones (pcloud.nn.ragged; default: padded)")
+                        "padded ones (pcloud.nn.ragged; default: ragged with --large, else padded)")
     p.add_argument("--kinematic-replicas", type=int, default=16, metavar="N",
                    help="noise-free re-simulations of the test events for the kinematic oracles (labels from the "
                         "true particle kinematics, alone and with each cell's energy; generated events only; "

@@ -1,4 +1,4 @@
-"""The kinematic oracle: the best cell labels that the true particle kinematics alone can give.
+"""The kinematic oracle: the cell labels that the true particle kinematics make most likely.
 
 Why
 ===
@@ -6,27 +6,29 @@ The truth oracle (:class:`pcloud.pflow.learned.OracleSegmenter`) knows every cel
 a ceiling that a learned method could approach: below the noise a cell's label is set by a deposit far smaller than
 its noise, which no measurement reveals. This oracle knows less: the type, momentum and vertex of every final-state
 particle of the event (charged *and* neutral) and the calorimeter response *on average*, but not how this event's
-showers fluctuated. It is the Bayes decision for the label of each cell given the kinematics:
+showers fluctuated. Per cell it takes the most probable label given the kinematics:
 
     label(cell) = argmax_c P(class c deposits the most energy in the cell | particle kinematics),
 
-classes c = each track's particle, and "neutral" (all particles without a track, deposits summed), exactly the
-label rule of :meth:`pcloud.core.attribution.Attribution.dominant_track` applied to the truth attribution (the
-measured energy is shared in proportion to the true deposits, so noise does not change which class dominates; a
-cell without any true deposit is neutral). The probabilities are estimated by simulating the event's own truth
-particles again ``n_replicas`` times without noise (:func:`pcloud.sim.events.simulate_events`, the same deposit
-model) and counting, per cell, how often each class dominates: ``vote = wins / n_replicas``. This is how expected
-shower profiles are made in ATLAS particle flow too (averaged single-particle simulation, Eur. Phys. J. C 77 (2017)
-466, section 6), here per event and per cell.
+classes c = each track's particle, and "neutral" (all particles without a track, deposits summed), the label rule
+of :meth:`pcloud.core.attribution.Attribution.dominant_track` applied to the truth attribution (the measured energy
+is shared in proportion to the true deposits, so noise does not change which class dominates; a cell without any
+true deposit is neutral). The probabilities are estimated by simulating the event's own truth particles again
+``n_replicas`` times without noise (:func:`pcloud.sim.events.simulate_events`, the same deposit model) and
+counting, per cell, how often each class dominates: ``vote = wins / n_replicas``. Expected shower profiles are
+made the same way in ATLAS particle flow (averaged single-particle simulation, Eur. Phys. J. C 77 (2017) 466,
+section 6), here per event and per cell. :func:`replica_votes` also gives the posterior given the kinematics *and*
+the cell's own measured energy (kernel-weighted replicas).
 
-What it bounds
-==============
-Any method whose labels depend only on the particle kinematics is at best this good (up to the vote's sampling
-error, ~ 1/sqrt(n_replicas) on the probabilities near a tie). A method that sees the cell energies can be better where
-they reveal the shower's actual fluctuations (well above the noise), and is worse where it must infer the neutral
-particles' kinematics from the cells. Comparing a learned model with this oracle *per noise-significance bin* shows
-where the information is missing: below ~1 sigma of noise the cell energy says almost nothing about the label, so
-there the kinematic oracle is the relevant reference.
+What it is, and what it is not
+==============================
+It is the Bayes decision for the per-cell accuracy (fraction of cells with the right label) given the kinematics,
+up to the sampling error of the votes (~ 1 / sqrt(n_replicas) on a probability; a tie goes to neutral, as in
+``dominant_track``). It is not an upper bound of the benchmark's metrics: F1 does not decompose over cells, the
+energy-weighted accuracy would favour the class that wins the *bright* cells, and a method that reads the cell
+energies sees how this event's showers actually went. Comparing a learned model with it per noise-significance bin
+and per kind of lost energy shows which information the model lacks: what it gets wrong and the oracle does not,
+knowing the particles would fix.
 
 Only for events that pcloud simulated itself (the replicas must come from the model that made the events).
 """
@@ -217,7 +219,7 @@ def replica_votes(events, geometry, n_replicas: int = 16, seed: int = 0, deposit
 def kinematic_oracle(events, votes: tuple) -> OracleSegmenter:
     """A segmenter (``predict_fraction`` of per-track clouds, like the learned ones) whose fraction of a cell for the
     focal track is that track's vote (one triple of :class:`ReplicaVotes`): with common inference each cell's label
-    is the Bayes decision of the module docstring (the class with the most votes; neutral gets ``1 - sum of the
-    track votes``)."""
+    is the decision of the module docstring (the class with the most votes; neutral gets ``1 - sum of the track
+    votes``)."""
     c, t, v = votes
     return OracleSegmenter.from_shares(events, c, np.asarray(events.tracks["particle"], np.int64)[t], v)

@@ -665,6 +665,16 @@ class OracleSegmenter:
         self = cls.__new__(cls)
         self.events, self.binary, self.threshold, self.n_params = events, bool(binary), float(threshold), 0
         share = np.asarray(share, np.float64)
+        cell_row, particle_row = np.asarray(cell_row, np.int64), np.asarray(particle_row, np.int64)
+        if not (share.ndim == cell_row.ndim == particle_row.ndim == 1 and share.size == cell_row.size ==
+                particle_row.size):
+            raise ValueError(f"OracleSegmenter.from_shares: cell_row, particle_row and share must be 1-d of one "
+                             f"length, found shapes {cell_row.shape}, {particle_row.shape}, {share.shape}")
+        n_p, n_c = int(events.particles["event"].size), int(events.cells["event"].size)
+        if share.size and (particle_row.min() < 0 or particle_row.max() >= n_p or cell_row.min() < 0
+                           or cell_row.max() >= n_c):
+            raise ValueError(f"OracleSegmenter.from_shares: rows out of range (cells [0, {n_c}), particles "
+                             f"[0, {n_p}))")
         if share.size and (share.min() < 0 or share.max() > 1 + 1e-12):
             raise ValueError(f"OracleSegmenter.from_shares: shares must lie in [0, 1], found [{share.min()}, "
                              f"{share.max()}]")

@@ -55,7 +55,7 @@ from .bundle import (
     _sha256,
     read_bundle_meta,
 )
-from .config import RunConfig
+from .config import DEFAULTS_FILE, RunConfig, load_config
 from .inputs import InputError, describe_inputs, parse_data_specs, require_format
 
 SEGMENTER_FILE = "segmenter.pt"
@@ -182,6 +182,9 @@ def train_pflow(cfg: RunConfig, out, log=print) -> dict:
     if name not in PFLOW_MODELS:
         raise InputError(f"task pflow: model {name!r} is not a per-point segmenter; use one of "
                          f"{', '.join(PFLOW_MODELS)}")
+    if cfg.data["max_points"] != load_config(DEFAULTS_FILE, defaults=False)["data"]["max_points"]:
+        log(f"[train:pflow] note: data.max_points ({cfg.data['max_points']}) applies to the id / energy tasks; the "
+            f"track clouds of pflow use data.pflow_max_points ({cfg.data.get('pflow_max_points', 0)}, 0: every point)")
     fr = cfg.split["fractions"]
     splits = Splits({k: float(fr[k]) for k in ("train", "val", "test")}, seed=int(cfg.split["seed"]))
     t = cfg.train

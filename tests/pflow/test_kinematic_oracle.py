@@ -167,3 +167,7 @@ def test_oracle_from_shares_checks_its_shares(atlas):
     np.testing.assert_allclose(o.true_fraction(np.array([5, 2, 5, 3]), np.array([1, 0, 0, 1])), [0.25, 1, 0, 0])
     with pytest.raises(ValueError, match=r"shares must lie in \[0, 1\]"):
         OracleSegmenter.from_shares(ev, np.array([0]), np.array([0]), np.array([1.5]))
+    with pytest.raises(ValueError, match="must be 1-d of one length"):
+        OracleSegmenter.from_shares(ev, np.array([0, 1]), np.array([0, 1]), np.array([0.5]))
+    with pytest.raises(ValueError, match="rows out of range"):
+        OracleSegmenter.from_shares(ev, np.array([0]), np.array([ev.particles["event"].size]), np.array([0.5]))

@@ -192,6 +192,12 @@ def test_pflow_threshold_chosen_on_val_chunk_by_chunk(mltree_files, tmp_path, at
                      ("train.pflow_ragged=maybe", "train.pflow_ragged")):
         with pytest.raises(ValueError, match=key):
             run_config(None, [bad], data=files, task="pflow")
+    logged = []
+    cfg = run_config(None, ["data.max_points=64", "model.options={loss: focal, k: 4}"], data=files, task="pflow",
+                     model="dgcnn")
+    with pytest.raises(InputError, match=r"model.options: \['loss'\] are set by other keys"):
+        train_pflow(cfg, tmp_path / "Q", log=logged.append)
+    assert any("data.max_points (64) applies to the id / energy tasks" in m for m in logged)
     cfg = run_config(None, ["model.options={loss: focal, k: 4}"], data=files, task="pflow", model="dgcnn")
     with pytest.raises(InputError, match=r"model.options: \['loss'\] are set by other keys"):
         train_pflow(cfg, tmp_path / "Q", log=lambda s: None)
