@@ -203,7 +203,7 @@ def replica_votes(events, geometry, n_replicas: int = 16, seed: int = 0, deposit
     top = np.where(nz < K, lw_zero, -np.inf)
     np.maximum.at(top, dep_c, lw_dep)  # per cell, the largest log-weight (stable normalisation)
     w_dep = np.exp(lw_dep - top[dep_c])
-    w_zero = np.exp(lw_zero - top)
+    w_zero = np.exp(np.where(nz < K, lw_zero - top, -np.inf))  # 0 where every replica left a deposit
     z = np.bincount(dep_c, w_dep, minlength=n) + (K - nz) * w_zero
     z2 = np.bincount(dep_c, w_dep ** 2, minlength=n) + (K - nz) * w_zero ** 2
     ess = np.divide(z ** 2, z2, out=np.full(n, float(K)), where=z2 > 0)

@@ -48,6 +48,13 @@ def test_deterministic_showers_give_the_true_labels(atlas):
         lab = np.full(e.size, -1)
         lab[c] = t
         np.testing.assert_array_equal(lab[e > 0], lab_true[e > 0], err_msg=name)
+    # a measurement far from every replica (here: far below zero) must not break the weights of a cell that every
+    # replica hit: deterministic replicas agree, so every vote stays 1
+    far = simulate_events(atlas, truth, np.random.default_rng(2), deposit_fn=line_deposit)
+    far.cells["energy_gev"] = -50.0 * np.asarray(far.cells["true_energy_gev"]) - 1.0
+    c, t, v = KO.replica_votes(far, atlas, n_replicas=2, seed=9, deposit_fn=line_deposit).with_cell_energy
+    np.testing.assert_allclose(v, 1.0)
+    assert c.size == np.unique(votes.kinematic[0]).size
     # votes on a subset of the cells (every other cell with a deposit): only those rows, with their true labels
     mask = np.zeros(e.size, bool)
     mask[np.nonzero(np.asarray(ev.cells["true_energy_gev"]) > 0)[0][::2]] = True
