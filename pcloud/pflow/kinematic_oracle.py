@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.attribution import Attribution
 from ..core.events import TruthParticles
 from .learned import OracleSegmenter
 
@@ -60,25 +61,16 @@ def truth_particles_of(events) -> TruthParticles:
                           parent_eta=np.asarray(r["eta"], np.float64), parent_phi=np.asarray(r["phi"], np.float64))
 
 
-def _winners(cell_row, cls, energy, n_tracks: int):
-    """Per cell row with a deposit: the class that deposits the most (track row, or -1 = neutral when the summed
-    deposits of the particles without a track are at least as large as the best track's). Returns (cell rows,
+def _winners(cell_row, cls, energy, n_cells: int):
+    """Per cell row in [0, n_cells) with deposits (one per (cell, particle), ``cls`` = the particle's track row or -1):
+    the track that wins it by the label rule of :meth:`~pcloud.core.attribution.Attribution.dominant_track` (the
+    largest track deposit, if it exceeds the summed deposits of the particles without a track). Returns (cell rows,
     winning track rows) of the cells that a track wins."""
-    if cell_row.size == 0:
-        z = np.zeros(0, np.int64)
-        return z, z
-    key = cell_row * (n_tracks + 1) + (cls + 1)
-    uk, inv = np.unique(key, return_inverse=True)
-    e = np.bincount(inv, energy)
-    c, k = uk // (n_tracks + 1), uk % (n_tracks + 1) - 1
-    neutral = np.zeros(int(c.max()) + 1)
-    np.add.at(neutral, c[k < 0], e[k < 0])
-    t = k >= 0
-    c, k, e = c[t], k[t], e[t]
-    order = np.lexsort((-e, c))  # per cell, the largest track deposit first
-    first = order[np.r_[True, np.diff(c[order]) != 0]] if order.size else order
-    win = e[first] > neutral[c[first]]
-    return c[first][win], k[first][win]
+    tracked = cls >= 0
+    total = np.bincount(cell_row, energy, minlength=n_cells)  # so dominant_track's neutral remainder = untracked sum
+    label = Attribution(cell_row[tracked], cls[tracked], energy[tracked]).dominant_track(n_cells, total)
+    won = np.nonzero(label >= 0)[0]
+    return won, label[won]
 
 
 @dataclass
@@ -179,7 +171,7 @@ def replica_votes(events, geometry, n_replicas: int = 16, seed: int = 0, deposit
         rk = (np.asarray(rep.cells["event"], np.int64) * n_geo + np.asarray(rep.cells["id"], np.int64))[h["cell"]]
         pos = np.minimum(np.searchsorted(cell_key, rk), n - 1)
         ok = (cell_key[pos] == rk) & (h["energy_gev"] > 0)
-        c, t = _winners(pos[ok], part_to_track[h["particle"][ok]], h["energy_gev"][ok], n_tracks)
+        c, t = _winners(pos[ok], part_to_track[h["particle"][ok]], h["energy_gev"][ok], n)
         u, inv = np.unique(pos[ok], return_inverse=True)
         tot = np.bincount(inv, h["energy_gev"][ok], minlength=u.size)
         dep_c.append(u)

@@ -39,7 +39,7 @@ Truncation: clouds are padded with :func:`pcloud.data.batch.to_padded` and ``max
 highest-energy cells. Cells dropped by the truncation are predicted with fraction 0, i.e. neutral. They are the
 lowest-energy cells of the cone, but not only noise: on the benchmark's events (topo-clustered cells within
 DeltaR 0.2: median 245 points per track cloud) a cut at 256 points drops 9 % of the points, and removing it raised
-PointNet's cell F1 by 0.016-0.018 (``datasets/PFLOW_RESULTS.md``). :class:`FocalTrackSegmenter` keeps every point by
+PointNet's cell F1 by 0.016-0.025 (``datasets/PFLOW_RESULTS.md``). :class:`FocalTrackSegmenter` keeps every point by
 default (``max_points=None``: each batch is padded to its largest cloud); the whole-event model keeps 512.
 """
 from __future__ import annotations

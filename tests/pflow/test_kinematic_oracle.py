@@ -20,7 +20,7 @@ def test_winners_hand_case():
     cell = np.array([0, 0, 0, 0, 1, 1, 2, 3, 4, 4, 4])
     cls = np.array([0, 1, -1, -1, 0, -1, -1, 1, 1, -1, -1])
     e = np.array([3.0, 2.0, 0.6, 0.4, 1.0, 1.0, 5.0, 0.5, 1.0, 0.7, 0.7])
-    c, t = KO._winners(cell, cls, e, n_tracks=2)
+    c, t = KO._winners(cell, cls, e, n_cells=5)
     assert c.tolist() == [0, 3] and t.tolist() == [0, 1]
 
 
