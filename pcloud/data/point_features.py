@@ -90,6 +90,30 @@ register_feature(Feature("log_other_track_pt", 1, _log_other_track_pt, ("other_t
                          "ln(max(pT of that other track, 0.1 GeV) / GeV) (0.1 GeV: none)"))
 
 
+# cell neighbourhoods of the per-track clouds (pcloud.pflow.clouds.neighbour_energy)
+def _log_col(name):
+    # ln(max(E, 1 MeV) / GeV), the floor of log_energy (sums <= 0: no neighbour or noise only)
+    return lambda c: np.log(np.maximum(c[name].astype(np.float64), 1e-3)).astype(np.float32)[:, None]
+
+
+for _name, _desc in (("same", "its own layer"), ("inner", "the overlapping cells of the layer in front"),
+                     ("outer", "the overlapping cells of the layer behind")):
+    register_feature(Feature(f"log_nbr_energy_{_name}", 1, _log_col(f"nbr_energy_{_name}"), (f"nbr_energy_{_name}",),
+                             f"ln(max(E, 1 MeV) / GeV) of the summed energy of the cell's neighbours in {_desc}"))
+
+
+def _local_max(c):
+    cell = c["type"].astype(np.int64) == 0
+    return (cell & (c["energy"] > 0) & (c["energy"] > c["nbr_max_same"])).astype(np.float32)[:, None]
+
+
+register_feature(Feature("local_max", 1, _local_max, ("type", "energy", "nbr_max_same"),
+                         "1 for a cell with E > 0 above every neighbour of its layer, else 0", standardise=False))
+
+#: the four cell-neighbourhood features, in the order the particle-flow segmenters add them
+NEIGHBOUR_FEATURES = ["log_nbr_energy_same", "log_nbr_energy_inner", "log_nbr_energy_outer", "local_max"]
+
+
 def resolve_features(features) -> list[Feature]:
     """Feature objects for a list of names (clear error for unknown names)."""
     if isinstance(features, str):

@@ -325,10 +325,11 @@ def _nearest_other_track(cl, layer, grp, eta, phi, pt, L: int) -> tuple[np.ndarr
     return dr, ptn
 
 
-def _track_cloud_points(events, geometry, e_cur, rows, reached, ref_eta, ref_phi, trk_pts, cell_cl, cell_row):
+def _track_cloud_points(events, geometry, e_cur, rows, reached, ref_eta, ref_phi, trk_pts, cell_cl, cell_row, nbr):
     """Point columns of all clouds in cloud order (focal-track points by layer, other-track points by track then
-    layer, cells by row); ``trk_pts`` = (cloud, track row, layer, group 0 focal / 1 other). Returns (cloud of each
-    point, point columns, cell row of each point)."""
+    layer, cells by row); ``trk_pts`` = (cloud, track row, layer, group 0 focal / 1 other); ``nbr``: the
+    :func:`neighbour_energy` columns per row of ``events.cells``. Returns (cloud of each point, point columns, cell
+    row of each point)."""
     T, C, gc = events.tracks, events.cells, geometry.cells
     t_cl, t_row, t_lay, t_grp = trk_pts
     cid = C["id"][cell_row]
@@ -368,6 +369,8 @@ def _track_cloud_points(events, geometry, e_cur, rows, reached, ref_eta, ref_phi
         "cell_row": prow, "track_row": trow_pt,
         "deta": deta, "dphi": dphi, "delta_r_ref": np.hypot(eta - ref_eta[cl], delta_phi(phi, ref_phi[cl])),
     }
+    for name in NEIGHBOUR_FIELDS:
+        points[name] = cat(np.zeros(nt, np.float32), nbr[name][cell_row])
     points["dr_other_track"], points["other_track_pt"] = _nearest_other_track(cl, layer, grp, eta, phi,
                                                                               points["track_pt"], L)
     return cl, points, prow
@@ -418,13 +421,86 @@ def track_clouds(events, geometry, dr_max: float = 0.2, cell_energy_gev=None, tr
     o_cl, o_row, o_lay = _other_track_points(events, rows, ev, reached, ref_eta, ref_phi, dr_max)
     trk_pts = (np.concatenate([f_cl, o_cl]), np.concatenate([rows[f_cl], o_row]), np.concatenate([f_lay, o_lay]),
                np.concatenate([np.zeros(f_cl.size, np.int64), np.ones(o_cl.size, np.int64)]))
+    eligible = np.ones(e0.shape, bool) if cell_mask is None else cell_mask.copy()
+    if emptied is not None:
+        eligible &= ~emptied
+    nbr = neighbour_energy(events, geometry, e_cur, eligible, rows=cell_row, max_pairs=max_pairs)
     cl, points, prow = _track_cloud_points(events, geometry, e_cur, rows, reached, ref_eta, ref_phi, trk_pts,
-                                           cell_cl, cell_row)
+                                           cell_cl, cell_row, nbr)
     counts = np.bincount(cl, minlength=rows.size)
     tc, ti, te = _truth_lists(events, prow)
     return build_clouds(counts, points, _track_cloud_fields(events, rows, ev, ref_l, ref_eta, ref_phi),
                         truth_counts=tc, truth_index=ti, truth_energy=te, particles=_particles_of(events, ev))
 
+
+# ---------------------------------------------------------------------------------------------- cell neighbourhoods
+#: per-point fields written by :func:`neighbour_energy` into the track clouds (GeV; 0 for track points)
+NEIGHBOUR_FIELDS = ("nbr_energy_same", "nbr_energy_inner", "nbr_energy_outer", "nbr_max_same")
+
+
+def neighbour_energy(events, geometry, energy_gev=None, eligible=None, rows=None, max_pairs: int = _MAX_PAIRS) -> dict:
+    """Energy around each cell, from its neighbours in the geometry's cell graph (:func:`pcloud.pflow.topocluster.
+    cell_neighbours`: the 8 cells around it in its layer, and the cells of the adjacent layers whose areas overlap
+    it, the "all3D" neighbours of ATLAS topo-clustering, Eur. Phys. J. C 77 (2017) 490, section 4).
+
+    Per row of ``events.cells`` (float32, GeV), over the neighbours present in the same event and marked in
+    ``eligible`` (default: every cell; the particle-flow clouds pass their cell selection, e.g. the topo-clustered
+    cells, minus the cells emptied by subtraction, so a file that stores only clustered cells gives the same values):
+
+    * ``nbr_energy_same``: summed energy of the neighbours in the cell's own layer;
+    * ``nbr_energy_inner`` / ``nbr_energy_outer``: summed energy of the overlapping cells of the layer in front
+      (smaller layer index, towards the beam line) / behind;
+    * ``nbr_max_same``: the largest energy among the same-layer neighbours (0 when there is none).
+
+    ``rows``: compute only for these rows of ``events.cells`` (the others get 0; default: the eligible rows).
+
+    Why: a point model that pools over the whole cloud (PointNet) cannot see a cell's surroundings. The longitudinal
+    pattern is what separates the two showers that share the EM middle layer in particle flow: a photon showers
+    early (EMB1 lit in front of the EMB2 cell, little behind), a charged pion crosses EMB1 as a minimum-ionising
+    particle and deposits most of its energy in the hadronic layers (PDG Review "Passage of particles through
+    matter", sections 34.5 and 34.7 on EM and hadronic showers). ``energy_gev``: current energy per row (default
+    measured). Vectorised over (cell, neighbour) pairs in chunks of at most ``max_pairs``.
+    """
+    from .topocluster import cell_neighbours
+
+    C = events.cells
+    cid = np.asarray(C["id"], np.int64)
+    ev = np.asarray(C["event"], np.int64)
+    n = cid.size
+    e = np.asarray(C["energy_gev"] if energy_gev is None else energy_gev, np.float64)
+    if e.shape != (n,):
+        raise ValueError(f"neighbour_energy: energy_gev must have one value per row of events.cells ({n}), found "
+                         f"shape {e.shape}")
+    el = np.ones(n, bool) if eligible is None else np.asarray(eligible, bool)
+    if el.shape != (n,):
+        raise ValueError(f"neighbour_energy: eligible must have one value per row of events.cells ({n}), found "
+                         f"shape {el.shape}")
+    out = {k: np.zeros(n, np.float64) for k in NEIGHBOUR_FIELDS}
+    mx = np.full(n, -np.inf)
+    nb = cell_neighbours(geometry)
+    layer = np.asarray(geometry.cells["layer"], np.int64)
+    nc = geometry.n_cells
+    key = ev * nc + cid  # sorted: TrackCellEvents keeps cells in (event, id) order
+    rows = np.nonzero(el)[0] if rows is None else np.unique(np.asarray(rows, np.int64))
+    if rows.size and (rows[0] < 0 or rows[-1] >= n):
+        raise ValueError(f"neighbour_energy: rows must lie in [0, {n}), found [{rows[0]}, {rows[-1]}]")
+    deg = np.diff(nb.indptr)[cid[rows]]
+    for a, b in _chunks(deg, max_pairs):
+        k, pos = _expand(nb.indptr[cid[rows[a:b]]], deg[a:b])
+        src = rows[a:b][k]
+        nkey = ev[src] * nc + nb.indices[pos]
+        j = np.minimum(np.searchsorted(key, nkey), max(n - 1, 0))
+        ok = key[j] == nkey
+        src, dst = src[ok], j[ok]
+        ok = el[dst]
+        src, dst = src[ok], dst[ok]
+        ls, ld = layer[cid[src]], layer[cid[dst]]
+        for name, sel in (("nbr_energy_same", ls == ld), ("nbr_energy_inner", ld < ls), ("nbr_energy_outer", ld > ls)):
+            out[name] += np.bincount(src[sel], weights=e[dst[sel]], minlength=n)
+        same = ls == ld
+        np.maximum.at(mx, src[same], e[dst[same]])
+    out["nbr_max_same"] = np.where(np.isfinite(mx), mx, 0.0)
+    return {k: v.astype(np.float32) for k, v in out.items()}
 
 # ---------------------------------------------------------------------------------------------------- whole events
 def _nearest_track_at_layer(events, reached, c_eta, c_phi, c_lay, max_pairs: int) -> tuple[np.ndarray, np.ndarray]:

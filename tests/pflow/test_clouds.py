@@ -5,7 +5,8 @@ import pytest
 
 from pcloud.data.batch import to_padded
 from pcloud.core.schema import PointType, hard_labels, target_fractions, validate_clouds
-from pcloud.pflow.clouds import NO_TRACK_DR, event_clouds, reference_layer, track_clouds
+from pcloud.pflow.clouds import (NEIGHBOUR_FIELDS, NO_TRACK_DR, event_clouds, neighbour_energy, reference_layer,
+                                  track_clouds)
 from pcloud.pflow.learned import hard3_labels
 from pcloud.sim.events import generate_events
 
@@ -161,3 +162,84 @@ def test_event_clouds_hand(atlas, hand):
     dr = np.asarray(p.dr_nearest_track)
     assert np.all(dr[typ == CELL] < NO_TRACK_DR)
     np.testing.assert_allclose(np.asarray(p.delta_r), 0.0)  # schema: no focal track
+
+
+def _brute_neighbours(atlas, ev, e, eligible, row):
+    """Neighbour sums of one cell row from the cell areas, by brute force over its event's cells: same layer = the
+    8 cells around it on the grid (phi wraps); inner / outer = cells of the adjacent layers whose (eta, phi) areas
+    overlap its area."""
+    gc = atlas.cells
+    e0, e1 = ev.cell_offsets[ev.cells["event"][row]], ev.cell_offsets[ev.cells["event"][row] + 1]
+    rows = np.arange(e0, e1)
+    rows = rows[eligible[rows] & (rows != row)]
+    a, b = ev.cells["id"][row], ev.cells["id"][rows]
+    la, lb = gc["layer"][a], gc["layer"][b]
+    du = np.abs(gc["u"][b] - gc["u"][a])
+    dv = np.abs(np.mod(gc["v"][b] - gc["v"][a] + np.pi, 2 * np.pi) - np.pi)
+    tol = 1e-9
+    same = (lb == la) & (du < 1.5 * gc["du"][a]) & (dv < 1.5 * gc["dv"][a])
+    overlap = (du < (gc["du"][a] + gc["du"][b]) / 2 - tol) & (dv < (gc["dv"][a] + gc["dv"][b]) / 2 - tol)
+    inner, outer = overlap & (lb == la - 1), overlap & (lb == la + 1)
+    mx = e[rows[same]].max() if same.any() else 0.0
+    return e[rows[same]].sum(), e[rows[inner]].sum(), e[rows[outer]].sum(), mx, same.sum(), inner.sum() + outer.sum()
+
+
+def test_neighbour_energy_matches_cell_areas(atlas, small_events):
+    ev = small_events
+    rng = np.random.default_rng(3)
+    e = ev.cells["energy_gev"].astype(np.float64)
+    eligible = rng.random(e.size) < 0.8  # some neighbours are not in the selection: they must not count
+    nbr = neighbour_energy(ev, atlas, e, eligible)
+    counted = [0, 0]
+    for row in rng.choice(np.nonzero(eligible)[0], 300, replace=False):
+        s, i, o, mx, n_same, n_cross = _brute_neighbours(atlas, ev, e, eligible, row)
+        got = [nbr[k][row] for k in NEIGHBOUR_FIELDS]
+        np.testing.assert_allclose(got, [s, i, o, mx], rtol=1e-5, atol=1e-6, err_msg=f"row {row}")
+        counted[0] += n_same
+        counted[1] += n_cross
+    assert counted[0] > 300 and counted[1] > 100  # the sample exercised both kinds of neighbours
+    # rows outside the computed set get 0; bad input is named
+    only = neighbour_energy(ev, atlas, e, eligible, rows=[5])
+    assert all(np.count_nonzero(only[k][np.arange(e.size) != 5]) == 0 for k in NEIGHBOUR_FIELDS)
+    with pytest.raises(ValueError, match="energy_gev"):
+        neighbour_energy(ev, atlas, e[:-1])
+    with pytest.raises(ValueError, match="rows"):
+        neighbour_energy(ev, atlas, e, rows=[e.size])
+
+
+def test_track_clouds_carry_neighbourhood_of_the_current_energies(atlas, small_events):
+    ev = small_events
+    t = np.nonzero(ev.tracks["layer_reached"].any(1))[0][:3]
+    c = track_clouds(ev, atlas, tracks=t)
+    typ = ak.to_numpy(ak.flatten(c.points["type"]))
+    rows = ak.to_numpy(ak.flatten(c.points.cell_row))[typ == CELL]
+    want = neighbour_energy(ev, atlas)
+    for k in NEIGHBOUR_FIELDS:
+        col = ak.to_numpy(ak.flatten(c.points[k]))
+        np.testing.assert_allclose(col[typ == CELL], want[k][rows], rtol=1e-6)
+        assert np.all(col[typ != CELL] == 0)
+    # a cell emptied by subtraction leaves its neighbours' sums; a partly subtracted one enters with its new energy
+    p = c[0].points
+    r = np.asarray(p.cell_row)[np.asarray(p["type"]) == CELL]
+    top = r[np.argsort(-np.asarray(p.energy)[np.asarray(p["type"]) == CELL])[:2]]
+    e = ev.cells["energy_gev"].astype(np.float64).copy()
+    e[top[0]], e[top[1]] = 0.0, 0.25 * e[top[1]]
+    c2 = track_clouds(ev, atlas, tracks=t[:1], cell_energy_gev=e)
+    eligible = ~((e <= 0) & (ev.cells["energy_gev"] > 0))
+    want2 = neighbour_energy(ev, atlas, e, eligible)
+    r2 = np.asarray(c2[0].points.cell_row)
+    cell2 = np.asarray(c2[0].points["type"]) == CELL
+    same2 = np.asarray(c2[0].points.nbr_energy_same)[cell2]
+    np.testing.assert_allclose(same2, want2["nbr_energy_same"][r2[cell2]], rtol=1e-6)
+    assert not np.allclose(same2, want["nbr_energy_same"][r2[cell2]])  # the subtraction changed the neighbourhood
+
+
+def test_neighbourhood_features(atlas, small_events):
+    from pcloud.data.point_features import NEIGHBOUR_FEATURES, feature_matrix
+
+    cols = {"type": np.array([CELL, CELL, CELL, FOCAL]), "energy": np.array([0.5, 0.2, -0.1, 0.0]),
+            "nbr_max_same": np.array([0.4, 0.3, -0.2, 0.0]), "nbr_energy_same": np.array([2.0, 0.0, -1.0, 0.0]),
+            "nbr_energy_inner": np.array([1.0, 1.0, 1.0, 0.0]), "nbr_energy_outer": np.array([0.0, 0.0, 0.0, 0.0])}
+    m = feature_matrix(cols, NEIGHBOUR_FEATURES)
+    np.testing.assert_allclose(m[:, 0], np.log([2.0, 1e-3, 1e-3, 1e-3]), rtol=1e-6)
+    np.testing.assert_allclose(m[:, 3], [1, 0, 0, 0])  # negative cells and track points are no local maxima
