@@ -82,13 +82,30 @@ def _bench_pflow(args) -> int:
                           True if getattr(args, "ablation", False) else None),
                       event_model=not getattr(args, "no_event_model", False),
                       widths=getattr(args, "widths", None), max_minutes=max_minutes, model_minutes=model_minutes,
-                      patience=getattr(args, "patience", 3), max_points=getattr(args, "max_points", None),
+                      patience=getattr(args, "patience", None), max_points=getattr(args, "max_points", None),
                       kinematic_replicas=getattr(args, "kinematic_replicas", 16), ragged=getattr(args, "ragged", None),
-                      data=list(getattr(args, "data", []) or []))
+                      data=list(getattr(args, "data", []) or []), features=parse_features(getattr(args, "features", None)))
     if model_minutes:  # NAME=MIN pairs replace the mode's budgets of those models only
         cfg.model_minutes = {**PFLOW_MODES[cfg.mode]["model_minutes"], **model_minutes}
     res = run_pflow(cfg)
     return 0 if res["all_conserve"] else 1
+
+
+def parse_features(text):
+    """``--features``: None (the recipe's), ``"jetpointnet"`` or comma-separated feature names (checked here, so a
+    typo fails before any event is generated)."""
+    if text is None:
+        return None
+    from pcloud.data.point_features import JETPOINTNET_FEATURES, resolve_features
+
+    if text.strip() == "jetpointnet":
+        return list(JETPOINTNET_FEATURES)
+    names = [f.strip() for f in text.split(",") if f.strip()]
+    try:
+        resolve_features(names)
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"bench pflow --features: {e}") from None
+    return names
 
 
 def register(sub) -> None:
@@ -159,8 +176,12 @@ def register(sub) -> None:
     p.add_argument("--ablation", action="store_true",
                    help="run the PointNet target/loss ablation (default: only in full mode)")
     p.add_argument("--no-event-model", action="store_true", help="skip the whole-event ChargedFractionSegmenter")
-    p.add_argument("--patience", type=int, default=3,
-                   help="early stopping: epochs without a better validation loss (default 3)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="early stopping: epochs without a better validation loss (default 6 with --large, else 3)")
+    p.add_argument("--features", default=None, metavar="NAME,...|jetpointnet",
+                   help="point features of the per-track models: comma-separated names of pcloud.data."
+                        "point_features, or 'jetpointnet' for the encoding without the cell neighbourhoods "
+                        "(default: the recipe's)")
     p.add_argument("--widths", default=None, choices=("light", "small", "full"),
                    help="widths of the per-track models: light (narrower DGCNN / transformer / GravNet; quick and "
                         "medium), small (CPU-sized; large) or full (the model classes' own, GPU-sized)")

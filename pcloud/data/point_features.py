@@ -112,6 +112,10 @@ register_feature(Feature("local_max", 1, _local_max, ("type", "energy", "nbr_max
 
 #: the four cell-neighbourhood features, in the order the particle-flow segmenters add them
 NEIGHBOUR_FEATURES = ["log_nbr_energy_same", "log_nbr_energy_inner", "log_nbr_energy_outer", "local_max"]
+#: the JetPointNet point encoding of the per-track clouds (seed 002 backup, "Data Representation"): the per-track
+#: segmenters' features before the cell neighbourhoods were added (the legacy recipe of ``bench pflow``)
+JETPOINTNET_FEATURES = ["type_onehot", "delta_r", "deta", "dphi", "layer", "log_energy", "noise_sigma",
+                        "log_track_pt", "track_chi2_ndf"]
 
 
 def resolve_features(features) -> list[Feature]:

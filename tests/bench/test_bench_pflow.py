@@ -268,6 +268,7 @@ def test_cli_widths_and_minutes_reach_the_config(cli_cfg):
     assert _Run._segmenter(type("R", (), {"cfg": c})(), "dgcnn", 1).model_cfg["k"] == 16
     assert (c.minutes("pointnet"), c.minutes("gravnet"), c.minutes("dgcnn")) == (4.5, 0.5, 2.0)  # dgcnn: the mode's
     assert c.patience == 3 and cfg_of("--quick", "--patience", "8").patience == 8
+    assert cfg_of("--large").patience == 6 and cfg_of("--large", "--patience", "2").patience == 2
     with pytest.raises(ValueError, match="patience must be"):
         PflowConfig(quick=True, patience=0).resolved()
     c = cfg_of("--large", "--minutes", "2.5")
@@ -342,3 +343,22 @@ def test_full_widths_build_the_larger_models_and_survive_save_load(model, tmp_pa
     full.save(tmp_path / "seg.pt")
     back = FocalTrackSegmenter.load(tmp_path / "seg.pt", device="cpu")
     assert back.widths == "full" and back.n_params == full.n_params
+
+
+def test_cli_features_reach_the_segmenters(cli_cfg):
+    """--features: the recipe's default (JetPointNet encoding + cell neighbourhoods), 'jetpointnet' (without them,
+    also the legacy recipe's), or a list of names checked before anything runs."""
+    from pcloud.bench.pflow.run import _Run
+    from pcloud.data.point_features import JETPOINTNET_FEATURES, NEIGHBOUR_FEATURES
+
+    def features(*argv):
+        c = cli_cfg(*argv)
+        return _Run._segmenter(type("R", (), {"cfg": c})(), "pointnet", 1).features
+
+    assert features("--quick") == JETPOINTNET_FEATURES + NEIGHBOUR_FEATURES
+    assert features("--quick", "--features", "jetpointnet") == JETPOINTNET_FEATURES
+    assert features("--quick", "--recipe", "legacy") == JETPOINTNET_FEATURES
+    assert features("--quick", "--features", "type_onehot, delta_r,local_max") == ["type_onehot", "delta_r",
+                                                                                     "local_max"]
+    with pytest.raises(ValueError, match="--features: .*unknown feature 'delta_rr'"):
+        cli_cfg("--quick", "--features", "type_onehot,delta_rr")

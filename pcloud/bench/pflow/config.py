@@ -4,6 +4,8 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass, field
 
+from ...data.point_features import JETPOINTNET_FEATURES
+
 CONSERVATION_TOL_GEV = 1e-6
 LEARNED_MODELS = ("pointnet", "dgcnn", "transformer", "gravnet")
 BASELINES = ("rule_based", "dr_nearest", "random", "trivial")
@@ -16,27 +18,29 @@ ABLATION_VARIANTS = (("binary", "ce"), ("hard", "focal"))
 #: ``PflowConfig`` fields left at None take these
 RECIPE = dict(cells="topo", loss="ce", energy_share=0.5, threshold="val", optimizer="adamw", schedule="cosine",
               warmup=0.05, weight_decay=1e-4, schedule_time=True, ragged=False)
-#: the recipe before issue 11 (every cell of the cone, energy-weighted loss, Adam at a constant rate, threshold 0.5)
+#: the recipe before issue 11 (every cell of the cone, energy-weighted loss, Adam at a constant rate, threshold 0.5,
+#: the JetPointNet point features without the cell neighbourhoods)
 LEGACY_RECIPE = dict(cells="all", loss="energy_weighted", energy_share=0.5, threshold=None, optimizer="adam",
-                     schedule="constant", warmup=0.05, weight_decay=0.0, schedule_time=False, ragged=False)
+                     schedule="constant", warmup=0.05, weight_decay=0.0, schedule_time=False, ragged=False,
+                     features=list(JETPOINTNET_FEATURES))
 #: per-mode defaults (``PflowConfig`` fields left at None take these)
 PFLOW_MODES = {
     "quick": dict(models=["pointnet", "dgcnn"], n_events=600, epochs=2, max_points=128, batch_size=64, max_minutes=1.0,
                   ablation=False, seeds=1,
                   model_minutes={"pointnet": 1.0, "dgcnn": 1.0, "transformer": 1.0, "gravnet": 1.0,
                                  "event_pointnet": 0.5},
-                  model_cfgs={}, widths="light", ragged=None),
+                  model_cfgs={}, widths="light", ragged=None, patience=3),
     "medium": dict(models=list(LEARNED_MODELS), n_events=3000, epochs=8, max_points=0, batch_size=128,
                    max_minutes=None, ablation=False, seeds=3,
                    model_minutes={"pointnet": 3.0, "dgcnn": 2.0, "transformer": 3.0, "gravnet": 3.0,
                                   "event_pointnet": 1.5, "ablation": 2.0},
-                   model_cfgs={}, widths="light", ragged=None),
+                   model_cfgs={}, widths="light", ragged=None, patience=3),
     "large": dict(models=["pointnet"], n_events=8000, epochs=20, max_points=0, batch_size=128, max_minutes=None,
                   ablation=False, seeds=3, model_minutes={"pointnet": 12.0, "event_pointnet": 1.5}, model_cfgs={},
-                  widths="small", ragged=True),
+                  widths="small", ragged=True, patience=6),
     "full": dict(models=list(LEARNED_MODELS), n_events=4000, epochs=15, max_points=0, batch_size=64, max_minutes=None,
                  ablation=True, seeds=3,
-                 model_minutes={}, model_cfgs={}, widths="small", ragged=None),
+                 model_minutes={}, model_cfgs={}, widths="small", ragged=None, patience=3),
 }
 
 #: ``--generator`` choices using Pythia8 (:func:`pcloud.sim.events.generate_pythia`): name -> process.
@@ -76,7 +80,7 @@ class PflowConfig:
     max_points: int | None = None        # points per track cloud: quick 128, medium / large / full 0 = every point
     batch_size: int | None = None
     lr: float = 1e-3
-    patience: int = 3
+    patience: int | None = None          # early stopping (epochs without a better val loss): large 6, else 3
     max_minutes: float | None = None     # default time budget per model training (checked after each epoch)
     model_minutes: dict | None = None    # per model (a learned model, "event_pointnet", "ablation") budgets
     model_cfg: dict = field(default_factory=dict)      # overrides for every per-track model
@@ -115,7 +119,7 @@ class PflowConfig:
         c = PflowConfig(**asdict(self))
         d = PFLOW_MODES[c.mode]
         for k in ("n_events", "epochs", "max_points", "batch_size", "max_minutes", "ablation", "model_minutes",
-                  "model_cfgs", "seeds", "models", "widths", "ragged"):
+                  "model_cfgs", "seeds", "models", "widths", "ragged", "patience"):
             if getattr(c, k) is None:
                 setattr(c, k, copy.deepcopy(d[k]))
         if c.recipe not in ("new", "legacy"):
@@ -126,7 +130,7 @@ class PflowConfig:
                 if c.threshold == "recipe":
                     c.threshold = v
             elif getattr(c, k) is None:
-                setattr(c, k, v)
+                setattr(c, k, copy.deepcopy(v))
         budgets = {**(c.model_minutes or {}), "*": c.max_minutes}
         bad = {k: v for k, v in budgets.items() if v is not None and not float(v) > 0}
         if bad:
