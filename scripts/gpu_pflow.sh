@@ -12,7 +12,8 @@
 #
 # The large mode keeps every point of the track clouds and trains on the ragged path; on a GPU the ragged path is
 # slower than padding for DGCNN, GravNet and the transformer (datasets/GPU_RESULTS.md section 2): add --no-ragged
-# for those (the section-6 runs of 2026-11-26 were padded and cut at 256 points: --no-ragged --max-points 256).
+# for those (the section-6 runs of 2026-11-26 were padded, cut at 256 points and without the cell-neighbourhood
+# features: --no-ragged --max-points 256 --features jetpointnet).
 set -u -o pipefail
 OUT=${OUT:-out/gpu_pflow}
 LIMIT=${LIMIT:-520}

@@ -94,18 +94,12 @@ def _bench_pflow(args) -> int:
 def parse_features(text):
     """``--features``: None (the recipe's), ``"jetpointnet"`` or comma-separated feature names (checked here, so a
     typo fails before any event is generated)."""
-    if text is None:
-        return None
-    from pcloud.data.point_features import JETPOINTNET_FEATURES, resolve_features
+    from pcloud.data.point_features import feature_names
 
-    if text.strip() == "jetpointnet":
-        return list(JETPOINTNET_FEATURES)
-    names = [f.strip() for f in text.split(",") if f.strip()]
     try:
-        resolve_features(names)
+        return feature_names(text)
     except (KeyError, ValueError) as e:
         raise ValueError(f"bench pflow --features: {e}") from None
-    return names
 
 
 def register(sub) -> None:

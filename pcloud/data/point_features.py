@@ -118,6 +118,20 @@ JETPOINTNET_FEATURES = ["type_onehot", "delta_r", "deta", "dphi", "layer", "log_
                         "log_track_pt", "track_chi2_ndf"]
 
 
+def feature_names(spec) -> list[str] | None:
+    """A list of feature names from a specification: None (None: the caller's default), ``"jetpointnet"``
+    (:data:`JETPOINTNET_FEATURES`), a comma-separated string of names, or a list (of names or :class:`Feature`
+    objects, kept as given); unknown names raise (:func:`resolve_features`)."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        spec = JETPOINTNET_FEATURES if spec.strip() == "jetpointnet" else [f.strip() for f in spec.split(",")
+                                                                           if f.strip()]
+    names = list(spec)
+    resolve_features(names)
+    return names
+
+
 def resolve_features(features) -> list[Feature]:
     """Feature objects for a list of names (clear error for unknown names)."""
     if isinstance(features, str):

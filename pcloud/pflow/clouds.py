@@ -36,6 +36,9 @@ Per-point fields: the schema fields of :mod:`pcloud.core.schema` plus (model fea
 ``delta_r_ref``    float32  Delta R of the point to the reference point (the quantity cut at ``dr_max``)
 ``dr_other_track`` float64  Delta R to the nearest *other* track of the cloud at the point's layer (1.0: none)
 ``other_track_pt`` float64  measured pT of that track (GeV; 0 for none)
+``nbr_energy_*``   float32  summed current energy of the cell's neighbours in its layer (``_same``), in the
+                            layer in front (``_inner``) and behind (``_outer``); ``nbr_max_same`` the largest
+                            same-layer neighbour (GeV; :func:`neighbour_energy`; 0 for track points)
 =================  =======  ==================================================================================
 
 ``delta_r`` (schema) = ``sqrt(deta^2 + dphi^2)``: the distance to the focal track *at the point's layer* (the

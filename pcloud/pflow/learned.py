@@ -29,8 +29,8 @@ Losses (``loss=``), on CELL points only (track points and padding never count)
   ``FL = -sum_c y_c (1 - p_c)^gamma log p_c`` with ``gamma = 2`` (``y`` one-hot or the soft fractions), averaged
   over cells; ``"energy_weighted_focal"`` weights it by ``max(E, 0)`` like above.
 
-Features (``features=``; JetPointNet point encoding, seed 002 backup "Data Representation")
-------------------------------------------------------------------------------------------
+Features (``features=``: names, a comma-separated string or ``"jetpointnet"``; :func:`~pcloud.data.point_features.feature_names`)
+-------------------------------------------------------------------------------------------------------------------------------
 Per-track default (:data:`DEFAULT_FEATURES`): the JetPointNet encoding (:data:`~pcloud.data.point_features.
 JETPOINTNET_FEATURES`: type one-hot, ``delta_r``, normalised coordinates ``deta``, ``dphi`` relative to the focal track
 at the point's layer, ``layer``, ``log_energy``, cell ``noise_sigma``, ``log_track_pt``, ``track_chi2_ndf``) plus the
@@ -63,7 +63,8 @@ from ..core.attribution import Attribution
 from ..core.schema import PointType
 from ..data.batch import POINT_TARGETS, CloudDataset, select_points, to_padded
 from ..data.normalise import Normaliser
-from ..data.point_features import JETPOINTNET_FEATURES, NEIGHBOUR_FEATURES, feature_columns, resolve_features
+from ..data.point_features import (JETPOINTNET_FEATURES, NEIGHBOUR_FEATURES, feature_columns, feature_names,
+                                   resolve_features)
 from ..nn import build_model
 from ..nn.losses import SEG_LOSSES, CellSegmentationLoss
 from ..train.checkpoint import safe_load
@@ -208,7 +209,7 @@ class _CellSegmenter:
         self.threshold_info: dict = {}
         self.threshold_metric = threshold_metric
         self.max_points = None if max_points is None else int(max_points)
-        self.features = list(features) if features is not None else list(self.default_features)
+        self.features = feature_names(features) if features is not None else list(self.default_features)
         resolve_features(self.features)
         self.device_name, self.seed = device, int(seed)
         self.binary_threshold, self.gamma = float(binary_threshold), float(gamma)

@@ -243,3 +243,17 @@ def test_neighbourhood_features(atlas, small_events):
     m = feature_matrix(cols, NEIGHBOUR_FEATURES)
     np.testing.assert_allclose(m[:, 0], np.log([2.0, 1e-3, 1e-3, 1e-3]), rtol=1e-6)
     np.testing.assert_allclose(m[:, 3], [1, 0, 0, 0])  # negative cells and track points are no local maxima
+
+
+def test_segmenter_feature_specifications():
+    """features= takes names, a comma-separated string or 'jetpointnet'; the per-track default adds the cell
+    neighbourhoods to the JetPointNet encoding; a string is never split into characters."""
+    from pcloud.data.point_features import JETPOINTNET_FEATURES, NEIGHBOUR_FEATURES
+    from pcloud.pflow.learned import FocalTrackSegmenter
+
+    assert FocalTrackSegmenter(device="cpu").features == JETPOINTNET_FEATURES + NEIGHBOUR_FEATURES
+    assert FocalTrackSegmenter(device="cpu", features="jetpointnet").features == JETPOINTNET_FEATURES
+    assert FocalTrackSegmenter(device="cpu", features="delta_r").features == ["delta_r"]
+    assert FocalTrackSegmenter(device="cpu", features="delta_r, local_max").features == ["delta_r", "local_max"]
+    with pytest.raises(KeyError, match="unknown feature 'jetpoint'"):
+        FocalTrackSegmenter(device="cpu", features="jetpoint")
