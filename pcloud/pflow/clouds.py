@@ -80,7 +80,7 @@ from ..geometry.base import wrap_phi
 from ..core.schema import PointType, build_clouds
 
 __all__ = ["track_clouds", "event_clouds", "reference_layer", "delta_phi", "cloud_cell_rows", "cloud_track_rows", "cell_counts",
-           "NO_TRACK_DR"]
+           "NO_TRACK_DR", "neighbour_energy", "NEIGHBOUR_FIELDS"]
 
 #: ``dr_nearest_track`` of points in events where no track reaches the point's layer.
 NO_TRACK_DR = 10.0
@@ -461,8 +461,9 @@ def neighbour_energy(events, geometry, energy_gev=None, eligible=None, rows=None
     pattern is what separates the two showers that share the EM middle layer in particle flow: a photon showers
     early (EMB1 lit in front of the EMB2 cell, little behind), a charged pion crosses EMB1 as a minimum-ionising
     particle and deposits most of its energy in the hadronic layers (PDG Review "Passage of particles through
-    matter", sections 34.5 and 34.7 on EM and hadronic showers). ``energy_gev``: current energy per row (default
-    measured). Vectorised over (cell, neighbour) pairs in chunks of at most ``max_pairs``.
+    matter", sec. 34.4.5 and 34.5: a photon converts after 9/7 X0 and its cascade is contained in a few X0, i.e.
+    within EMB1-EMB2; PDG Review "Calorimetry" on hadronic showers, which develop over interaction lengths).
+    ``energy_gev``: current energy per row (default measured). Vectorised over (cell, neighbour) pairs in chunks of at most ``max_pairs``.
     """
     from .topocluster import cell_neighbours
 
@@ -504,6 +505,7 @@ def neighbour_energy(events, geometry, energy_gev=None, eligible=None, rows=None
         np.maximum.at(mx, src[same], e[dst[same]])
     out["nbr_max_same"] = np.where(np.isfinite(mx), mx, 0.0)
     return {k: v.astype(np.float32) for k, v in out.items()}
+
 
 # ---------------------------------------------------------------------------------------------------- whole events
 def _nearest_track_at_layer(events, reached, c_eta, c_phi, c_lay, max_pairs: int) -> tuple[np.ndarray, np.ndarray]:
