@@ -33,10 +33,10 @@ def _col(name):
     return lambda c: c[name].astype(np.float32)[:, None]
 
 
-def _log_energy(c):
-    # log(E / 1 GeV) for cells with positive energy; points with E <= 0 (noise, tracks) get log(1 MeV) so the
-    # feature stays finite (documented floor).
-    return np.log(np.maximum(c["energy"].astype(np.float64), 1e-3)).astype(np.float32)[:, None]
+def _log_col(name, floor_gev):
+    """``ln(max(x, floor) / GeV)`` of column ``name``: finite for values <= 0 (the documented floors: 1 MeV for
+    energies, so noise and track points with E <= 0 stay finite; 0.1 GeV for pT, below every track's pT)."""
+    return lambda c: np.log(np.maximum(c[name].astype(np.float64), floor_gev)).astype(np.float32)[:, None]
 
 
 def _type_onehot(c):
@@ -61,14 +61,9 @@ for _name, _desc in (("x", "cell/track x (mm)"), ("y", "y (mm)"), ("z", "z (mm)"
                      ("noise_sigma", "cell noise sigma (GeV)"), ("delta_r", "Delta R to the focal track"),
                      ("track_pt", "track pT (GeV)"), ("track_chi2_ndf", "track chi2/ndf")):
     register_feature(Feature(_name, 1, _col(_name), (_name,), _desc))
-register_feature(Feature("log_energy", 1, _log_energy, ("energy",), "ln(max(E, 1 MeV) / GeV)"))
+register_feature(Feature("log_energy", 1, _log_col("energy", 1e-3), ("energy",), "ln(max(E, 1 MeV) / GeV)"))
 register_feature(Feature("type_onehot", 3, _type_onehot, ("type",),
                          "one-hot of type: cell, focal track, other track (padding: all zero)", standardise=False))
-
-
-def _log_track_pt(c):
-    # ln(pT / GeV) of track points; cells (pT = 0) get the floor ln(0.1) (tracks have pT > 0.5 GeV)
-    return np.log(np.maximum(c["track_pt"].astype(np.float64), 0.1)).astype(np.float32)[:, None]
 
 
 # particle-flow clouds (pcloud.pflow.clouds): positions relative to the focal / nearest track
@@ -77,28 +72,22 @@ for _name, _desc in (("deta", "eta - eta of the focal/nearest track at the point
                      ("delta_r_ref", "Delta R to the reference point"),
                      ("dr_nearest_track", "Delta R to the nearest track at the point's layer (event clouds)")):
     register_feature(Feature(_name, 1, _col(_name), (_name,), _desc))
-register_feature(Feature("log_track_pt", 1, _log_track_pt, ("track_pt",), "ln(max(track pT, 0.1 GeV) / GeV)"))
+# cells (pT = 0) get the floor ln(0.1) (tracks have pT > 0.5 GeV)
+register_feature(Feature("log_track_pt", 1, _log_col("track_pt", 0.1), ("track_pt",),
+                         "ln(max(track pT, 0.1 GeV) / GeV)"))
 register_feature(Feature("dr_other_track", 1, _col("dr_other_track"), ("dr_other_track",),
                          "Delta R to the nearest other track of a per-track cloud at the point's layer (1: none)"))
 
 
-def _log_other_track_pt(c):
-    return np.log(np.maximum(c["other_track_pt"].astype(np.float64), 0.1)).astype(np.float32)[:, None]
-
-
-register_feature(Feature("log_other_track_pt", 1, _log_other_track_pt, ("other_track_pt",),
+register_feature(Feature("log_other_track_pt", 1, _log_col("other_track_pt", 0.1), ("other_track_pt",),
                          "ln(max(pT of that other track, 0.1 GeV) / GeV) (0.1 GeV: none)"))
 
 
-# cell neighbourhoods of the per-track clouds (pcloud.pflow.clouds.neighbour_energy)
-def _log_col(name):
-    # ln(max(E, 1 MeV) / GeV), the floor of log_energy (sums <= 0: no neighbour or noise only)
-    return lambda c: np.log(np.maximum(c[name].astype(np.float64), 1e-3)).astype(np.float32)[:, None]
-
-
+# cell neighbourhoods of the per-track clouds (pcloud.pflow.clouds.neighbour_energy); sums <= 0 (no neighbour, or
+# noise only) get the 1 MeV floor of log_energy
 for _name, _desc in (("same", "its own layer"), ("inner", "the overlapping cells of the layer in front"),
                      ("outer", "the overlapping cells of the layer behind")):
-    register_feature(Feature(f"log_nbr_energy_{_name}", 1, _log_col(f"nbr_energy_{_name}"), (f"nbr_energy_{_name}",),
+    register_feature(Feature(f"log_nbr_energy_{_name}", 1, _log_col(f"nbr_energy_{_name}", 1e-3), (f"nbr_energy_{_name}",),
                              f"ln(max(E, 1 MeV) / GeV) of the summed energy of the cell's neighbours in {_desc}"))
 
 

@@ -465,7 +465,7 @@ def neighbour_energy(events, geometry, energy_gev=None, eligible=None, rows=None
     within EMB1-EMB2; PDG Review "Calorimetry" on hadronic showers, which develop over interaction lengths).
     ``energy_gev``: current energy per row (default measured). Vectorised over (cell, neighbour) pairs in chunks of at most ``max_pairs``.
     """
-    from .topocluster import cell_neighbours
+    from .topocluster import _neighbour_edges, cell_neighbours
 
     C = events.cells
     cid = np.asarray(C["id"], np.int64)
@@ -483,25 +483,20 @@ def neighbour_energy(events, geometry, energy_gev=None, eligible=None, rows=None
     mx = np.full(n, -np.inf)
     nb = cell_neighbours(geometry)
     layer = np.asarray(geometry.cells["layer"], np.int64)
-    nc = geometry.n_cells
-    key = ev * nc + cid  # sorted: TrackCellEvents keeps cells in (event, id) order
+    key = ev * geometry.n_cells + cid  # sorted: TrackCellEvents keeps cells in (event, id) order
     rows = np.nonzero(el)[0] if rows is None else np.unique(np.asarray(rows, np.int64))
     if rows.size and (rows[0] < 0 or rows[-1] >= n):
         raise ValueError(f"neighbour_energy: rows must lie in [0, {n}), found [{rows[0]}, {rows[-1]}]")
     deg = np.diff(nb.indptr)[cid[rows]]
-    for a, b in _chunks(deg, max_pairs):
-        k, pos = _expand(nb.indptr[cid[rows[a:b]]], deg[a:b])
-        src = rows[a:b][k]
-        nkey = ev[src] * nc + nb.indices[pos]
-        j = np.minimum(np.searchsorted(key, nkey), max(n - 1, 0))
-        ok = key[j] == nkey
-        src, dst = src[ok], j[ok]
-        ok = el[dst]
-        src, dst = src[ok], dst[ok]
+    order = np.arange(n)
+    for a, b in _chunks(deg, max_pairs):  # (row, eligible neighbour row) pairs of the topo-clustering graph walk
+        chunk = np.zeros(n, bool)
+        chunk[rows[a:b]] = True
+        src, dst = _neighbour_edges(geometry, ev, cid, order, key, chunk, el)
         ls, ld = layer[cid[src]], layer[cid[dst]]
-        for name, sel in (("nbr_energy_same", ls == ld), ("nbr_energy_inner", ld < ls), ("nbr_energy_outer", ld > ls)):
-            out[name] += np.bincount(src[sel], weights=e[dst[sel]], minlength=n)
         same = ls == ld
+        for name, sel in (("nbr_energy_same", same), ("nbr_energy_inner", ld < ls), ("nbr_energy_outer", ld > ls)):
+            out[name] += np.bincount(src[sel], weights=e[dst[sel]], minlength=n)
         np.maximum.at(mx, src[same], e[dst[same]])
     out["nbr_max_same"] = np.where(np.isfinite(mx), mx, 0.0)
     return {k: v.astype(np.float32) for k, v in out.items()}

@@ -63,8 +63,7 @@ from ..core.attribution import Attribution
 from ..core.schema import PointType
 from ..data.batch import POINT_TARGETS, CloudDataset, select_points, to_padded
 from ..data.normalise import Normaliser
-from ..data.point_features import (JETPOINTNET_FEATURES, NEIGHBOUR_FEATURES, feature_columns, feature_names,
-                                   resolve_features)
+from ..data.point_features import JETPOINTNET_FEATURES, NEIGHBOUR_FEATURES, feature_columns, feature_names
 from ..nn import build_model
 from ..nn.losses import SEG_LOSSES, CellSegmentationLoss
 from ..train.checkpoint import safe_load
@@ -209,8 +208,7 @@ class _CellSegmenter:
         self.threshold_info: dict = {}
         self.threshold_metric = threshold_metric
         self.max_points = None if max_points is None else int(max_points)
-        self.features = feature_names(features) if features is not None else list(self.default_features)
-        resolve_features(self.features)
+        self.features = feature_names(self.default_features if features is None else features)
         self.device_name, self.seed = device, int(seed)
         self.binary_threshold, self.gamma = float(binary_threshold), float(gamma)
         self.widths = widths

@@ -237,12 +237,15 @@ def test_track_clouds_carry_neighbourhood_of_the_current_energies(atlas, small_e
 def test_neighbourhood_features(atlas, small_events):
     from pcloud.data.point_features import NEIGHBOUR_FEATURES, feature_matrix
 
-    cols = {"type": np.array([CELL, CELL, CELL, FOCAL]), "energy": np.array([0.5, 0.2, -0.1, 0.0]),
-            "nbr_max_same": np.array([0.4, 0.3, -0.2, 0.0]), "nbr_energy_same": np.array([2.0, 0.0, -1.0, 0.0]),
-            "nbr_energy_inner": np.array([1.0, 1.0, 1.0, 0.0]), "nbr_energy_outer": np.array([0.0, 0.0, 0.0, 0.0])}
+    cols = {"type": np.array([CELL, CELL, CELL, FOCAL, CELL]), "energy": np.array([0.5, 0.2, -0.1, 0.0, 0.3]),
+            "nbr_max_same": np.array([0.4, 0.3, -0.2, 0.0, 0.3]),
+            "nbr_energy_same": np.array([2.0, 0.0, -1.0, 0.0, 0.3]),
+            "nbr_energy_inner": np.array([1.0, 1.0, 1.0, 0.0, 0.0]),
+            "nbr_energy_outer": np.array([0.0, 0.0, 0.0, 0.0, 0.0])}
     m = feature_matrix(cols, NEIGHBOUR_FEATURES)
-    np.testing.assert_allclose(m[:, 0], np.log([2.0, 1e-3, 1e-3, 1e-3]), rtol=1e-6)
-    np.testing.assert_allclose(m[:, 3], [1, 0, 0, 0])  # negative cells and track points are no local maxima
+    np.testing.assert_allclose(m[:, 0], np.log([2.0, 1e-3, 1e-3, 1e-3, 0.3]), rtol=1e-6)
+    # negative cells, track points and a tie with a neighbour are no local maxima
+    np.testing.assert_allclose(m[:, 3], [1, 0, 0, 0, 0])
 
 
 def test_segmenter_feature_specifications():
