@@ -260,3 +260,13 @@ def test_segmenter_feature_specifications():
     assert FocalTrackSegmenter(device="cpu", features="delta_r, local_max").features == ["delta_r", "local_max"]
     with pytest.raises(KeyError, match="unknown feature 'jetpoint'"):
         FocalTrackSegmenter(device="cpu", features="jetpoint")
+
+
+def test_floored_log_features():
+    """log_energy floors at 1 MeV, log_track_pt / log_other_track_pt at 0.1 GeV (one helper serves all of them)."""
+    from pcloud.data.point_features import feature_matrix
+
+    cols = {"energy": np.array([2.0, 0.0, -0.5]), "track_pt": np.array([5.0, 0.0, 0.05]),
+            "other_track_pt": np.array([0.0, 1.0, 0.2])}
+    m = feature_matrix(cols, ["log_energy", "log_track_pt", "log_other_track_pt"])
+    np.testing.assert_allclose(m, np.log([[2.0, 5.0, 0.1], [1e-3, 0.1, 1.0], [1e-3, 0.1, 0.2]]), rtol=1e-6)
