@@ -160,8 +160,8 @@ def register(sub) -> None:
     p.add_argument("--energy-share", type=float, default=None,
                    help="energy-weighted share of the mixed loss (default 0.5)")
     p.add_argument("--models", default=None,
-                   help="comma-separated learned per-track models: pointnet, dgcnn, transformer, gravnet (default "
-                        "per mode)")
+                   help="comma-separated learned per-track models: pointnet, dgcnn, transformer, gravnet, cellgraph "
+                        "(default per mode)")
     p.add_argument("--dense-fraction", type=float, default=0.3,
                    help="share of events with 2-3 parents at DeltaR 0.02-0.15 (default 0.3)")
     p.add_argument("--generator", default="gun", choices=("gun", "pythia-tau", "pythia-dijet"),
@@ -181,7 +181,8 @@ def register(sub) -> None:
                         "medium), small (CPU-sized; large) or full (the model classes' own, GPU-sized)")
     p.add_argument("--minutes", default=None, metavar="MIN|NAME=MIN,...",
                    help="training time budget per model in minutes: one number for every model, or NAME=MIN pairs "
-                        "(names: pointnet, dgcnn, transformer, gravnet, event_pointnet, ablation) replacing the "
+                        "(names: pointnet, dgcnn, transformer, gravnet, cellgraph, event_pointnet, ablation) replacing "
+                        "the "
                         "mode's budgets of those models")
     p.add_argument("--max-points", type=int, default=None, metavar="N",
                    help="points per track cloud, tracks first then the highest-energy cells (default: 128 with "

@@ -84,8 +84,10 @@ def pad_ragged(x: Tensor, layout: RaggedLayout, n_max: int | None = None) -> tup
 
 
 def padded_to_ragged(batch: dict) -> dict:
-    """The ragged form of a padded model batch (``x``, ``pos``, ``mask``, optional ``g``): points in (event, slot)
-    order, so that per-point outputs of the ragged path equal ``padded_output[mask]``."""
+    """The ragged form of a padded model batch (``x``, ``pos``, ``mask``, optional ``g``, and the cell graph's
+    ``layer (B, N)`` and ``nbr (B, N, K)`` slots, -1 for none, of :mod:`pcloud.nn.cellgraph`): points in (event, slot)
+    order, so that per-point outputs of the ragged path equal ``padded_output[mask]``; neighbours at padded slots
+    become -1."""
     mask = batch["mask"]
     bi = mask.nonzero(as_tuple=True)[0]
     out = {"x": batch["x"][mask], "batch": bi, "n_events": int(mask.shape[0])}
@@ -93,6 +95,15 @@ def padded_to_ragged(batch: dict) -> dict:
         out["pos"] = batch["pos"][mask]
     if batch.get("g") is not None:
         out["g"] = batch["g"]
+    if batch.get("layer") is not None:
+        out["layer"] = batch["layer"][mask]
+    if batch.get("nbr") is not None:  # (B, N, K) slots within the event -> (P, K) flat indices of the ragged rows
+        nb = batch["nbr"][mask].long()
+        B, N = mask.shape
+        row = torch.cumsum(mask.reshape(-1).long(), 0) - 1
+        flat = (bi.unsqueeze(1) * N + nb.clamp_min(0)).clamp_max(B * N - 1)
+        ok = (nb >= 0) & mask.reshape(-1)[flat]
+        out["nbr"] = torch.where(ok, row[flat], torch.full_like(nb, -1))
     return out
 
 

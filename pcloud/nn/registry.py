@@ -71,6 +71,7 @@ def build_model(name: str, **cfg) -> nn.Module:
 
 
 def _register_builtins() -> None:
+    from .cellgraph import CellGraphNet
     from .dgcnn import DGCNN
     from .gravnet import GravNet
     from .pointnet import PointNet
@@ -80,6 +81,7 @@ def _register_builtins() -> None:
     register_model("dgcnn", DGCNN)
     register_model("transformer", PointTransformer)
     register_model("gravnet", GravNet)
+    register_model("cellgraph", CellGraphNet)
 
 
 _register_builtins()

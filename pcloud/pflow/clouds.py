@@ -39,6 +39,9 @@ Per-point fields: the schema fields of :mod:`pcloud.core.schema` plus (model fea
 ``nbr_energy_*``   float32  summed current energy of the cell's neighbours in its layer (``_same``), in the
                             layer in front (``_inner``) and behind (``_outer``); ``nbr_max_same`` the largest
                             same-layer neighbour (GeV; :func:`neighbour_energy`; 0 for track points)
+``cell_nbr``       var int  with ``cell_graph=True`` only: the indices *within the cloud* of the point's
+                            neighbours in the geometry's cell graph that the cloud holds (:func:`cloud_cell_graph`;
+                            empty for track points)
 =================  =======  ==================================================================================
 
 ``delta_r`` (schema) = ``sqrt(deta^2 + dphi^2)``: the distance to the focal track *at the point's layer* (the
@@ -80,7 +83,7 @@ from ..geometry.base import wrap_phi
 from ..core.schema import PointType, build_clouds
 
 __all__ = ["track_clouds", "event_clouds", "reference_layer", "delta_phi", "cloud_cell_rows", "cloud_track_rows", "cell_counts",
-           "NO_TRACK_DR", "neighbour_energy", "NEIGHBOUR_FIELDS"]
+           "NO_TRACK_DR", "neighbour_energy", "NEIGHBOUR_FIELDS", "cloud_cell_graph"]
 
 #: ``dr_nearest_track`` of points in events where no track reaches the point's layer.
 NO_TRACK_DR = 10.0
@@ -395,11 +398,12 @@ def _track_cloud_fields(events, rows, ev, ref_l, ref_eta, ref_phi) -> dict:
 
 
 def track_clouds(events, geometry, dr_max: float = 0.2, cell_energy_gev=None, tracks=None,
-                 max_pairs: int = _MAX_PAIRS, cell_mask=None) -> ak.Array:
+                 max_pairs: int = _MAX_PAIRS, cell_mask=None, cell_graph: bool = False) -> ak.Array:
     """One cloud per focal track (module docstring). ``tracks``: rows of ``events.tracks`` (default: all tracks
     reaching the calorimeter); ``cell_energy_gev``: current energy per row of ``events.cells`` (default: measured);
     ``cell_mask``: bool per row of ``events.cells``, only those cells may enter the clouds (default: all; e.g. the
-    topo-clustered cells with positive energy, :func:`pcloud.pflow.learned.cloud_cell_mask`)."""
+    topo-clustered cells with positive energy, :func:`pcloud.pflow.learned.cloud_cell_mask`); ``cell_graph``: add
+    the per-point field ``cell_nbr`` (:func:`cloud_cell_graph`), which the cell-graph model reads."""
     where = "track_clouds"
     _check_events(events, geometry, where)
     if not (np.isfinite(dr_max) and dr_max > 0):
@@ -432,8 +436,53 @@ def track_clouds(events, geometry, dr_max: float = 0.2, cell_energy_gev=None, tr
                                            cell_cl, cell_row, nbr)
     counts = np.bincount(cl, minlength=rows.size)
     tc, ti, te = _truth_lists(events, prow)
-    return build_clouds(counts, points, _track_cloud_fields(events, rows, ev, ref_l, ref_eta, ref_phi),
-                        truth_counts=tc, truth_index=ti, truth_energy=te, particles=_particles_of(events, ev))
+    clouds = build_clouds(counts, points, _track_cloud_fields(events, rows, ev, ref_l, ref_eta, ref_phi),
+                          truth_counts=tc, truth_index=ti, truth_energy=te, particles=_particles_of(events, ev))
+    if cell_graph:
+        n_nbr, local = cloud_cell_graph(geometry, cl, points["cell_id"], max_pairs)
+        nested = ak.unflatten(ak.unflatten(local, n_nbr), counts)
+        clouds = ak.with_field(clouds, nested, ["points", "cell_nbr"])
+    return clouds
+
+
+def cloud_cell_graph(geometry, cloud, cell_id, max_pairs: int = _MAX_PAIRS) -> tuple[np.ndarray, np.ndarray]:
+    """The geometry's cell graph (:func:`pcloud.pflow.topocluster.cell_neighbours`, the "all3D" neighbours of ATLAS
+    topo-clustering) restricted to each cloud: for the points of all clouds (``cloud`` index per point,
+    non-decreasing; ``cell_id`` per point, -1 for track points) returns ``(n_nbr, local)``: the number of
+    neighbours of every point that the same cloud holds, and their indices within the cloud (flat, grouped by
+    point in point order, neighbours in cloud order). Symmetric: j lists i whenever i lists j. Vectorised over
+    (point, neighbour) pairs in chunks of at most ``max_pairs``."""
+    from .topocluster import _neighbour_edges, cell_neighbours
+
+    cloud = np.asarray(cloud, np.int64)
+    cid = np.asarray(cell_id, np.int64)
+    n = cid.size
+    if cloud.shape != (n,):
+        raise ValueError(f"cloud_cell_graph: cloud and cell_id must have the same length, found {cloud.shape} and "
+                         f"{cid.shape}")
+    if n and np.any(np.diff(cloud) < 0):
+        raise ValueError("cloud_cell_graph: points must be grouped by cloud (cloud index non-decreasing)")
+    is_cell = cid >= 0
+    key = np.where(is_cell, cloud * geometry.n_cells + cid, -1)
+    order = np.argsort(key, kind="stable")
+    skey = key[order]
+    if np.any((skey[1:] == skey[:-1]) & (skey[1:] >= 0)):
+        raise ValueError("cloud_cell_graph: a cell appears twice in one cloud")
+    deg = np.where(is_cell, np.diff(cell_neighbours(geometry).indptr)[np.maximum(cid, 0)], 0)
+    src_all, dst_all = [], []
+    safe = np.maximum(cid, 0)
+    for a, b in _chunks(deg, max_pairs):
+        grow = np.zeros(n, bool)
+        grow[a:b] = is_cell[a:b]
+        s, d = _neighbour_edges(geometry, cloud, safe, order, skey, grow, is_cell)
+        src_all.append(s)
+        dst_all.append(d)
+    src = np.concatenate(src_all) if src_all else np.zeros(0, np.int64)
+    dst = np.concatenate(dst_all) if dst_all else np.zeros(0, np.int64)
+    srt = np.lexsort((dst, src))
+    src, dst = src[srt], dst[srt]
+    first = np.searchsorted(cloud, np.arange(int(cloud[-1]) + 1 if n else 0))
+    return np.bincount(src, minlength=n).astype(np.int64), (dst - first[cloud[dst]]).astype(np.int32)
 
 
 # ---------------------------------------------------------------------------------------------- cell neighbourhoods

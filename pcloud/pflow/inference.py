@@ -113,7 +113,8 @@ def common_inference(events, geometry, segmenter, dr_max: float = 0.2, chunk_eve
         rows = rows_all[(tev >= a) & (tev < b)]
         if rows.size == 0:
             continue
-        clouds = track_clouds(events, geometry, dr_max=dr_max, tracks=rows, cell_mask=cell_mask)
+        clouds = track_clouds(events, geometry, dr_max=dr_max, tracks=rows, cell_mask=cell_mask,
+                              cell_graph=getattr(segmenter, "needs_cell_graph", False))
         crow, trow, f = _predict(segmenter, clouds, "common_inference")
         crs.append(crow), trs.append(trow), fs.append(f)
     if not crs:
@@ -146,7 +147,7 @@ def iterative_inference(events, geometry, segmenter, dr_max: float = 0.2, cleanu
         for k in range(int(rank_c.max()) + 1):
             rows = rows_c[rank_c == k]
             clouds = track_clouds(events, geometry, dr_max=dr_max, cell_energy_gev=e_cur, tracks=rows,
-                                  cell_mask=cell_mask)
+                                  cell_mask=cell_mask, cell_graph=getattr(segmenter, "needs_cell_graph", False))
             crow, trow, f = _predict(segmenter, clouds, "iterative_inference")
             e = f * np.clip(e_cur[crow], 0, None)
             # one track per event in this iteration and events own disjoint cell rows: crow is unique

@@ -81,7 +81,8 @@ _SMALL = {"pointnet": dict(channels=(64, 128, 128), seg_hidden=(128, 64), head_h
           "transformer": dict(dim=64, n_heads=4, n_layers=3, ffn_mult=2, pair_hidden=16, seg_hidden=(64,),
                               head_hidden=()),
           "gravnet": dict(blocks=3, dense=(64,), out_dims=48, space_dims=4, prop_dims=22, k=16, emb_dim=128,
-                          seg_hidden=(128, 64), head_hidden=())}
+                          seg_hidden=(128, 64), head_hidden=()),
+          "cellgraph": dict(channels=(64, 128, 128), graph_layers=2, seg_hidden=(128, 64), head_hidden=())}
 #: the model classes' own (GPU-sized) widths, chosen with ``widths="full"``: PointNet / DGCNN / GravNet at their
 #: constructors' defaults, the transformer at the size the GPU check uses (scripts/gpu_check.py); no pooled head
 _FULL = {"pointnet": dict(channels=(64, 128, 256), seg_hidden=(256, 128), head_hidden=()),
@@ -89,13 +90,15 @@ _FULL = {"pointnet": dict(channels=(64, 128, 256), seg_hidden=(256, 128), head_h
          "transformer": dict(dim=128, n_heads=8, n_layers=4, ffn_mult=2, pair_hidden=16, seg_hidden=(256, 128),
                              head_hidden=()),
          "gravnet": dict(blocks=4, dense=(64, 64), out_dims=48, space_dims=4, prop_dims=22, k=16, emb_dim=128,
-                         seg_hidden=(256, 128), head_hidden=())}
+                         seg_hidden=(256, 128), head_hidden=()),
+         "cellgraph": dict(channels=(64, 128, 256), graph_layers=2, seg_hidden=(256, 128), head_hidden=())}
 #: lighter DGCNN / transformer / GravNet (PointNet as "small") for runs bounded by a few CPU minutes per model
 #: (``bench pflow --quick`` / ``--medium``, ``pcloud train --task pflow`` with ``model.small``)
 _LIGHT = {"pointnet": dict(_SMALL["pointnet"]),
           "dgcnn": {**_SMALL["dgcnn"], "k": 8, "edge_channels": (32, 32, 64), "emb_dim": 64},
           "transformer": {**_SMALL["transformer"], "dim": 32, "n_heads": 4, "n_layers": 2, "pair_hidden": 8},
-          "gravnet": {**_SMALL["gravnet"], "blocks": 2, "dense": (64,), "out_dims": 32, "k": 12}}
+          "gravnet": {**_SMALL["gravnet"], "blocks": 2, "dense": (64,), "out_dims": 32, "k": 12},
+          "cellgraph": dict(_SMALL["cellgraph"])}
 #: width sets of the segmenters: "light", "small" (CPU-sized, the default) and "full"
 WIDTHS = {"light": _LIGHT, "small": _SMALL, "full": _FULL}
 #: candidate decision thresholds of :meth:`_CellSegmenter.choose_threshold` (0.5 among them)
@@ -125,6 +128,37 @@ def cloud_cell_mask(events, geometry, cells: str = "topo"):
     from .topocluster import clustered_cell_mask
 
     return clustered_cell_mask(events, geometry) & (np.asarray(events.cells["energy_gev"]) > 0)
+
+
+def cell_graph_slots(clouds, sel: dict, n: int, where: str = "cell graph") -> tuple[torch.Tensor, torch.Tensor]:
+    """The cell graph of padded ``clouds`` for :class:`pcloud.nn.cellgraph.CellGraphNet`: ``nbr (B, n, K)`` int16, the
+    slots of each kept point's kept neighbours (the clouds' ``cell_nbr`` field, indices within the cloud) with -1
+    for none, ``K`` the largest number of neighbours; and ``layer (B, n)`` int16. ``sel``: the
+    :func:`~pcloud.data.batch.select_points` selection that laid out the padded batch."""
+    if "cell_nbr" not in ak.fields(clouds.points):
+        raise ValueError(f"{where}: the model reads the cell graph, but the clouds have no 'cell_nbr' field; build them "
+                         "with pcloud.pflow.clouds.track_clouds(..., cell_graph=True)")
+    counts, ev, idx, slot = sel["counts"], sel["ev"], sel["idx"], sel["slot"]
+    B = counts.size
+    start = np.concatenate([[0], np.cumsum(counts)])[:-1]
+    n_nbr = ak.to_numpy(ak.flatten(ak.num(clouds.points.cell_nbr, axis=2), axis=1)).astype(np.int64)
+    local = ak.to_numpy(ak.flatten(clouds.points.cell_nbr, axis=None)).astype(np.int64)
+    pos = np.full(ev.size, -1, np.int64)  # slot of every flat point, -1 when not kept
+    pos[idx] = slot
+    owner = np.repeat(np.arange(ev.size), n_nbr)
+    tgt = start[ev[owner]] + local
+    if local.size and (local.min() < 0 or np.any(local >= counts[ev[owner]])):
+        raise ValueError(f"{where}: 'cell_nbr' holds indices outside their cloud")
+    keep = (pos[owner] >= 0) & (pos[tgt] >= 0)
+    owner, tgt = owner[keep], tgt[keep]
+    rank = np.arange(owner.size) - np.searchsorted(owner, owner)  # position among the owner's kept neighbours
+    K = int(rank.max()) + 1 if rank.size else 1
+    nbr = np.full((B, max(n, 1), K), -1, np.int16)
+    nbr[ev[owner], pos[owner], rank] = pos[tgt]
+    layer = np.zeros((B, max(n, 1)), np.int16)
+    lay = ak.to_numpy(ak.flatten(clouds.points.layer, axis=1)).astype(np.int16)
+    layer[ev[idx], slot] = lay[idx]
+    return torch.from_numpy(nbr[:, :n]), torch.from_numpy(layer[:, :n])
 
 
 class _StoredCollate:
@@ -242,6 +276,11 @@ class _CellSegmenter:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
     # ------------------------------------------------------------------ data
+    @property
+    def needs_cell_graph(self) -> bool:
+        """The model reads the clouds' cell graph (``track_clouds(..., cell_graph=True)``, :mod:`pcloud.nn.cellgraph`)."""
+        return self.model_name == "cellgraph" and int(self.model_cfg.get("graph_layers", 1)) > 0
+
     def make_clouds(self, events, geometry):
         raise NotImplementedError
 
@@ -261,6 +300,8 @@ class _CellSegmenter:
         n = pad["x"].shape[1]
         batch = {"x": pad["x"], "pos": pad["pos"], "mask": pad["mask"], "energy": pad["energy"],
                  "cell_mask": pad["type"] == int(PointType.CELL)}
+        if self.needs_cell_graph:
+            batch["nbr"], batch["layer"] = cell_graph_slots(clouds, sel, n, type(self).__name__)
         if with_targets:
             batch["y"] = self._targets(clouds, pad, sel, n)
         return batch, sel["idx"], sel["ev"][sel["idx"]] * n + sel["slot"]
@@ -396,7 +437,8 @@ class _CellSegmenter:
         self.threshold = None
         try:
             clouds = track_clouds(val_events, geometry, dr_max=self.dr_max, tracks=rows,
-                                  cell_mask=self.cloud_cell_mask(val_events, geometry))
+                                  cell_mask=self.cloud_cell_mask(val_events, geometry),
+                                  cell_graph=self.needs_cell_graph)
             raw = self.predict_fraction(clouds, raw=True)
         finally:
             self.threshold = old
@@ -513,9 +555,10 @@ class _CellSegmenter:
 class FocalTrackSegmenter(_CellSegmenter):
     """Per-track cell segmentation (JetPointNet): fraction of each cell's energy belonging to the focal track.
 
-    ``model``: "pointnet", "dgcnn", "transformer" or "gravnet" (CPU-sized widths by default; ``widths="full"``
-    takes the model classes' own, GPU-sized ones, ``"light"`` narrower local models: :data:`WIDTHS`; override
-    single entries with ``**model_cfg``, e.g. ``channels=(32, 64)``);
+    ``model``: "pointnet", "dgcnn", "transformer", "gravnet" or "cellgraph" (:mod:`pcloud.nn.cellgraph`: PointNet
+    with message passing over the calorimeter's cell graph, which the clouds then carry); CPU-sized widths by
+    default (``widths="full"`` takes the model classes' own, GPU-sized ones, ``"light"`` narrower local models:
+    :data:`WIDTHS`; override single entries with ``**model_cfg``, e.g. ``channels=(32, 64)``);
     ``target``/``loss``: module docstring; ``dr_max``: cone of the clouds built by :meth:`fit`
     (:func:`~pcloud.pflow.clouds.track_clouds`); ``max_points``: truncation of :func:`~pcloud.data.batch.to_padded`
     (default None: every point of the cloud).
@@ -536,7 +579,8 @@ class FocalTrackSegmenter(_CellSegmenter):
         return {**super()._config(), "dr_max": self.dr_max}
 
     def make_clouds(self, events, geometry):
-        return track_clouds(events, geometry, dr_max=self.dr_max, cell_mask=self.cloud_cell_mask(events, geometry))
+        return track_clouds(events, geometry, dr_max=self.dr_max, cell_mask=self.cloud_cell_mask(events, geometry),
+                            cell_graph=self.needs_cell_graph)
 
     def _targets(self, clouds, pad, sel, n) -> torch.Tensor:
         cell = (pad["type"] == int(PointType.CELL))
@@ -567,6 +611,10 @@ class SegmenterEnsemble:
 
     def cloud_cell_mask(self, events, geometry):
         return self.members[0].cloud_cell_mask(events, geometry)
+
+    @property
+    def needs_cell_graph(self) -> bool:
+        return any(getattr(m, "needs_cell_graph", False) for m in self.members)
 
     def predict_fraction(self, clouds, raw: bool = False) -> np.ndarray:
         f = np.mean([m.predict_fraction(clouds, raw=True) for m in self.members], axis=0)
@@ -610,6 +658,9 @@ class ChargedFractionSegmenter(_CellSegmenter):
         if model_cfg.get("threshold") == "val":
             raise ValueError("ChargedFractionSegmenter: threshold='val' is chosen with per-track inference; give a "
                              "number or None")
+        if model == "cellgraph":
+            raise ValueError("ChargedFractionSegmenter: model 'cellgraph' needs the per-track clouds' cell graph; the "
+                             "whole-event clouds have none (use pointnet, dgcnn, transformer or gravnet)")
         if model == "pointnet":
             model_cfg = {"channels": (32, 64, 64), "seg_hidden": (64, 32), **model_cfg}
         super().__init__(model, target, loss, max_points, features, device, seed, binary_threshold, gamma,

@@ -234,6 +234,55 @@ def test_track_clouds_carry_neighbourhood_of_the_current_energies(atlas, small_e
     assert not np.allclose(same2, want["nbr_energy_same"][r2[cell2]])  # the subtraction changed the neighbourhood
 
 
+def test_cloud_cell_graph_matches_cell_areas(atlas, small_events):
+    """``cell_nbr`` lists, within each cloud, exactly the cells whose areas touch (same layer: the 8 around it) or
+    overlap (adjacent layers) the cell's area, found by brute force; symmetric; track points have none; the field
+    is absent unless asked for and the other fields do not change."""
+    from pcloud.pflow.clouds import cloud_cell_graph
+
+    ev = small_events
+    mask = np.random.default_rng(4).random(ev.cells["id"].size) < 0.7  # not every neighbour is in the clouds
+    c = track_clouds(ev, atlas, cell_mask=mask, cell_graph=True)
+    plain = track_clouds(ev, atlas, cell_mask=mask)
+    assert "cell_nbr" not in ak.fields(plain.points)
+    assert ak.all(plain.points.energy == c.points.energy) and ak.all(plain.points.cell_row == c.points.cell_row)
+    gc = atlas.cells
+    tol = 1e-9
+    n_same = n_cross = 0
+    for i in range(min(len(c), 6)):
+        p = c[i].points
+        cid = np.asarray(p.cell_id)
+        lists = ak.to_list(p.cell_nbr)
+        for a in range(cid.size):
+            if cid[a] < 0:
+                assert lists[a] == []
+                continue
+            b = np.nonzero(cid >= 0)[0]
+            b = b[b != a]
+            du = np.abs(gc["u"][cid[b]] - gc["u"][cid[a]])
+            dv = np.abs(np.mod(gc["v"][cid[b]] - gc["v"][cid[a]] + np.pi, 2 * np.pi) - np.pi)
+            la, lb = gc["layer"][cid[a]], gc["layer"][cid[b]]
+            same = (lb == la) & (du < 1.5 * gc["du"][cid[a]]) & (dv < 1.5 * gc["dv"][cid[a]])
+            cross = (np.abs(lb - la) == 1) & (du < (gc["du"][cid[a]] + gc["du"][cid[b]]) / 2 - tol) \
+                & (dv < (gc["dv"][cid[a]] + gc["dv"][cid[b]]) / 2 - tol)
+            assert sorted(lists[a]) == sorted(b[same | cross].tolist()), (i, a)
+            assert all(a in lists[j] for j in lists[a])  # symmetric
+            n_same += int(same.sum())
+            n_cross += int(cross.sum())
+    assert n_same > 200 and n_cross > 50
+    # chunking does not change the graph; points not grouped by cloud or a cell twice in a cloud are rejected
+    cl = np.repeat(np.arange(len(c)), ak.to_numpy(ak.num(c.points)))
+    cid = ak.to_numpy(ak.flatten(c.points.cell_id))
+    n1, l1 = cloud_cell_graph(atlas, cl, cid)
+    n2, l2 = cloud_cell_graph(atlas, cl, cid, max_pairs=50)
+    assert np.array_equal(n1, n2) and np.array_equal(l1, l2)
+    assert np.array_equal(n1, ak.to_numpy(ak.flatten(ak.num(c.points.cell_nbr, axis=2))))
+    with pytest.raises(ValueError, match="grouped by cloud"):
+        cloud_cell_graph(atlas, cl[::-1], cid)
+    with pytest.raises(ValueError, match="twice"):
+        cloud_cell_graph(atlas, np.zeros(2, np.int64), np.array([5, 5]))
+
+
 def test_neighbourhood_features(atlas, small_events):
     from pcloud.data.point_features import NEIGHBOUR_FEATURES, feature_matrix
 

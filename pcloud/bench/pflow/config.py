@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass, field
 from ...data.point_features import JETPOINTNET_FEATURES
 
 CONSERVATION_TOL_GEV = 1e-6
-LEARNED_MODELS = ("pointnet", "dgcnn", "transformer", "gravnet")
+LEARNED_MODELS = ("pointnet", "dgcnn", "transformer", "gravnet", "cellgraph")
+#: the models the medium mode compares by default (``--models`` adds the cell-graph model)
+MEDIUM_MODELS = ("pointnet", "dgcnn", "transformer", "gravnet")
 BASELINES = ("rule_based", "dr_nearest", "random", "trivial")
 #: (target, loss) variants of the PointNet ablation (full mode or ``--ablation``); the default model is the recipe's
 #: ("soft", "ce"; legacy recipe: "soft", "energy_weighted").
@@ -28,15 +30,16 @@ PFLOW_MODES = {
     "quick": dict(models=["pointnet", "dgcnn"], n_events=600, epochs=2, max_points=128, batch_size=64, max_minutes=1.0,
                   ablation=False, seeds=1,
                   model_minutes={"pointnet": 1.0, "dgcnn": 1.0, "transformer": 1.0, "gravnet": 1.0,
-                                 "event_pointnet": 0.5},
+                                 "cellgraph": 1.0, "event_pointnet": 0.5},
                   model_cfgs={}, widths="light", ragged=None, patience=3),
-    "medium": dict(models=list(LEARNED_MODELS), n_events=3000, epochs=8, max_points=0, batch_size=128,
+    "medium": dict(models=list(MEDIUM_MODELS), n_events=3000, epochs=8, max_points=0, batch_size=128,
                    max_minutes=None, ablation=False, seeds=3,
                    model_minutes={"pointnet": 3.0, "dgcnn": 2.0, "transformer": 3.0, "gravnet": 3.0,
-                                  "event_pointnet": 1.5, "ablation": 2.0},
+                                  "cellgraph": 3.0, "event_pointnet": 1.5, "ablation": 2.0},
                    model_cfgs={}, widths="light", ragged=None, patience=3),
     "large": dict(models=["pointnet"], n_events=8000, epochs=20, max_points=0, batch_size=128, max_minutes=None,
-                  ablation=False, seeds=3, model_minutes={"pointnet": 12.0, "event_pointnet": 1.5}, model_cfgs={},
+                  ablation=False, seeds=3, model_minutes={"pointnet": 12.0, "cellgraph": 12.0, "event_pointnet": 1.5},
+                  model_cfgs={},
                   widths="small", ragged=True, patience=6),
     "full": dict(models=list(LEARNED_MODELS), n_events=4000, epochs=15, max_points=0, batch_size=64, max_minutes=None,
                  ablation=True, seeds=3,

@@ -301,7 +301,8 @@ def _make_plots(out, test, geometry, methods, per_track, attributions, truth, cf
     e_ev = np.bincount(test.cells["event"], np.clip(e, 0, None), minlength=test.n_events)
     order = np.lexsort((-e_ev, -ntrk))
     show = [m for m in ("pointnet_iterative", "event_pointnet", "dgcnn_iterative", "transformer_iterative",
-                        "gravnet_iterative", "rule_based", "dr_nearest") if m in attributions]
+                        "gravnet_iterative", "cellgraph_iterative", "rule_based", "dr_nearest")
+            if m in attributions]
     for i in order[:cfg.n_displays]:
         labels = {"truth": truth.dominant_track(n_c, e)}
         labels.update({m: attributions[m].dominant_track(n_c, e) for m in show})
@@ -352,7 +353,7 @@ def seed_summary(runs: list[dict]) -> dict:
 
 def is_learned(name: str) -> bool:
     """Methods whose cell fractions come from a trained model (not the oracle, not a baseline)."""
-    return name.startswith(("pointnet", "dgcnn", "transformer", "gravnet", "event_"))
+    return name.startswith(("pointnet", "dgcnn", "transformer", "gravnet", "cellgraph", "event_"))
 
 
 def _acceptance(methods: dict, conservation: dict, roundtrip) -> dict:
