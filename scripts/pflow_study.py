@@ -10,6 +10,9 @@ Sub-commands (each writes JSON and PNG files into ``--out``; CPU-sized defaults,
   ``--sizes`` events of the training split (validation and test splits fixed), evaluated with iterative and common
   inference on the test events (``curve_<size>_s<seed>.json``; ``--plot`` draws ``learning_curve_events.png`` from
   all of them, with the per-epoch losses);
+  ``--visible-sigma K`` trains the visible-truth oracle instead (:mod:`pcloud.pflow.visible_oracle`: the same
+  model told the true focal fraction of every cell above K sigma; files ``curve_<size>_s<seed>_vis<K>.json``);
+  every record holds F1 and energy-weighted accuracy by cell significance;
 * ``errors``  which cells are wrong for a trained segmenter (``--model-file``): error energy by category (neutral
   given to a track, charged left neutral, the wrong track) and by the true dominant share, cell F1 / recall by
   cell significance E / sigma_noise and by layer (``errors.json``);
@@ -68,6 +71,9 @@ def _evaluate(test, geometry, seg, mask, truth, cleanup_sigma=2.0) -> dict:
         res[inf] = {k: r[k] for k in ("f1", "precision", "recall", "energy_weighted_accuracy",
                                       "charged_fraction_true", "charged_fraction_pred", "track_energy_response",
                                       "track_energy_resolution", "neutral_energy_recovered")}
+        res[inf]["by_significance"] = {k: {"f1": b["f1"], "energy_weighted_accuracy": b["energy_weighted_accuracy"],
+                                           "n_cells": b["n_cells"], "energy_share": b["energy_share"]}
+                                       for k, b in r["by_significance"].items()}
         res[inf]["dense_track_f1"] = r["dense"]["tracks"]["f1"]
         res[inf]["dense_track_ewa"] = r["dense"]["tracks"]["energy_weighted_accuracy"]
         res[inf]["dense_event_ewa"] = r["dense"]["events"]["energy_weighted_accuracy"]
@@ -78,6 +84,15 @@ def _segmenter(args, seed):
     from pcloud.pflow.learned import FocalTrackSegmenter
 
     kw = json.loads(args.segmenter) if args.segmenter else {}
+    if args.visible_sigma is not None:
+        from pcloud.pflow.visible_oracle import VISIBLE_TRUTH_FEATURES, VisibleTruthSegmenter
+
+        if kw.get("features") is not None:
+            from pcloud.data.point_features import feature_names
+
+            kw["features"] = feature_names(kw["features"]) + VISIBLE_TRUTH_FEATURES
+        return VisibleTruthSegmenter(model=args.model, seed=seed, device="cpu", visible_sigma=args.visible_sigma,
+                                     **kw)
     return FocalTrackSegmenter(model=args.model, seed=seed, device="cpu", **kw)
 
 
@@ -100,7 +115,8 @@ def _curve(args):
         n = min(size, parts["train"].n_events)
         train = select_events(parts["train"], np.arange(n))
         for seed in [int(s) for s in args.seeds.split(",")]:
-            path = Path(args.out) / f"curve_{n}_s{seed}.json"
+            tag = "" if args.visible_sigma is None else f"_vis{args.visible_sigma:g}"
+            path = Path(args.out) / f"curve_{n}_s{seed}{tag}.json"
             if path.exists():
                 print(f"{path} exists: skipped")
                 continue
@@ -117,10 +133,10 @@ def _curve(args):
             rec = {"train_events": n, "seed": seed, "train_clouds": info["n_train_clouds"], "train_seconds": sec,
                    "epochs_run": info["epochs_run"], "best_epoch": info["best_epoch"], "threshold": info["threshold"],
                    "history": info["history"], "model": args.model, "segmenter": args.segmenter, "fit": fit_kw,
-                   "test_events": test.n_events, "results": res}
+                   "test_events": test.n_events, "visible_sigma": args.visible_sigma, "results": res}
             path.write_text(json.dumps(rec, indent=1, default=float) + "\n")
             if args.save_models:
-                seg.save(Path(args.out) / f"model_{n}_s{seed}.pt")
+                seg.save(Path(args.out) / f"model_{n}_s{seed}{tag}.pt")
 
 
 def _plot(args):
@@ -130,6 +146,7 @@ def _plot(args):
     import matplotlib.pyplot as plt
 
     recs = [json.loads(p.read_text()) for p in sorted(Path(args.out).glob("curve_*_s*.json"))]
+    recs = [r for r in recs if r.get("visible_sigma") is None]  # the oracle's records are not part of the curve
     if not recs:
         raise SystemExit(f"no curve_*.json in {args.out}")
     sizes = sorted({r["train_events"] for r in recs})
@@ -333,6 +350,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--save-models", action="store_true")
     ap.add_argument("--model-file", default=None, help="errors: a saved FocalTrackSegmenter")
+    ap.add_argument("--visible-sigma", type=float, default=None,
+                    help="curve: train the visible-truth oracle (told the truth of every cell above this many sigma)")
     args = ap.parse_args(argv)
     {"events": _events, "curve": _curve, "plot": _plot, "errors": _errors, "all": _all}[args.command](args)
 

@@ -157,3 +157,81 @@ def test_oracle_fractions_hand_event(atlas):
     assert got0[row["c3"]] == 0.0 and got0[row["c1"]] == 0.0
     fb = OracleSegmenter(ev, binary=True).predict_fraction(clouds)
     assert set(np.unique(fb).tolist()) <= {0.0, 1.0}
+
+
+def test_cell_graph_segmenter(atlas, events, tmp_path):
+    """The cell-graph model end to end: its clouds carry the graph, the padded neighbour slots point at the listed
+    neighbours (also after truncation), inference builds the graph for it, save/load keeps predictions; clouds
+    without the graph and the whole-event segmenter are refused with a clear message."""
+    from pcloud.data.batch import select_points
+    from pcloud.pflow.inference import common_inference, iterative_inference
+    from pcloud.pflow.learned import SegmenterEnsemble, cell_graph_slots
+
+    seg = FocalTrackSegmenter(model="cellgraph", device="cpu", cells="topo", channels=(8, 16), seg_hidden=(16,))
+    assert seg.needs_cell_graph
+    seg.fit(events, events, atlas, epochs=1, batch_size=8, log=None)
+    clouds = seg.make_clouds(events, atlas)
+    assert "cell_nbr" in ak.fields(clouds.points)
+    for max_points in (None, 40):
+        sel = select_points(clouds, max_points, "energy")
+        n = int(sel["kept"].max())
+        nbr, layer = cell_graph_slots(clouds, sel, n)
+        assert nbr.shape[:2] == (len(clouds), n) and nbr.dtype == torch.int16
+        starts = np.concatenate([[0], np.cumsum(sel["counts"])])[:-1]
+        slot_of = {(int(sel["ev"][i]), int(s)): int(i) for i, s in zip(sel["idx"], sel["slot"])}
+        lists = ak.to_list(ak.flatten(clouds.points.cell_nbr, axis=1))
+        lay = ak.to_numpy(ak.flatten(clouds.points.layer))
+        checked = 0
+        for (b, s), i in list(slot_of.items())[::7]:
+            got = sorted(slot_of[(b, int(t))] - starts[b] for t in nbr[b, s].tolist() if t >= 0)
+            kept_local = {j - starts[b] for (bb, _), j in slot_of.items() if bb == b}
+            assert got == sorted(j for j in lists[i] if j in kept_local)
+            assert int(layer[b, s]) == lay[i]
+            checked += len(got)
+        assert checked > 50
+    f = seg.predict_fraction(clouds)
+    assert np.all((f >= 0) & (f <= 1)) and np.ptp(f) > 0
+    for att in (common_inference(events, atlas, seg), iterative_inference(events, atlas, seg)):
+        assert np.isfinite(att.energy_gev).all() and att.energy_gev.sum() > 0
+    seg.save(tmp_path / "cg.pt")
+    back = FocalTrackSegmenter.load(tmp_path / "cg.pt")
+    assert back.needs_cell_graph
+    np.testing.assert_allclose(back.predict_fraction(clouds), f, atol=1e-6)
+    assert SegmenterEnsemble([seg, back]).needs_cell_graph
+    with pytest.raises(ValueError, match="cell_graph=True"):
+        seg.predict_fraction(track_clouds(events, atlas))
+    with pytest.raises(ValueError, match="cellgraph"):
+        ChargedFractionSegmenter(model="cellgraph")
+
+
+def test_visible_truth_oracle(atlas, events, tmp_path):
+    """The visible-truth oracle's extra features are the true focal fraction exactly on the cells above the cut (by
+    hand from the truth lists), it trains and predicts through the normal inference, and save/load keeps its cut."""
+    from pcloud.core.schema import target_fractions
+    from pcloud.pflow.inference import common_inference
+    from pcloud.pflow.visible_oracle import VisibleTruthSegmenter, add_visible_truth
+
+    c = add_visible_truth(track_clouds(events, atlas), 2.0)
+    p = c.points
+    typ = ak.to_numpy(ak.flatten(p["type"]))
+    e = ak.to_numpy(ak.flatten(p.energy))
+    sig = ak.to_numpy(ak.flatten(p.noise_sigma))
+    f = ak.to_numpy(ak.flatten(target_fractions(p, c.focal_truth_index)))
+    vis = (typ == PointType.CELL) & (e > 2.0 * sig)
+    assert 0 < vis.sum() < vis.size and np.any(f[vis] > 0.5) and np.any(f[~vis & (typ == PointType.CELL)] > 0.5)
+    np.testing.assert_array_equal(ak.to_numpy(ak.flatten(p.visible)), vis.astype(np.float32))
+    np.testing.assert_allclose(ak.to_numpy(ak.flatten(p.truth_fraction_visible)), np.where(vis, f, 0.0), atol=1e-6)
+    seg = VisibleTruthSegmenter(device="cpu", visible_sigma=2.0, channels=(8, 16), seg_hidden=(16,))
+    seg.fit(events, events, atlas, epochs=1, batch_size=8, log=None)
+    assert common_inference(events, atlas, seg).energy_gev.sum() > 0
+    seg.save(tmp_path / "vis.pt")
+    back = VisibleTruthSegmenter.load(tmp_path / "vis.pt")
+    assert back.visible_sigma == 2.0
+    np.testing.assert_allclose(back.predict_fraction(track_clouds(events, atlas)),
+                               seg.predict_fraction(track_clouds(events, atlas)), atol=1e-6)
+    with pytest.raises(ValueError, match="visible_sigma"):
+        VisibleTruthSegmenter(visible_sigma=-1)
+    with pytest.raises(ValueError, match="truth_fraction_visible"):
+        VisibleTruthSegmenter(features=["log_energy"])
+    with pytest.raises(ValueError, match="focal_truth_index"):
+        add_visible_truth(ak.without_field(c, "focal_truth_index"), 2.0)
