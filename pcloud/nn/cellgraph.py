@@ -31,9 +31,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .heads import GlobalHead, PointCloudModel, SegHead
-from .layers import MaskedMLP, pooled_dim, reset_children
-from .ragged import segment_pool
+from .layers import MaskedMLP
+from .pointnet import PointNet
+from .ragged import pad_point_outputs, padded_to_ragged
 
 __all__ = ["CellGraphNet", "RELATIONS", "cell_graph_edges", "relational_aggregate"]
 
@@ -81,12 +81,12 @@ def relational_aggregate(h: Tensor, dst: Tensor, lengths: Tensor, n_rel: int = l
     return torch.stack([mean, mx], dim=1).view(P, n_rel, 2, C).reshape(P, 2 * n_rel * C)
 
 
-class CellGraphNet(PointCloudModel):
+class CellGraphNet(PointNet):
     """PointNet whose first ``graph_layers`` shared layers aggregate over the cell graph (module docstring).
 
     Parameters as :class:`~pcloud.nn.pointnet.PointNet` (``channels``, ``pooling``, heads, ``norm``, ``act``,
-    ``dropout``), plus ``graph_layers``: how many of the shared layers pass messages (0 = plain PointNet; at most
-    ``len(channels)``).
+    ``dropout``; no ``pos`` input: the graph carries the geometry), plus ``graph_layers``: how many of the shared
+    layers pass messages (0 = plain PointNet; at most ``len(channels)``).
     """
 
     def __init__(self, in_channels: int, n_classes: int = 0, n_targets: int = 0, n_seg_classes: int = 0,
@@ -95,48 +95,27 @@ class CellGraphNet(PointCloudModel):
                  pooling: str = "max", head_hidden: Sequence[int] = (256, 128),
                  seg_hidden: Sequence[int] = (256, 128), seg_soft: bool = False, norm: str | None = "batch",
                  act: str = "relu", dropout: float = 0.0):
-        super().__init__()
-        if in_channels < 1:
-            raise ValueError(f"CellGraphNet: in_channels must be >= 1, found {in_channels}")
-        if not channels:
-            raise ValueError("CellGraphNet: channels must list at least one shared-MLP width")
         if not 0 <= int(graph_layers) <= len(channels):
             raise ValueError(f"CellGraphNet: graph_layers must be in [0, {len(channels)}], found {graph_layers}")
-        self.in_channels, self.n_global, self.uses_pos = int(in_channels), int(n_global), False
-        self.graph_layers, self.pooling = int(graph_layers), pooling
+        super().__init__(in_channels, n_classes, n_targets, n_seg_classes, n_global, energy_columns, g_scale,
+                         energy_scale_gev, channels=channels, pooling=pooling, head_hidden=head_hidden,
+                         seg_hidden=seg_hidden, seg_soft=seg_soft, norm=norm, act=act, dropout=dropout)
+        self.graph_layers = int(graph_layers)
         widths = [self.in_channels, *channels]
         n_in = [a * (1 + 2 * len(RELATIONS)) if i < self.graph_layers else a for i, a in enumerate(widths[:-1])]
         self.layers = nn.ModuleList(MaskedMLP([a, b], norm, act) for a, b in zip(n_in, widths[1:]))
-        d_pool = pooled_dim(channels[-1], pooling)
-        self.head = GlobalHead(d_pool, n_classes, n_targets, n_global, g_scale, energy_columns, energy_scale_gev,
-                               head_hidden, norm, act, dropout)
-        self.seg = (SegHead(sum(channels), d_pool, n_seg_classes, seg_hidden, norm, act, dropout, seg_soft)
-                    if n_seg_classes > 0 else None)
-
-    def reset_parameters(self) -> None:
-        reset_children(self)
 
     def forward(self, batch) -> dict[str, Tensor]:
         if self.is_ragged(batch):
             return self._forward_ragged(batch)
-        from .ragged import padded_to_ragged
-
         x, _, mask, _ = self.unpack(batch)  # validates x / mask / g
         for key in ("nbr", "layer"):
-            if key not in batch:
+            if self.graph_layers and key not in batch:
                 raise KeyError(f"CellGraphNet: batch has no {key!r} (cell graph, see pcloud.nn.cellgraph); keys "
                                f"found: {sorted(batch)}")
-        out = self._forward_ragged(padded_to_ragged({**batch, "x": x, "mask": mask}))
-        for key in ("seg_logits", "seg_fractions"):
-            if key in out:
-                v = out[key]
-                pad = v.new_zeros(mask.shape + v.shape[1:])
-                pad[mask] = v
-                out[key] = pad
-        return out
+        return pad_point_outputs(self._forward_ragged(padded_to_ragged({**batch, "x": x, "mask": mask})), mask)
 
-    def _forward_ragged(self, batch) -> dict[str, Tensor]:
-        x, _, lay, g = self.unpack_ragged(batch)
+    def _shared_layers_ragged(self, x: Tensor, batch) -> tuple[Tensor, list[Tensor]]:
         if self.graph_layers:
             for key in ("nbr", "layer"):
                 if batch.get(key) is None:
@@ -149,10 +128,4 @@ class CellGraphNet(PointCloudModel):
                 h = torch.cat([h, relational_aggregate(h, dst, lengths)], dim=-1)
             h = layer(h, None)
             local.append(h)
-        pooled = segment_pool(h, lay.batch, lay.n_events, self.pooling)
-        out: dict[str, Tensor] = {"global": pooled}
-        out.update(self.head(pooled, g))
-        if self.seg is not None:
-            out.update(self.seg.forward_ragged(torch.cat(local, dim=-1), pooled, lay.batch))
-        return out
-
+        return h, local

@@ -144,13 +144,19 @@ class PointNet(PointCloudModel):
                 out["transform"] = t
                 p = torch.bmm(p.unsqueeze(1), t.to(p.dtype)[lay.batch]).squeeze(1)
             x = torch.cat([x, p.to(x.dtype)], dim=-1)
-        h, local = x, []
-        for layer in self.layers:
-            h = layer(h, None)
-            local.append(h)
+        h, local = self._shared_layers_ragged(x, batch)
         pooled = segment_pool(h, lay.batch, lay.n_events, self.pooling)
         out["global"] = pooled
         out.update(self.head(pooled, g))
         if self.seg is not None:
             out.update(self.seg.forward_ragged(torch.cat(local, dim=-1), pooled, lay.batch))
         return out
+
+    def _shared_layers_ragged(self, x: Tensor, batch) -> tuple[Tensor, list[Tensor]]:
+        """The shared per-point MLP on ragged rows: the last layer's output and every layer's (the segmentation
+        head's local features)."""
+        h, local = x, []
+        for layer in self.layers:
+            h = layer(h, None)
+            local.append(h)
+        return h, local

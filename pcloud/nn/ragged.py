@@ -27,7 +27,7 @@ from .knn import knn
 from .layers import pooled_dim
 
 __all__ = ["RaggedLayout", "ragged_layout", "pad_ragged", "segment_pool", "size_groups", "ragged_knn",
-           "padded_to_ragged", "DEFAULT_GROUP_ELEMENTS"]
+           "padded_to_ragged", "pad_point_outputs", "DEFAULT_GROUP_ELEMENTS"]
 
 #: budget of a group of :func:`size_groups`: events x (largest event)^2 (one float32 N x N block per event: 16 MiB)
 DEFAULT_GROUP_ELEMENTS = 1 << 22
@@ -104,6 +104,18 @@ def padded_to_ragged(batch: dict) -> dict:
         flat = (bi.unsqueeze(1) * N + nb.clamp_min(0)).clamp_max(B * N - 1)
         ok = (nb >= 0) & mask.reshape(-1)[flat]
         out["nbr"] = torch.where(ok, row[flat], torch.full_like(nb, -1))
+    return out
+
+
+def pad_point_outputs(out: dict, mask: Tensor) -> dict:
+    """Put the per-point outputs (``seg_logits``, ``seg_fractions``) of a ragged forward pass of a padded batch back
+    into ``(B, N, ...)`` with zeros at padding (in place; returns ``out``)."""
+    for key in ("seg_logits", "seg_fractions"):
+        if key in out:
+            v = out[key]
+            pad = v.new_zeros(mask.shape + v.shape[1:])
+            pad[mask] = v
+            out[key] = pad
     return out
 
 

@@ -192,17 +192,9 @@ class RaggedAdapter(nn.Module):
         self.model = model
 
     def forward(self, batch):
-        from ..nn.ragged import padded_to_ragged
+        from ..nn.ragged import pad_point_outputs, padded_to_ragged
 
-        mask = batch["mask"]
-        out = self.model(padded_to_ragged(batch))
-        for key in ("seg_logits", "seg_fractions"):
-            if key in out:
-                v = out[key]
-                pad = v.new_zeros(mask.shape + v.shape[1:])
-                pad[mask] = v
-                out[key] = pad
-        return out
+        return pad_point_outputs(self.model(padded_to_ragged(batch)), batch["mask"])
 
 
 # ---------------------------------------------------------------------------------------------------- base
