@@ -100,6 +100,8 @@ def padded_to_ragged(batch: dict) -> dict:
     if batch.get("nbr") is not None:  # (B, N, K) slots within the event -> (P, K) flat indices of the ragged rows
         nb = batch["nbr"][mask].long()
         B, N = mask.shape
+        if nb.numel() and int(nb.max()) >= N:
+            raise ValueError(f"padded batch: 'nbr' holds slot {int(nb.max())}, but the events have {N} slots")
         row = torch.cumsum(mask.reshape(-1).long(), 0) - 1
         flat = (bi.unsqueeze(1) * N + nb.clamp_min(0)).clamp_max(B * N - 1)
         ok = (nb >= 0) & mask.reshape(-1)[flat]

@@ -140,6 +140,9 @@ def cell_graph_slots(clouds, sel: dict, n: int, where: str = "cell graph") -> tu
                          "with pcloud.pflow.clouds.track_clouds(..., cell_graph=True)")
     counts, ev, idx, slot = sel["counts"], sel["ev"], sel["idx"], sel["slot"]
     B = counts.size
+    if n >= np.iinfo(np.int16).max:
+        raise ValueError(f"{where}: {n} points per cloud do not fit the int16 neighbour slots (at most "
+                         f"{np.iinfo(np.int16).max - 1}); cut the clouds with max_points")
     start = np.concatenate([[0], np.cumsum(counts)])[:-1]
     n_nbr = ak.to_numpy(ak.flatten(ak.num(clouds.points.cell_nbr, axis=2), axis=1)).astype(np.int64)
     local = ak.to_numpy(ak.flatten(clouds.points.cell_nbr, axis=None)).astype(np.int64)

@@ -78,8 +78,9 @@ def read_events(specs, need_truth: bool, geometry=None):
     return concatenate_events(evs), concatenate_clusters(cls, n_cells), inputs
 
 
-#: the per-track segmenters ``pcloud train --task pflow`` trains
-PFLOW_MODELS = tuple(WIDTHS["full"])
+#: the per-track segmenters ``pcloud train --task pflow`` trains (the cell-graph model is the Python API's and ``bench pflow``'s only: the
+#: config's model names are those of the id / energy tasks, whose clouds carry no cell graph)
+PFLOW_MODELS = tuple(m for m in WIDTHS["full"] if m != "cellgraph")
 
 
 def _write_bundle(out: Path, seg: FocalTrackSegmenter, cfg: RunConfig, inputs, training: dict) -> None:

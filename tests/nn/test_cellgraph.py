@@ -117,3 +117,12 @@ def test_registry_and_errors():
     with pytest.raises(ValueError, match="graph_layers"):
         CellGraphNet(F, channels=(8, 8), graph_layers=3)
     assert _model(0)({k: v for k, v in b.items() if k not in ("nbr", "layer")})["seg_logits"].shape == (6, 2)
+
+
+def test_padded_neighbour_slot_outside_the_event_is_refused():
+    x = torch.zeros(2, 3, F)
+    mask = torch.tensor([[True, False, True], [True, True, False]])
+    nbr = torch.full((2, 3, 1), -1, dtype=torch.int16)
+    nbr[0, 0, 0] = 3  # slot 3 does not exist in an event of 3 slots (it would land on the next event)
+    with pytest.raises(ValueError, match="slot 3"):
+        padded_to_ragged({"x": x, "mask": mask, "nbr": nbr, "layer": torch.zeros(2, 3, dtype=torch.int16)})

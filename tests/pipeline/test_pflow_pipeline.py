@@ -216,3 +216,13 @@ def test_training_on_a_file_without_truth_is_one_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "nohits.root" in err and "cluster_cell_hitsTruthIndex" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "B" / "bundle.json").exists() and not list((tmp_path / "B").rglob("*.parquet"))
+
+
+def test_pflow_pipeline_names_its_models():
+    """The cell-graph model needs clouds with the cell graph; the training pipeline's model names are those of the
+    id / energy tasks, so it is not among them (bench pflow --models cellgraph and the Python API train it)."""
+    from pcloud.pipeline.pflow import PFLOW_MODELS
+
+    assert PFLOW_MODELS == ("pointnet", "dgcnn", "transformer", "gravnet")
+    with pytest.raises(ValueError, match="cellgraph"):
+        run_config(None, ["model.name=cellgraph"], data=["x.root"], task="pflow")
