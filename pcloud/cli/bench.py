@@ -182,8 +182,7 @@ def register(sub) -> None:
     p.add_argument("--minutes", default=None, metavar="MIN|NAME=MIN,...",
                    help="training time budget per model in minutes: one number for every model, or NAME=MIN pairs "
                         "(names: pointnet, dgcnn, transformer, gravnet, cellgraph, event_pointnet, ablation) replacing "
-                        "the "
-                        "mode's budgets of those models")
+                        "the mode's budgets of those models")
     p.add_argument("--max-points", type=int, default=None, metavar="N",
                    help="points per track cloud, tracks first then the highest-energy cells (default: 128 with "
                         "--quick, else 0 = every point)")

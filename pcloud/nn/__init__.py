@@ -20,7 +20,7 @@ from .ragged import padded_to_ragged, ragged_knn, segment_pool
 from .transformer import PointTransformer
 from .registry import MODEL_REGISTRY, build_model, list_models, register_model
 
-__all__ = ["knn", "knn_graph", "EdgeConv", "PointNet", "TNet", "DGCNN", "PointTransformer", "GravNet", "GravNetConv", "CellGraphNet",
-           "padded_to_ragged", "ragged_knn", "segment_pool", "GlobalHead", "SegHead", "MaskedMLP",
+__all__ = ["knn", "knn_graph", "EdgeConv", "PointNet", "TNet", "DGCNN", "PointTransformer", "GravNet", "GravNetConv",
+           "CellGraphNet", "padded_to_ragged", "ragged_knn", "segment_pool", "GlobalHead", "SegHead", "MaskedMLP",
            "MultiTaskLoss", "PointCloudModel", "masked_pool", "MODEL_REGISTRY", "build_model", "list_models",
            "register_model"]

@@ -108,19 +108,15 @@ class CellGraphNet(PointNet):
     def forward(self, batch) -> dict[str, Tensor]:
         if self.is_ragged(batch):
             return self._forward_ragged(batch)
-        x, _, mask, _ = self.unpack(batch)  # validates x / mask / g
-        for key in ("nbr", "layer"):
-            if self.graph_layers and key not in batch:
-                raise KeyError(f"CellGraphNet: batch has no {key!r} (cell graph, see pcloud.nn.cellgraph); keys "
-                               f"found: {sorted(batch)}")
+        x, _, mask, _ = self.unpack(batch)  # validates x / mask / g; the graph keys are checked on the ragged path
         return pad_point_outputs(self._forward_ragged(padded_to_ragged({**batch, "x": x, "mask": mask})), mask)
 
     def _shared_layers_ragged(self, x: Tensor, batch) -> tuple[Tensor, list[Tensor]]:
         if self.graph_layers:
             for key in ("nbr", "layer"):
                 if batch.get(key) is None:
-                    raise KeyError(f"CellGraphNet: ragged batch has no {key!r} (cell graph, see pcloud.nn.cellgraph); "
-                                   f"keys found: {sorted(batch)}")
+                    raise KeyError(f"CellGraphNet: batch has no {key!r} (cell graph, see pcloud.nn.cellgraph); keys "
+                                   f"found: {sorted(batch)}")
             dst, _, lengths = cell_graph_edges(batch["nbr"], batch["layer"])
         h, local = x, []
         for i, layer in enumerate(self.layers):

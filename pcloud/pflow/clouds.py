@@ -82,8 +82,8 @@ import numpy as np
 from ..geometry.base import wrap_phi
 from ..core.schema import PointType, build_clouds
 
-__all__ = ["track_clouds", "event_clouds", "reference_layer", "delta_phi", "cloud_cell_rows", "cloud_track_rows", "cell_counts",
-           "NO_TRACK_DR", "neighbour_energy", "NEIGHBOUR_FIELDS", "cloud_cell_graph"]
+__all__ = ["track_clouds", "event_clouds", "reference_layer", "delta_phi", "cloud_cell_rows", "cloud_track_rows",
+           "cell_counts", "NO_TRACK_DR", "neighbour_energy", "NEIGHBOUR_FIELDS", "cloud_cell_graph"]
 
 #: ``dr_nearest_track`` of points in events where no track reaches the point's layer.
 NO_TRACK_DR = 10.0
@@ -468,9 +468,9 @@ def cloud_cell_graph(geometry, cloud, cell_id, max_pairs: int = _MAX_PAIRS) -> t
     skey = key[order]
     if np.any((skey[1:] == skey[:-1]) & (skey[1:] >= 0)):
         raise ValueError("cloud_cell_graph: a cell appears twice in one cloud")
-    deg = np.where(is_cell, np.diff(cell_neighbours(geometry).indptr)[np.maximum(cid, 0)], 0)
-    src_all, dst_all = [], []
     safe = np.maximum(cid, 0)
+    deg = np.where(is_cell, np.diff(cell_neighbours(geometry).indptr)[safe], 0)
+    src_all, dst_all = [], []
     for a, b in _chunks(deg, max_pairs):
         grow = np.zeros(n, bool)
         grow[a:b] = is_cell[a:b]
@@ -512,7 +512,8 @@ def neighbour_energy(events, geometry, energy_gev=None, eligible=None, rows=None
     particle and deposits most of its energy in the hadronic layers (PDG Review "Passage of particles through
     matter", sec. 34.4.5 and 34.5: a photon converts after 9/7 X0 and its cascade is contained in a few X0, i.e.
     within EMB1-EMB2; PDG Review "Calorimetry" on hadronic showers, which develop over interaction lengths).
-    ``energy_gev``: current energy per row (default measured). Vectorised over (cell, neighbour) pairs in chunks of at most ``max_pairs``.
+    ``energy_gev``: current energy per row (default measured). Vectorised over (cell, neighbour) pairs in chunks of
+    at most ``max_pairs``.
     """
     from .topocluster import _neighbour_edges, cell_neighbours
 

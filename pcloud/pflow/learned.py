@@ -136,8 +136,8 @@ def cell_graph_slots(clouds, sel: dict, n: int, where: str = "cell graph") -> tu
     for none, ``K`` the largest number of neighbours; and ``layer (B, n)`` int16. ``sel``: the
     :func:`~pcloud.data.batch.select_points` selection that laid out the padded batch."""
     if "cell_nbr" not in ak.fields(clouds.points):
-        raise ValueError(f"{where}: the model reads the cell graph, but the clouds have no 'cell_nbr' field; build them "
-                         "with pcloud.pflow.clouds.track_clouds(..., cell_graph=True)")
+        raise ValueError(f"{where}: the model reads the cell graph, but the clouds have no 'cell_nbr' field; build "
+                         "them with pcloud.pflow.clouds.track_clouds(..., cell_graph=True)")
     counts, ev, idx, slot = sel["counts"], sel["ev"], sel["idx"], sel["slot"]
     B = counts.size
     if n >= np.iinfo(np.int16).max:
@@ -273,7 +273,8 @@ class _CellSegmenter:
     # ------------------------------------------------------------------ data
     @property
     def needs_cell_graph(self) -> bool:
-        """The model reads the clouds' cell graph (``track_clouds(..., cell_graph=True)``, :mod:`pcloud.nn.cellgraph`)."""
+        """The model reads the clouds' cell graph (``track_clouds(..., cell_graph=True)``,
+        :mod:`pcloud.nn.cellgraph`)."""
         return self.model_name == "cellgraph" and int(self.model_cfg.get("graph_layers", 1)) > 0
 
     def make_clouds(self, events, geometry):

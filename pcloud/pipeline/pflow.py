@@ -78,8 +78,8 @@ def read_events(specs, need_truth: bool, geometry=None):
     return concatenate_events(evs), concatenate_clusters(cls, n_cells), inputs
 
 
-#: the per-track segmenters ``pcloud train --task pflow`` trains (the cell-graph model is the Python API's and ``bench pflow``'s only: the
-#: config's model names are those of the id / energy tasks, whose clouds carry no cell graph)
+#: the per-track segmenters ``pcloud train --task pflow`` trains (the cell-graph model is the Python API's and
+#: ``bench pflow``'s only: the config's model names are those of the id / energy tasks, whose clouds carry no graph)
 PFLOW_MODELS = tuple(m for m in WIDTHS["full"] if m != "cellgraph")
 
 

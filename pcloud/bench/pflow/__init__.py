@@ -11,7 +11,8 @@ Recipe (seed 002: JetPointNet on rho and Delta events; ATLAS rule-based particle
    particles in |eta| < 1.4 (:func:`pcloud.sim.events.generate_pythia_events`); the gun settings are then unused.
 2. Splits by event number (:class:`pcloud.data.splits.Splits`, seeded, saved as ``splits.json``): train/val/test.
 3. Learned models: :class:`pcloud.pflow.learned.FocalTrackSegmenter` (``pointnet``, ``dgcnn``, ``transformer``,
-   ``gravnet``, ``cellgraph``; the per-mode list of :data:`PFLOW_MODES` or ``--models``), trained on train, early-stopped on val;
+   ``gravnet``, ``cellgraph``; the per-mode list of :data:`PFLOW_MODES` or ``--models``), trained on train,
+   early-stopped on val;
    each used with iterative and common inference (:mod:`pcloud.pflow.inference`). Training recipe (``--recipe``,
    :data:`~pcloud.bench.pflow.config.RECIPE`): ``new`` = clouds of the topo-clustered cells with E > 0, soft target
    with the per-cell cross-entropy, AdamW (Loshchilov & Hutter, arXiv:1711.05101) with linear warm-up + cosine decay
