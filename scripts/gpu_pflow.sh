@@ -20,14 +20,7 @@ LIMIT=${LIMIT:-520}
 WORK=${WORK:-/tmp/pcloud_gpu_pflow}
 WHEELS=${WHEELS:-.whl}
 mkdir -p "$OUT" "$WORK"
-if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        "$WHEELS"/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} || exit 1
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
-  nproc; python3 -c 'import torch, numpy; print("torch", torch.__version__, "numpy", numpy.__version__)'; } \
-    > "$OUT/machine.txt"
+source scripts/gpu_env.sh
 timeout -s TERM "$LIMIT" python3 -c 'import sys; from pcloud.cli.main import main; sys.exit(main(sys.argv[1:]))' \
     bench pflow --large --device cuda --widths full --seeds 1 --no-event-model --out "$WORK/pflow" "$@" \
     2>&1 | tee "$OUT/log.txt"

@@ -13,9 +13,12 @@ Sub-commands (each writes JSON and PNG files into ``--out``; CPU-sized defaults,
   ``--visible-sigma K`` trains the visible-truth oracle instead (:mod:`pcloud.pflow.visible_oracle`: the same
   model told the true focal fraction of every cell above K sigma; files ``curve_<size>_s<seed>_vis<K>.json``);
   every record holds F1 and energy-weighted accuracy by cell significance;
-* ``errors``  which cells are wrong for a trained segmenter (``--model-file``): error energy by category (neutral
+* ``losses``  train and validation loss per epoch of every ``curve`` record in ``--out`` (``losses.png``);
+* ``errors``  which cells are wrong for a trained segmenter (``--model-file``; several comma-separated files: the
+  ensemble of their mean fraction, its threshold chosen on the validation events): error energy by category (neutral
   given to a track, charged left neutral, the wrong track) and by the true dominant share, cell F1 / recall by
-  cell significance E / sigma_noise and by layer (``errors.json``);
+  cell significance E / sigma_noise and by layer (``errors<tag>.json``);
+  ``--device`` (curve, errors) runs the segmenters on a GPU (``scripts/gpu_pflow_study.sh`` drives ``curve`` there);
 * ``all``     the benchmark runs the lead re-measures after the simulation retune, then the two studies:
   ``pcloud bench pflow --medium`` (3 seeds), ``--large`` (3 seeds), ``--medium --recipe legacy`` (the recipe before
   issue 11, 3 seeds), the learning curve and the error breakdown; every command is printed before it runs.
@@ -91,9 +94,9 @@ def _segmenter(args, seed):
             from pcloud.data.point_features import feature_names
 
             kw["features"] = feature_names(kw["features"]) + VISIBLE_TRUTH_FEATURES
-        return VisibleTruthSegmenter(model=args.model, seed=seed, device="cpu", visible_sigma=args.visible_sigma,
-                                     **kw)
-    return FocalTrackSegmenter(model=args.model, seed=seed, device="cpu", **kw)
+        return VisibleTruthSegmenter(model=args.model, seed=seed, device=args.device,
+                                     visible_sigma=args.visible_sigma, **kw)
+    return FocalTrackSegmenter(model=args.model, seed=seed, device=args.device, **kw)
 
 
 def _curve(args):
@@ -115,7 +118,7 @@ def _curve(args):
         n = min(size, parts["train"].n_events)
         train = select_events(parts["train"], np.arange(n))
         for seed in [int(s) for s in args.seeds.split(",")]:
-            tag = "" if args.visible_sigma is None else f"_vis{args.visible_sigma:g}"
+            tag = ("" if args.visible_sigma is None else f"_vis{args.visible_sigma:g}") + args.tag
             path = Path(args.out) / f"curve_{n}_s{seed}{tag}.json"
             if path.exists():
                 print(f"{path} exists: skipped")
@@ -133,10 +136,44 @@ def _curve(args):
             rec = {"train_events": n, "seed": seed, "train_clouds": info["n_train_clouds"], "train_seconds": sec,
                    "epochs_run": info["epochs_run"], "best_epoch": info["best_epoch"], "threshold": info["threshold"],
                    "history": info["history"], "model": args.model, "segmenter": args.segmenter, "fit": fit_kw,
-                   "test_events": test.n_events, "visible_sigma": args.visible_sigma, "results": res}
+                   "test_events": test.n_events, "visible_sigma": args.visible_sigma, "device": seg.device_name,
+                   "n_params": info.get("n_params"), "results": res}
             path.write_text(json.dumps(rec, indent=1, default=float) + "\n")
             if args.save_models:
                 seg.save(Path(args.out) / f"model_{n}_s{seed}{tag}.pt")
+
+
+def _losses(args):
+    """Train and validation loss per epoch of every curve record in ``--out`` (``losses.png``), one panel per loss
+    (the losses of ce and mixed training are not on one scale), one colour per record."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = sorted(Path(args.out).glob("curve_*_s*.json"))
+    if not paths:
+        raise SystemExit(f"no curve_*.json in {args.out}")
+    recs = [(p.stem[len("curve_"):], json.loads(p.read_text())) for p in paths]
+    losses = sorted({json.loads(r["segmenter"] or "{}").get("loss", "?") for _, r in recs})
+    fig, axes = plt.subplots(1, len(losses), figsize=(6.5 * len(losses), 4.2), squeeze=False)
+    for i, (name, r) in enumerate(recs):
+        ax = axes[0, losses.index(json.loads(r["segmenter"] or "{}").get("loss", "?"))]
+        h = r["history"]
+        ep = [x["epoch"] for x in h]
+        c = plt.cm.tab10(i % 10)
+        ax.plot(ep, [x["train_loss"] for x in h], "--", color=c, lw=1, label=f"{name} train")
+        ax.plot(ep, [x["val_loss"] for x in h], "-", color=c, lw=1.5, label=f"{name} val")
+        ax.plot([r["best_epoch"]], [h[r["best_epoch"]]["val_loss"]], "o", color=c)
+    for ax, loss in zip(axes[0], losses):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"{loss} loss per cell")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{recs[0][1]['model']}: training and validation loss (dot: best epoch, the model kept)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(Path(args.out) / "losses.png", dpi=90)
+    print(f"wrote {Path(args.out) / 'losses.png'}")
 
 
 def _plot(args):
@@ -209,16 +246,25 @@ def _errors(args):
     from pcloud.geometry import get_geometry
     from pcloud.metrics import particle_flow as pm
     from pcloud.pflow.inference import common_inference, iterative_inference
-    from pcloud.pflow.learned import FocalTrackSegmenter
+    from pcloud.pflow.learned import FocalTrackSegmenter, SegmenterEnsemble
     from pcloud.pflow.topocluster import topo_cluster_events
 
     torch.set_num_threads(args.threads)
-    test = _load(args.out)["test"]
+    files = [f for f in (args.model_file or "").split(",") if f]
+    if not files:
+        raise SystemExit("pflow_study.py errors: --model-file names no saved segmenter")
+    parts = _load(args.out)
+    test = parts["test"]
     g = get_geometry("atlas")
-    seg = FocalTrackSegmenter.load(args.model_file, device="cpu")
+    if len(files) == 1:
+        seg = FocalTrackSegmenter.load(files[0], device=args.device)
+    else:  # the members' mean fraction, its decision threshold chosen on the validation events
+        seg = SegmenterEnsemble([FocalTrackSegmenter.load(f, device=args.device) for f in files])
+        print(f"ensemble of {len(files)}: threshold {seg.choose_threshold(parts['val'], g, seg.threshold_metric):.3f}"
+              " (val)", flush=True)
     mask = topo_cluster_events(g, test).cell_cluster >= 0
     truth = truth_attribution(test)
-    out = {"model_file": str(args.model_file)}
+    out = {"model_file": files, "threshold": seg.threshold}
     for inf in ("iterative", "common", "iterative_truth_subtracted"):
         a = (iterative_inference(test, g, seg) if inf == "iterative" else common_inference(test, g, seg)
              if inf == "common" else iterative_truth_subtracted(test, g, seg, truth))
@@ -230,7 +276,9 @@ def _errors(args):
         print(inf, f"F1 {r['f1']:.3f} E-acc {r['energy_weighted_accuracy']:.3f} dense track F1 "
               f"{r['dense']['tracks']['f1']:.3f} E-acc {r['dense']['tracks']['energy_weighted_accuracy']:.3f}",
               json.dumps(out[inf]["categories"], default=float), flush=True)
-    (Path(args.out) / "errors.json").write_text(json.dumps(out, indent=1, default=float) + "\n")
+        out[inf]["metrics"] = {k: r[k] for k in ("f1", "precision", "recall", "energy_weighted_accuracy",
+                                                  "charged_fraction_true", "track_energy_resolution")}
+    (Path(args.out) / f"errors{args.tag}.json").write_text(json.dumps(out, indent=1, default=float) + "\n")
 
 
 def iterative_truth_subtracted(events, geometry, segmenter, truth):
@@ -339,7 +387,7 @@ CURVE_FIT = {"epochs": 10, "batch_size": 128, "lr": 1e-3, "patience": 4, "optimi
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=("events", "curve", "plot", "errors", "all"))
+    ap.add_argument("command", choices=("events", "curve", "plot", "losses", "errors", "all"))
     ap.add_argument("--out", default="out/pflow_study")
     ap.add_argument("--events", type=int, default=9000)
     ap.add_argument("--seed", type=int, default=1, help="generation and split seed")
@@ -349,12 +397,17 @@ def main(argv=None) -> None:
     ap.add_argument("--segmenter", default=json.dumps(CURVE_SEGMENTER), help="FocalTrackSegmenter keywords (JSON)")
     ap.add_argument("--fit", default=json.dumps(CURVE_FIT), help="fit keywords (JSON)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                    help="torch device of the segmenters of curve and errors (default cpu)")
+    ap.add_argument("--tag", default="", help="curve / errors: suffix of the output file names (e.g. _mixed)")
     ap.add_argument("--save-models", action="store_true")
-    ap.add_argument("--model-file", default=None, help="errors: a saved FocalTrackSegmenter")
+    ap.add_argument("--model-file", default=None,
+                    help="errors: a saved FocalTrackSegmenter, or several (comma-separated) for their ensemble")
     ap.add_argument("--visible-sigma", type=float, default=None,
                     help="curve: train the visible-truth oracle (told the truth of every cell above this many sigma)")
     args = ap.parse_args(argv)
-    {"events": _events, "curve": _curve, "plot": _plot, "errors": _errors, "all": _all}[args.command](args)
+    commands = {"events": _events, "curve": _curve, "plot": _plot, "losses": _losses, "errors": _errors, "all": _all}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The particle-flow study on a lent GPU machine (issue 11, items 4 and 6; results: datasets/GPU_RESULTS.md section 7).
+#
+# One event sample of the benchmark's generator (EVENTS, default the large mode's 8000, split 70/10/20 as there) is
+# generated once; then one per-track model (MODEL, default the point transformer) at the model class's own widths is
+# trained on every training event, once per loss in LOSSES (default ce and mixed; side by side, one process each), with
+# the large mode's recipe on
+# the GPU: every point of the topo-cell clouds, ragged batches of 128 clouds, the cell-neighbourhood point features,
+# AdamW + warm-up + cosine timed to MINUTES, early stopping after 8 epochs without a better validation loss, the
+# decision threshold chosen on the validation events. Each trained model is evaluated with iterative and common
+# inference on the test events (`scripts/pflow_study.py curve`: F1 / E-acc overall and by cell significance,
+# charged share, dense-track metrics) and saved, so `pflow_study.py errors` can take it apart on a CPU later.
+#
+# Runs from the repository root without installing pcloud (PYTHONPATH=.); wheels of awkward, awkward-cpp, uproot
+# and cramjam are installed from $WHEELS (default .whl/) when that folder holds any. Everything stops after LIMIT
+# seconds (default 540; MINUTES must leave about 2.5 min of it for the events, the clouds and the evaluation);
+# what finished is in $OUT
+# (records curve_<n>_s<seed>_<loss>.json, models model_<n>_s<seed>_<loss>.pt, log.txt, machine.txt).
+#
+#     OUT=out/gpu_study LIMIT=540 bash scripts/gpu_pflow_study.sh
+#     DEVICE=cpu EVENTS=300 MINUTES=0.2 LIMIT=300 OUT=/tmp/s bash scripts/gpu_pflow_study.sh   # a CPU dry run
+set -u -o pipefail
+OUT=${OUT:-out/gpu_study}
+LIMIT=${LIMIT:-540}
+WORK=${WORK:-/tmp/pcloud_gpu_study}
+WHEELS=${WHEELS:-.whl}
+DEVICE=${DEVICE:-cuda}
+MODEL=${MODEL:-transformer}
+WIDTHS=${WIDTHS:-full}
+EVENTS=${EVENTS:-8000}
+MINUTES=${MINUTES:-5}
+LOSSES=${LOSSES:-ce,mixed}
+SEEDS=${SEEDS:-1}
+THREADS=${THREADS:-6}
+START=$(date +%s)
+mkdir -p "$OUT" "$WORK"
+source scripts/gpu_env.sh
+left() { echo $(( LIMIT - ($(date +%s) - START) )); }
+{
+    [ -f "$WORK/events.pkl" ] || timeout -s TERM "$(left)" python3 scripts/pflow_study.py events \
+        --events "$EVENTS" --seed 1 --out "$WORK" || exit 1
+    SEG_BASE='"cells": "topo", "threshold": "val", "max_points": null, "ragged": true, "energy_share": 0.5'
+    FIT='{"epochs": 300, "batch_size": 128, "lr": 1e-3, "patience": 8, "optimizer": "adamw", "schedule": "cosine",
+          "warmup": 0.05, "weight_decay": 1e-4, "schedule_time": true, "max_minutes": '"$MINUTES"'}'
+    # the losses train side by side: each process alone leaves the GPU mostly idle (kernel launches bound it,
+    # datasets/GPU_RESULTS.md section 2), and the machine has CPU cores for both processes' cloud building
+    for loss in ${LOSSES//,/ }; do
+        timeout -s TERM "$(left)" python3 scripts/pflow_study.py curve --device "$DEVICE" --threads "$THREADS" \
+            --model "$MODEL" --sizes 1000000 --seeds "$SEEDS" --tag "_$loss" --save-models --out "$WORK" \
+            --segmenter "{$SEG_BASE, \"loss\": \"$loss\", \"widths\": \"$WIDTHS\"}" --fit "$FIT" 2>&1 \
+            | sed -u "s/^/[$loss] /" &
+    done
+    wait
+} 2>&1 | tee "$OUT/log.txt"
+rc=$?
+cp "$WORK"/curve_*.json "$WORK"/model_*.pt "$OUT/" 2>/dev/null
+echo "exit $rc after $(( $(date +%s) - START )) s" | tee -a "$OUT/log.txt"
+exit "$rc"

@@ -1,0 +1,62 @@
+"""scripts/pflow_study.py on a few events: ``curve`` with a file tag and saved models, ``errors`` of one model and of an
+ensemble, ``losses``. The errors of a saved model reproduce the numbers its curve record measured (same events,
+same inference), and an ensemble of one model twice is that model (same mean fraction, same threshold choice)."""
+import json
+
+import pytest
+
+from helpers.scripts import load_script
+
+SEG = {"cells": "topo", "loss": "ce", "threshold": "val", "max_points": None, "ragged": True, "widths": "light"}
+FIT = {"epochs": 1, "batch_size": 32, "lr": 1e-3, "patience": 2, "optimizer": "adamw", "schedule": "cosine",
+       "warmup": 0.05, "weight_decay": 1e-4}
+
+
+@pytest.mark.slow
+def test_curve_errors_ensemble_and_losses(tmp_path, capsys):
+    mod = load_script("pflow_study")
+    out = str(tmp_path)
+    mod.main(["events", "--events", "40", "--seed", "3", "--out", out])
+    for loss in ("ce", "mixed"):
+        mod.main(["curve", "--out", out, "--sizes", "1000", "--seeds", "1", "--threads", "1", "--tag", f"_{loss}",
+                  "--save-models", "--segmenter", json.dumps({**SEG, "loss": loss}), "--fit", json.dumps(FIT)])
+    recs = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("curve_*_s1_*.json")}
+    n = recs and next(iter(recs.values()))["train_events"]
+    assert set(recs) == {f"curve_{n}_s1_ce", f"curve_{n}_s1_mixed"}
+    assert all(r["device"] == "cpu" and r["n_params"] > 0 for r in recs.values())
+    assert json.loads(recs[f"curve_{n}_s1_mixed"]["segmenter"])["loss"] == "mixed"
+    model = tmp_path / f"model_{n}_s1_ce.pt"
+    assert model.exists() and (tmp_path / f"model_{n}_s1_mixed.pt").exists()
+    # a second curve run with the same tag skips the finished record instead of overwriting it
+    mod.main(["curve", "--out", out, "--sizes", "1000", "--seeds", "1", "--tag", "_ce", "--segmenter",
+              json.dumps(SEG), "--fit", json.dumps(FIT)])
+    assert "exists: skipped" in capsys.readouterr().out
+
+    mod.main(["errors", "--out", out, "--threads", "1", "--model-file", str(model), "--tag", "_one"])
+    one = json.loads((tmp_path / "errors_one.json").read_text())
+    rec = recs[f"curve_{n}_s1_ce"]["results"]
+    for inf in ("iterative", "common"):
+        assert one[inf]["metrics"]["f1"] == pytest.approx(rec[inf]["f1"], abs=1e-12)
+        assert one[inf]["metrics"]["energy_weighted_accuracy"] == pytest.approx(
+            rec[inf]["energy_weighted_accuracy"], abs=1e-12)
+        lost = sum(c["energy_share"] for c in one[inf]["categories"].values())
+        assert lost == pytest.approx(1 - one[inf]["energy_weighted_accuracy"], abs=1e-9)
+    assert one["threshold"] == pytest.approx(recs[f"curve_{n}_s1_ce"]["threshold"])
+
+    mod.main(["errors", "--out", out, "--threads", "1", "--model-file", f"{model},{model}", "--tag", "_twice"])
+    twice = json.loads((tmp_path / "errors_twice.json").read_text())
+    assert "ensemble of 2: threshold" in capsys.readouterr().out
+    assert twice["model_file"] == [str(model)] * 2 and twice["threshold"] == pytest.approx(one["threshold"])
+    for inf in ("iterative", "common", "iterative_truth_subtracted"):
+        for k, v in one[inf]["metrics"].items():
+            assert twice[inf]["metrics"][k] == pytest.approx(v, abs=1e-6), (inf, k)
+
+    mixed = tmp_path / f"model_{n}_s1_mixed.pt"
+    mod.main(["errors", "--out", out, "--threads", "1", "--model-file", f"{model},{mixed}", "--tag", "_pair"])
+    pair = json.loads((tmp_path / "errors_pair.json").read_text())
+    assert len(pair["model_file"]) == 2 and 0 < pair["common"]["metrics"]["f1"] <= 1
+
+    mod.main(["losses", "--out", out])
+    assert (tmp_path / "losses.png").stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="--model-file names no saved segmenter"):
+        mod.main(["errors", "--out", out])
