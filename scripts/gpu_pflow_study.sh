@@ -18,16 +18,17 @@
 # (records curve_<n>_s<seed>_<loss>.json, models model_<n>_s<seed>_<loss>.pt, log.txt, machine.txt).
 #
 #     OUT=out/gpu_study LIMIT=540 bash scripts/gpu_pflow_study.sh
-#     DEVICE=cpu EVENTS=300 MINUTES=0.2 LIMIT=300 OUT=/tmp/s bash scripts/gpu_pflow_study.sh   # a CPU dry run
+#     DEVICE=cpu EVENTS=300 MINUTES=0.2 WIDTHS=light LIMIT=300 OUT=/tmp/s WORK=/tmp/w bash scripts/gpu_pflow_study.sh
+#     (a CPU dry run; WORK keeps events.pkl and the records, which a later run with the same WORK reuses / skips)
 set -u -o pipefail
 OUT=${OUT:-out/gpu_study}
 LIMIT=${LIMIT:-540}
-WORK=${WORK:-/tmp/pcloud_gpu_study}
+EVENTS=${EVENTS:-8000}
+WORK=${WORK:-/tmp/pcloud_gpu_study_$EVENTS}   # holds events.pkl (reused when there) and the records
 WHEELS=${WHEELS:-.whl}
 DEVICE=${DEVICE:-cuda}
 MODEL=${MODEL:-transformer}
 WIDTHS=${WIDTHS:-full}
-EVENTS=${EVENTS:-8000}
 MINUTES=${MINUTES:-5}
 LOSSES=${LOSSES:-ce,mixed}
 SEEDS=${SEEDS:-1}
@@ -35,7 +36,7 @@ THREADS=${THREADS:-6}
 START=$(date +%s)
 mkdir -p "$OUT" "$WORK"
 source scripts/gpu_env.sh
-left() { echo $(( LIMIT - ($(date +%s) - START) )); }
+left() { local s=$(( LIMIT - ($(date +%s) - START) )); echo $(( s > 1 ? s : 1 )); }   # timeout 0 = none
 {
     [ -f "$WORK/events.pkl" ] || timeout -s TERM "$(left)" python3 scripts/pflow_study.py events \
         --events "$EVENTS" --seed 1 --out "$WORK" || exit 1
@@ -44,13 +45,17 @@ left() { echo $(( LIMIT - ($(date +%s) - START) )); }
           "warmup": 0.05, "weight_decay": 1e-4, "schedule_time": true, "max_minutes": '"$MINUTES"'}'
     # the losses train side by side: each process alone leaves the GPU mostly idle (kernel launches bound it,
     # datasets/GPU_RESULTS.md section 2), and the machine has CPU cores for both processes' cloud building
+    pids=()
     for loss in ${LOSSES//,/ }; do
         timeout -s TERM "$(left)" python3 scripts/pflow_study.py curve --device "$DEVICE" --threads "$THREADS" \
             --model "$MODEL" --sizes 1000000 --seeds "$SEEDS" --tag "_$loss" --save-models --out "$WORK" \
             --segmenter "{$SEG_BASE, \"loss\": \"$loss\", \"widths\": \"$WIDTHS\"}" --fit "$FIT" 2>&1 \
             | sed -u "s/^/[$loss] /" &
+        pids+=($!)
     done
-    wait
+    failed=0
+    for p in "${pids[@]}"; do wait "$p" || failed=1; done   # pipefail: a failed or timed-out training counts
+    exit $failed
 } 2>&1 | tee "$OUT/log.txt"
 rc=$?
 cp "$WORK"/curve_*.json "$WORK"/model_*.pt "$OUT/" 2>/dev/null

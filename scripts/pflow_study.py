@@ -106,6 +106,7 @@ def _curve(args):
     from pcloud.core.events import select_events
     from pcloud.geometry import get_geometry
     from pcloud.pflow.topocluster import topo_cluster_events
+    from pcloud.train.trainer import select_device
 
     torch.set_num_threads(args.threads)
     parts = _load(args.out)
@@ -136,8 +137,8 @@ def _curve(args):
             rec = {"train_events": n, "seed": seed, "train_clouds": info["n_train_clouds"], "train_seconds": sec,
                    "epochs_run": info["epochs_run"], "best_epoch": info["best_epoch"], "threshold": info["threshold"],
                    "history": info["history"], "model": args.model, "segmenter": args.segmenter, "fit": fit_kw,
-                   "test_events": test.n_events, "visible_sigma": args.visible_sigma, "device": seg.device_name,
-                   "n_params": info.get("n_params"), "results": res}
+                   "test_events": test.n_events, "visible_sigma": args.visible_sigma, "tag": args.tag,
+                   "device": str(select_device(seg.device_name)), "n_params": info.get("n_params"), "results": res}
             path.write_text(json.dumps(rec, indent=1, default=float) + "\n")
             if args.save_models:
                 seg.save(Path(args.out) / f"model_{n}_s{seed}{tag}.pt")
@@ -155,10 +156,13 @@ def _losses(args):
     if not paths:
         raise SystemExit(f"no curve_*.json in {args.out}")
     recs = [(p.stem[len("curve_"):], json.loads(p.read_text())) for p in paths]
-    losses = sorted({json.loads(r["segmenter"] or "{}").get("loss", "?") for _, r in recs})
+    def loss_of(r):  # FocalTrackSegmenter's default loss where the record's keywords name none
+        return json.loads(r["segmenter"] or "{}").get("loss", "energy_weighted")
+
+    losses = sorted({loss_of(r) for _, r in recs})
     fig, axes = plt.subplots(1, len(losses), figsize=(6.5 * len(losses), 4.2), squeeze=False)
     for i, (name, r) in enumerate(recs):
-        ax = axes[0, losses.index(json.loads(r["segmenter"] or "{}").get("loss", "?"))]
+        ax = axes[0, losses.index(loss_of(r))]
         h = r["history"]
         ep = [x["epoch"] for x in h]
         c = plt.cm.tab10(i % 10)
@@ -183,9 +187,10 @@ def _plot(args):
     import matplotlib.pyplot as plt
 
     recs = [json.loads(p.read_text()) for p in sorted(Path(args.out).glob("curve_*_s*.json"))]
-    recs = [r for r in recs if r.get("visible_sigma") is None]  # the oracle's records are not part of the curve
+    # one series: not the oracle's records, and those of this --tag only (records without a tag field have none)
+    recs = [r for r in recs if r.get("visible_sigma") is None and r.get("tag", "") == args.tag]
     if not recs:
-        raise SystemExit(f"no curve_*.json in {args.out}")
+        raise SystemExit(f"no curve_*.json of tag {args.tag!r} in {args.out}")
     sizes = sorted({r["train_events"] for r in recs})
     fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
     table = []
@@ -399,7 +404,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
                     help="torch device of the segmenters of curve and errors (default cpu)")
-    ap.add_argument("--tag", default="", help="curve / errors: suffix of the output file names (e.g. _mixed)")
+    ap.add_argument("--tag", default="",
+                    help="curve / errors: suffix of the output file names (e.g. _mixed); plot: the series to draw")
     ap.add_argument("--save-models", action="store_true")
     ap.add_argument("--model-file", default=None,
                     help="errors: a saved FocalTrackSegmenter, or several (comma-separated) for their ensemble")

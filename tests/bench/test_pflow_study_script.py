@@ -4,8 +4,15 @@ same inference), and an ensemble of one model twice is that model (same mean fra
 import json
 
 import pytest
+import torch
 
 from helpers.scripts import load_script
+from pcloud.core.attribution import truth_attribution
+from pcloud.geometry import get_geometry
+from pcloud.metrics import particle_flow as pm
+from pcloud.pflow.inference import common_inference
+from pcloud.pflow.learned import FocalTrackSegmenter, SegmenterEnsemble
+from pcloud.pflow.topocluster import topo_cluster_events
 
 SEG = {"cells": "topo", "loss": "ce", "threshold": "val", "max_points": None, "ragged": True, "widths": "light"}
 FIT = {"epochs": 1, "batch_size": 32, "lr": 1e-3, "patience": 2, "optimizer": "adamw", "schedule": "cosine",
@@ -17,13 +24,17 @@ def test_curve_errors_ensemble_and_losses(tmp_path, capsys):
     mod = load_script("pflow_study")
     out = str(tmp_path)
     mod.main(["events", "--events", "40", "--seed", "3", "--out", out])
-    for loss in ("ce", "mixed"):
+    for loss, device in (("ce", "cpu"), ("mixed", "auto")):
         mod.main(["curve", "--out", out, "--sizes", "1000", "--seeds", "1", "--threads", "1", "--tag", f"_{loss}",
-                  "--save-models", "--segmenter", json.dumps({**SEG, "loss": loss}), "--fit", json.dumps(FIT)])
+                  "--device", device, "--save-models", "--segmenter", json.dumps({**SEG, "loss": loss}),
+                  "--fit", json.dumps(FIT)])
     recs = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("curve_*_s1_*.json")}
     n = recs and next(iter(recs.values()))["train_events"]
     assert set(recs) == {f"curve_{n}_s1_ce", f"curve_{n}_s1_mixed"}
-    assert all(r["device"] == "cpu" and r["n_params"] > 0 for r in recs.values())
+    # the record names the device the model ran on ("auto" resolved)
+    assert recs[f"curve_{n}_s1_ce"]["device"] == "cpu"
+    assert recs[f"curve_{n}_s1_mixed"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert all(r["n_params"] > 0 and r["tag"] in ("_ce", "_mixed") for r in recs.values())
     assert json.loads(recs[f"curve_{n}_s1_mixed"]["segmenter"])["loss"] == "mixed"
     model = tmp_path / f"model_{n}_s1_ce.pt"
     assert model.exists() and (tmp_path / f"model_{n}_s1_mixed.pt").exists()
@@ -51,12 +62,27 @@ def test_curve_errors_ensemble_and_losses(tmp_path, capsys):
         for k, v in one[inf]["metrics"].items():
             assert twice[inf]["metrics"][k] == pytest.approx(v, abs=1e-6), (inf, k)
 
+    # the ensemble of two different models: the script's threshold and common-inference metrics are those of a
+    # SegmenterEnsemble built here from the same files
     mixed = tmp_path / f"model_{n}_s1_mixed.pt"
     mod.main(["errors", "--out", out, "--threads", "1", "--model-file", f"{model},{mixed}", "--tag", "_pair"])
     pair = json.loads((tmp_path / "errors_pair.json").read_text())
-    assert len(pair["model_file"]) == 2 and 0 < pair["common"]["metrics"]["f1"] <= 1
+    parts = mod._load(out)
+    g = get_geometry("atlas")
+    ens = SegmenterEnsemble([FocalTrackSegmenter.load(f, device="cpu") for f in (model, mixed)])
+    thr = ens.choose_threshold(parts["val"], g, ens.threshold_metric)
+    assert pair["model_file"] == [str(model), str(mixed)] and pair["threshold"] == pytest.approx(thr)
+    test = parts["test"]
+    r = pm.evaluate_attribution(test, common_inference(test, g, ens), truth_attribution(test),
+                                cell_mask=topo_cluster_events(g, test).cell_cluster >= 0)
+    for k in ("f1", "energy_weighted_accuracy", "track_energy_resolution"):
+        assert pair["common"]["metrics"][k] == pytest.approx(r[k], abs=1e-9), k
 
     mod.main(["losses", "--out", out])
     assert (tmp_path / "losses.png").stat().st_size > 10_000
+    mod.main(["plot", "--out", out, "--tag", "_ce"])  # one tagged series of the curve
+    assert json.loads((tmp_path / "curve_table.json").read_text())[0]["seeds"] == 1
+    with pytest.raises(SystemExit, match="no curve_.*of tag ''"):
+        mod.main(["plot", "--out", out])
     with pytest.raises(SystemExit, match="--model-file names no saved segmenter"):
         mod.main(["errors", "--out", out])
