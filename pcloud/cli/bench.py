@@ -84,6 +84,7 @@ def _bench_pflow(args) -> int:
                       widths=getattr(args, "widths", None), max_minutes=max_minutes, model_minutes=model_minutes,
                       patience=getattr(args, "patience", None), max_points=getattr(args, "max_points", None),
                       kinematic_replicas=getattr(args, "kinematic_replicas", 16), ragged=getattr(args, "ragged", None),
+                      residual_clouds=getattr(args, "residual_clouds", False),
                       data=list(getattr(args, "data", []) or []), features=parse_features(getattr(args, "features", None)))
     if model_minutes:  # NAME=MIN pairs replace the mode's budgets of those models only
         cfg.model_minutes = {**PFLOW_MODES[cfg.mode]["model_minutes"], **model_minutes}
@@ -189,6 +190,10 @@ def register(sub) -> None:
     p.add_argument("--ragged", action=argparse.BooleanOptionalAction, default=None,
                    help="train and run the per-track models on flat (P, F) batches with a cloud index instead of "
                         "padded ones (pcloud.nn.ragged; default: ragged with --large, else padded)")
+    p.add_argument("--residual-clouds", action="store_true",
+                   help="also train the per-track models on the clouds of every track after an event's first with "
+                        "the true shares of the higher-pT tracks removed (teacher forcing of iterative inference, "
+                        "pcloud.pflow.residual_clouds)")
     p.add_argument("--kinematic-replicas", type=int, default=16, metavar="N",
                    help="noise-free re-simulations of the test events for the kinematic oracles (labels from the "
                         "true particle kinematics, alone and with each cell's energy; generated events only; "

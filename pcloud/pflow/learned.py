@@ -69,6 +69,7 @@ from ..nn.losses import SEG_LOSSES, CellSegmentationLoss
 from ..train.checkpoint import safe_load
 from ..train.trainer import Trainer, select_device
 from .clouds import cloud_track_rows, event_clouds, track_clouds
+from .residual_clouds import residual_track_clouds
 
 __all__ = ["FocalTrackSegmenter", "ChargedFractionSegmenter", "OracleSegmenter", "SegmenterEnsemble",
            "DEFAULT_FEATURES", "EVENT_FEATURES", "remap_fraction", "cloud_cell_mask"]
@@ -280,6 +281,10 @@ class _CellSegmenter:
     def make_clouds(self, events, geometry):
         raise NotImplementedError
 
+    def make_train_clouds(self, events, geometry):
+        """The clouds :meth:`fit` trains on (default: :meth:`make_clouds`)."""
+        return self.make_clouds(events, geometry)
+
     def _targets(self, clouds, pad, sel, n) -> torch.Tensor:
         raise NotImplementedError
 
@@ -323,7 +328,7 @@ class _CellSegmenter:
         "n_val_clouds", "n_params", "prep_seconds", "truncated_energy_fraction", "threshold"}``.
         """
         t0 = time.perf_counter()
-        tr = self.make_clouds(train_events, geometry)
+        tr = self.make_train_clouds(train_events, geometry)
         va = self.make_clouds(val_events, geometry)
         if len(tr) == 0 or len(va) == 0:
             raise ValueError(f"{type(self).__name__}.fit: no clouds (train {len(tr)}, val {len(va)}); "
@@ -351,6 +356,9 @@ class _CellSegmenter:
         if self.threshold_spec == "val":
             raise ValueError(f"{type(self).__name__}.fit_stores: threshold='val' is chosen on the validation events; "
                              "use fit() or give a number")
+        if getattr(self, "residual_clouds", False):
+            raise ValueError(f"{type(self).__name__}.fit_stores: residual_clouds=True needs the events (the truth "
+                             "shares of the earlier tracks); use fit(), or store residual_track_clouds() output too")
         if train.n_events == 0 or val.n_events == 0:
             raise ValueError(f"{type(self).__name__}.fit_stores: no clouds (train {train.n_events}, val "
                              f"{val.n_events}); do the events have tracks reaching the calorimeter?")
@@ -564,19 +572,34 @@ class FocalTrackSegmenter(_CellSegmenter):
     default_features = DEFAULT_FEATURES
 
     def __init__(self, model="pointnet", target="soft", loss="energy_weighted", dr_max=0.2, max_points=None,
-                 features=None, device="auto", seed=1, binary_threshold=0.5, gamma=2.0, **model_cfg):
+                 features=None, device="auto", seed=1, binary_threshold=0.5, gamma=2.0, residual_clouds=False,
+                 **model_cfg):
         if not (np.isfinite(dr_max) and dr_max > 0):
             raise ValueError(f"FocalTrackSegmenter: dr_max must be > 0, found {dr_max!r}")
         self.dr_max = float(dr_max)
+        #: also train on the residual clouds of the tracks after the first (pcloud.pflow.residual_clouds)
+        self.residual_clouds = bool(residual_clouds)
         super().__init__(model, target, loss, max_points, features, device, seed, binary_threshold, gamma,
                          **model_cfg)
 
     def _config(self) -> dict:
-        return {**super()._config(), "dr_max": self.dr_max}
+        return {**super()._config(), "dr_max": self.dr_max, "residual_clouds": self.residual_clouds}
 
     def make_clouds(self, events, geometry):
         return track_clouds(events, geometry, dr_max=self.dr_max, cell_mask=self.cloud_cell_mask(events, geometry),
                             cell_graph=self.needs_cell_graph)
+
+    def make_train_clouds(self, events, geometry):
+        """The training clouds: :meth:`make_clouds`, and with ``residual_clouds`` also the clouds of every track
+        after an event's first with the true shares of the higher-pT tracks removed (teacher forcing of iterative
+        inference, :func:`~pcloud.pflow.residual_clouds.residual_track_clouds`)."""
+        clouds = self.make_clouds(events, geometry)
+        if not self.residual_clouds:
+            return clouds
+        extra = residual_track_clouds(events, geometry, dr_max=self.dr_max,
+                                      cell_mask=self.cloud_cell_mask(events, geometry),
+                                      cell_graph=self.needs_cell_graph)
+        return clouds if extra is None else ak.concatenate([clouds, extra])
 
     def _targets(self, clouds, pad, sel, n) -> torch.Tensor:
         cell = (pad["type"] == int(PointType.CELL))

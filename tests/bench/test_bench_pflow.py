@@ -292,7 +292,7 @@ def test_cli_widths_and_minutes_reach_the_config(cli_cfg):
 def test_cli_max_points_and_kinematic_replicas_reach_the_config(cli_cfg):
     """--max-points N truncates the track clouds at N points, 0 keeps every point (the segmenter gets None);
     --kinematic-replicas sets the replicas of the kinematic oracles (0: none); negative values are named; --ragged
-    selects the ragged path."""
+    selects the ragged path, --residual-clouds the residual training clouds."""
     from pcloud.bench.pflow.run import _Run
 
     cfg_of = cli_cfg
@@ -308,6 +308,8 @@ def test_cli_max_points_and_kinematic_replicas_reach_the_config(cli_cfg):
     assert seg(cfg_of("--quick", "--max-points", "0")).max_points is None
     assert seg(cfg_of("--large")).ragged is True and seg(cfg_of("--large", "--no-ragged")).ragged is False
     assert seg(cfg_of("--medium")).ragged is False and seg(cfg_of("--medium", "--ragged")).ragged is True
+    assert seg(cfg_of("--large")).residual_clouds is False
+    assert seg(cfg_of("--quick", "--residual-clouds")).residual_clouds is True
     with pytest.raises(ValueError, match="max_points must be >= 0"):
         PflowConfig(quick=True, max_points=-1).resolved()
     with pytest.raises(ValueError, match="kinematic_replicas must be >= 0"):

@@ -76,6 +76,8 @@ class PflowConfig:
     weight_decay: float | None = None
     schedule_time: bool | None = None    # cosine timed to the model's budget when it has one
     ragged: bool | None = None           # the ragged path of the point models (large mode: yes; else the recipe's: no)
+    #: also train the per-track models on the residual clouds of iterative inference (pcloud.pflow.residual_clouds)
+    residual_clouds: bool = False
     #: widths of the per-track models (pcloud.pflow.learned.WIDTHS): "light" (quick / medium: narrower DGCNN,
     #: transformer, GravNet), "small" (CPU-sized; large / full) or "full" (the model classes' own, GPU-sized)
     widths: str | None = None
@@ -185,7 +187,7 @@ class PflowConfig:
     def segmenter_kwargs(self) -> dict:
         """Recipe arguments of :class:`pcloud.pflow.learned.FocalTrackSegmenter`."""
         return {"cells": self.cells, "threshold": self.threshold, "energy_share": self.energy_share,
-                "ragged": self.ragged, "widths": self.widths}
+                "ragged": self.ragged, "widths": self.widths, "residual_clouds": bool(self.residual_clouds)}
 
     def fit_kwargs(self) -> dict:
         """Recipe arguments of ``FocalTrackSegmenter.fit`` (:class:`pcloud.train.trainer.Trainer`)."""

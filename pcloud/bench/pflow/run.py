@@ -109,7 +109,8 @@ class _Run:
         tr = {k: v for k, v in info.items() if k != "history"}
         tr.update(history=info.get("history"), target=seg.target, loss=seg.loss_name, model=seg.model_name,
                   budget_minutes=cfg.minutes(budget_key), architecture={k: v for k, v in seg.model_cfg.items()},
-                  seed=seg.seed, train_seconds=seconds, cells=seg.cells, features=list(seg.features))
+                  seed=seg.seed, train_seconds=seconds, cells=seg.cells, features=list(seg.features),
+                  residual_clouds=bool(getattr(seg, "residual_clouds", False)))
         self.training.setdefault(name, {"seeds": []})["seeds"].append(tr)
         if seed_index == 0:
             self.training[name].update({k: v for k, v in tr.items() if k != "seeds"})
