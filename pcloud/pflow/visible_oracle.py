@@ -69,6 +69,9 @@ class VisibleTruthSegmenter(FocalTrackSegmenter):
         if not (np.isfinite(visible_sigma) and visible_sigma >= 0):
             raise ValueError(f"VisibleTruthSegmenter: visible_sigma must be a number >= 0, found {visible_sigma!r}")
         self.visible_sigma = float(visible_sigma)
+        if kw.get("residual_clouds"):
+            raise ValueError("VisibleTruthSegmenter: residual_clouds is not offered for the oracle (its clouds carry "
+                             "the truth fields that make_clouds adds)")
         super().__init__(*args, **kw)
         missing = [f for f in VISIBLE_TRUTH_FEATURES if f not in self.features]
         if missing:

@@ -101,6 +101,10 @@ def test_segmenter_trains_on_residual_clouds(atlas, events, tmp_path):
     assert np.allclose(back.predict_fraction(clouds), seg.predict_fraction(clouds))
     with pytest.raises(ValueError, match="residual_clouds=True needs the events"):
         FocalTrackSegmenter(residual_clouds=True, threshold=0.4, **kw).fit_stores(None, None)
+    from pcloud.pflow.visible_oracle import VisibleTruthSegmenter
+
+    with pytest.raises(ValueError, match="residual_clouds is not offered for the oracle"):
+        VisibleTruthSegmenter(residual_clouds=True, **kw)
 
 
 def test_single_track_events_have_no_residual_clouds(atlas):
