@@ -3,19 +3,19 @@
 #
 # One event sample of the benchmark's generator (EVENTS, default the large mode's 8000, split 70/10/20 as there) is
 # generated once; then one per-track model (MODEL, default the point transformer) at the model class's own widths is
-# trained on every training event, once per loss in LOSSES (default ce and mixed; side by side, one process each), with
-# the large mode's recipe on
-# the GPU: every point of the topo-cell clouds, ragged batches of 128 clouds, the cell-neighbourhood point features,
-# AdamW + warm-up + cosine timed to MINUTES, early stopping after 8 epochs without a better validation loss, the
-# decision threshold chosen on the validation events. Each trained model is evaluated with iterative and common
-# inference on the test events (`scripts/pflow_study.py curve`: F1 / E-acc overall and by cell significance,
-# charged share, dense-track metrics) and saved, so `pflow_study.py errors` can take it apart on a CPU later.
+# trained on every training event, once per loss in LOSSES (default ce and mixed; side by side, one process each),
+# with the large mode's recipe on the GPU: every point of the topo-cell clouds, ragged batches of 128 clouds, the
+# cell-neighbourhood point features, AdamW + warm-up + cosine timed to MINUTES, early stopping after 8 epochs without
+# a better validation loss, the decision threshold chosen on the validation events. Each trained model is evaluated
+# with iterative and common inference on the test events (`scripts/pflow_study.py curve`: F1 / E-acc overall and by
+# cell significance, charged share, dense-track metrics) and saved, so `pflow_study.py errors` can take it apart on a
+# CPU later.
 #
 # Runs from the repository root without installing pcloud (PYTHONPATH=.); wheels of awkward, awkward-cpp, uproot
 # and cramjam are installed from $WHEELS (default .whl/) when that folder holds any. Everything stops after LIMIT
-# seconds (default 540; MINUTES must leave about 2.5 min of it for the events, the clouds and the evaluation);
-# what finished is in $OUT
-# (records curve_<n>_s<seed>_<loss>.json, models model_<n>_s<seed>_<loss>.pt, log.txt, machine.txt).
+# seconds (default 540; MINUTES must leave about 2.5 min of it for the events, the clouds and the evaluation); what
+# finished is in $OUT (records curve_<n>_s<seed>_<loss>.json, models model_<n>_s<seed>_<loss>.pt, log.txt,
+# machine.txt).
 #
 #     OUT=out/gpu_study LIMIT=540 bash scripts/gpu_pflow_study.sh
 #     DEVICE=cpu EVENTS=300 MINUTES=0.2 WIDTHS=light LIMIT=300 OUT=/tmp/s WORK=/tmp/w bash scripts/gpu_pflow_study.sh

@@ -84,13 +84,20 @@ class Attribution:
                                  f"measured {e[i]:.6g} GeV")
 
 
+def particle_track_rows(track_particle, n_particles: int) -> np.ndarray:
+    """Track row of every particle row (-1 for particles without a track), from the particle row of each track
+    (``tracks["particle"]``)."""
+    track_particle = np.asarray(track_particle, np.int64)
+    out = np.full(int(n_particles), -1, np.int64)
+    out[track_particle] = np.arange(track_particle.size)
+    return out
+
+
 def truth_attribution(events) -> Attribution:
     """The true attribution of :class:`pcloud.core.events.TrackCellEvents` (see the module docstring)."""
     cells, hits, tracks = events.cells, events.hits, events.tracks
     n_cells = cells["event"].size
-    # particle row -> track row (-1 for particles without a track)
-    part_to_track = np.full(events.particles["event"].size, -1, dtype=np.int64)
-    part_to_track[tracks["particle"]] = np.arange(tracks["particle"].size)
+    part_to_track = particle_track_rows(tracks["particle"], events.particles["event"].size)
     true_total = np.bincount(hits["cell"], weights=np.clip(hits["energy_gev"], 0, None), minlength=n_cells)
     t_row = part_to_track[hits["particle"]]
     m = t_row >= 0

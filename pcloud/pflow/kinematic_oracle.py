@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.attribution import Attribution
+from ..core.attribution import Attribution, particle_track_rows
 from ..core.events import TruthParticles
 from .learned import OracleSegmenter
 
@@ -158,8 +158,7 @@ def replica_votes(events, geometry, n_replicas: int = 16, seed: int = 0, deposit
     if np.any(sigma <= 0):
         raise ValueError("replica_votes: events.cells['noise_sigma_gev'] must be > 0 on the voted cells")
     n_tracks = int(tracks["particle"].size)
-    part_to_track = np.full(int(truth.event.size), -1, np.int64)
-    part_to_track[np.asarray(tracks["particle"], np.int64)] = np.arange(n_tracks)
+    part_to_track = particle_track_rows(tracks["particle"], truth.event.size)
     rng = np.random.default_rng(seed)
     n = rows.size
     dep_c, dep_t, win_c, win_t, win_e = [], [], [], [], []  # per replica: deposits (sparse) and winners

@@ -585,20 +585,22 @@ class FocalTrackSegmenter(_CellSegmenter):
     def _config(self) -> dict:
         return {**super()._config(), "dr_max": self.dr_max, "residual_clouds": self.residual_clouds}
 
+    def _cloud_kwargs(self, events, geometry) -> dict:
+        return {"dr_max": self.dr_max, "cell_mask": self.cloud_cell_mask(events, geometry),
+                "cell_graph": self.needs_cell_graph}
+
     def make_clouds(self, events, geometry):
-        return track_clouds(events, geometry, dr_max=self.dr_max, cell_mask=self.cloud_cell_mask(events, geometry),
-                            cell_graph=self.needs_cell_graph)
+        return track_clouds(events, geometry, **self._cloud_kwargs(events, geometry))
 
     def make_train_clouds(self, events, geometry):
         """The training clouds: :meth:`make_clouds`, and with ``residual_clouds`` also the clouds of every track
         after an event's first with the true shares of the higher-pT tracks removed (teacher forcing of iterative
         inference, :func:`~pcloud.pflow.residual_clouds.residual_track_clouds`)."""
-        clouds = self.make_clouds(events, geometry)
         if not self.residual_clouds:
-            return clouds
-        extra = residual_track_clouds(events, geometry, dr_max=self.dr_max,
-                                      cell_mask=self.cloud_cell_mask(events, geometry),
-                                      cell_graph=self.needs_cell_graph)
+            return self.make_clouds(events, geometry)
+        kw = self._cloud_kwargs(events, geometry)  # one cell selection (topo-clustering) for both sets
+        clouds = track_clouds(events, geometry, **kw)
+        extra = residual_track_clouds(events, geometry, **kw)
         return clouds if extra is None else ak.concatenate([clouds, extra])
 
     def _targets(self, clouds, pad, sel, n) -> torch.Tensor:

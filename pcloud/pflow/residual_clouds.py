@@ -25,7 +25,7 @@ import dataclasses
 import awkward as ak
 import numpy as np
 
-from ..core.attribution import truth_attribution
+from ..core.attribution import particle_track_rows, truth_attribution
 from .clouds import track_clouds
 from .inference import track_order
 
@@ -44,8 +44,7 @@ def residual_track_clouds(events, geometry, dr_max: float = 0.2, cell_mask=None,
     rank_of[rows] = rank
     truth = truth_attribution(events)
     share_rank = rank_of[np.asarray(truth.track_row, np.int64)]
-    part_to_track = np.full(np.asarray(events.particles["event"]).size, -1, np.int64)
-    part_to_track[np.asarray(events.tracks["particle"])] = np.arange(n_tracks)
+    part_to_track = particle_track_rows(events.tracks["particle"], np.asarray(events.particles["event"]).size)
     hit_track = part_to_track[np.asarray(events.hits["particle"])]
     hit_rank = np.where(hit_track >= 0, rank_of[np.maximum(hit_track, 0)], -1)
     e = np.asarray(events.cells["energy_gev"], np.float64)

@@ -2,9 +2,10 @@
 
 Cell F1 counts every cell once, and in the benchmark's events 72 % of the topo-clustered cells with E > 0 lie below
 2 sigma of noise (618 test events of a 3000-event sample), where the measured energy says little about the cell's own
-true deposit (the deposits that decide its truth label are mostly invisible). How much of the F1 gap could any method close there? This segmenter
-answers it empirically: it is a :class:`~pcloud.pflow.learned.FocalTrackSegmenter` (same model, recipe and
-inference) whose points carry two extra features,
+true deposit (the deposits that decide its truth label are mostly invisible). How much of the F1 gap could any
+method close there? This segmenter answers it empirically: it is a
+:class:`~pcloud.pflow.learned.FocalTrackSegmenter` (same model, recipe and inference) whose points carry two extra
+features,
 
 * ``truth_fraction_visible``: the true focal-track fraction of the cell's clipped truth deposits
   (:func:`pcloud.core.schema.target_fractions`) where the cell is *visible*, i.e. its current energy exceeds
