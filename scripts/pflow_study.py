@@ -13,11 +13,16 @@ Sub-commands (each writes JSON and PNG files into ``--out``; CPU-sized defaults,
   ``--visible-sigma K`` trains the visible-truth oracle instead (:mod:`pcloud.pflow.visible_oracle`: the same
   model told the true focal fraction of every cell above K sigma; files ``curve_<size>_s<seed>_vis<K>.json``);
   every record holds F1 and energy-weighted accuracy by cell significance;
+  ``--residual-from M`` trains on the untouched clouds plus the residual clouds of the saved segmenter M's own
+  iterative subtractions on the training events (one round of data aggregation, DAgger:
+  :func:`pcloud.pflow.residual_clouds.residual_track_clouds` with ``subtracted``);
 * ``losses``  train and validation loss per epoch of every ``curve`` record in ``--out`` (``losses.png``);
 * ``errors``  which cells are wrong for a trained segmenter (``--model-file``; several comma-separated files: the
   ensemble of their mean fraction, its threshold chosen on the validation events): error energy by category (neutral
   given to a track, charged left neutral, the wrong track) and by the true dominant share, cell F1 / recall by
-  cell significance E / sigma_noise and by layer (``errors<tag>.json``);
+  cell significance E / sigma_noise and by layer, and for iterative inference the share of each later track's true
+  energy that the tracks of higher pT had already taken at its turn (``taken_before_turn``, dense and isolated
+  tracks; :func:`pcloud.pflow.residual_clouds.share_taken_before_turn`) (``errors<tag>.json``);
   ``--device`` (curve, errors) runs the segmenters on a GPU (``scripts/gpu_pflow_study.sh`` drives ``curve`` there);
 * ``all``     the benchmark runs the lead re-measures after the simulation retune, then the two studies:
   ``pcloud bench pflow --medium`` (3 seeds), ``--large`` (3 seeds), ``--medium --recipe legacy`` (the recipe before
@@ -125,6 +130,8 @@ def _curve(args):
                 print(f"{path} exists: skipped")
                 continue
             seg = _segmenter(args, seed)
+            if args.residual_from:
+                _train_on_residuals_of(seg, args.residual_from, train, g, args.device)
             t = time.perf_counter()
             info = seg.fit(train, parts["val"], g, log=lambda s: print(f"[{n} events, seed {seed}] {s}", flush=True),
                            **fit_kw)
@@ -138,10 +145,64 @@ def _curve(args):
                    "epochs_run": info["epochs_run"], "best_epoch": info["best_epoch"], "threshold": info["threshold"],
                    "history": info["history"], "model": args.model, "segmenter": args.segmenter, "fit": fit_kw,
                    "test_events": test.n_events, "visible_sigma": args.visible_sigma, "tag": args.tag,
-                   "device": str(select_device(seg.device_name)), "n_params": info.get("n_params"), "results": res}
+                   "device": str(select_device(seg.device_name)), "n_params": info.get("n_params"),
+                   "residual_from": args.residual_from, "results": res}
             path.write_text(json.dumps(rec, indent=1, default=float) + "\n")
             if args.save_models:
                 seg.save(Path(args.out) / f"model_{n}_s{seed}{tag}.pt")
+
+
+def _train_on_residuals_of(seg, model_file, train, geometry, device) -> None:
+    """Make ``seg`` train on its untouched clouds plus the residual clouds that the saved segmenter ``model_file``'s
+    own iterative subtractions (no clean-up) leave on the training events (DAgger, one round)."""
+    import awkward as ak
+
+    from pcloud.pflow.inference import iterative_inference
+    from pcloud.pflow.learned import FocalTrackSegmenter
+    from pcloud.pflow.residual_clouds import residual_track_clouds
+
+    if getattr(seg, "residual_clouds", False):
+        raise SystemExit("pflow_study.py curve: --residual-from replaces the teacher-forced residual clouds; drop "
+                         "residual_clouds from --segmenter")
+    first = FocalTrackSegmenter.load(model_file, device=device)
+    t = time.perf_counter()
+    took = iterative_inference(train, geometry, first, dr_max=first.dr_max, cleanup_sigma=None)
+    print(f"{model_file}: iterative inference on {train.n_events} training events in {time.perf_counter() - t:.0f} s",
+          flush=True)
+
+    def make_train_clouds(events, geo):
+        if events is not train:
+            raise ValueError("--residual-from: the subtractions were made on the training events only")
+        kw = seg._cloud_kwargs(events, geo)
+        extra = residual_track_clouds(events, geo, subtracted=took, **kw)
+        clouds = seg.make_clouds(events, geo)
+        return clouds if extra is None else ak.concatenate([clouds, extra])
+
+    seg.make_train_clouds = make_train_clouds
+
+
+def taken_before_turn(events, geometry, segmenter, dense_dr: float = 0.1, min_true_gev: float = 0.5) -> dict:
+    """Iterative inference without clean-up: for the tracks after their event's first (true share above
+    ``min_true_gev``), the part of their true energy the tracks of higher pT had taken when their turn came, for
+    tracks with DeltaR to the nearest other particle below / above ``dense_dr``: ``n_tracks``, ``fraction`` (summed
+    taken / summed true) and ``median`` (of the per-track fractions)."""
+    from pcloud.metrics.particle_flow import track_isolation_dr
+    from pcloud.pflow.inference import iterative_inference, track_order
+    from pcloud.pflow.residual_clouds import share_taken_before_turn
+
+    took = iterative_inference(events, geometry, segmenter, cleanup_sigma=None)
+    true, taken = share_taken_before_turn(events, took)
+    rows, rank = track_order(events)
+    later = np.zeros(true.size, bool)
+    later[rows[rank >= 1]] = True
+    later &= true > min_true_gev
+    iso = track_isolation_dr(events)
+    out = {}
+    for name, sel in (("dense", later & (iso < dense_dr)), ("isolated", later & (iso >= dense_dr))):
+        out[name] = {"n_tracks": int(sel.sum()),
+                     "fraction": float(taken[sel].sum() / true[sel].sum()) if sel.any() else float("nan"),
+                     "median": float(np.median(taken[sel] / true[sel])) if sel.any() else float("nan")}
+    return out
 
 
 def _losses(args):
@@ -283,6 +344,8 @@ def _errors(args):
               json.dumps(out[inf]["categories"], default=float), flush=True)
         out[inf]["metrics"] = {k: r[k] for k in ("f1", "precision", "recall", "energy_weighted_accuracy",
                                                   "charged_fraction_true", "track_energy_resolution")}
+    out["iterative"]["taken_before_turn"] = taken_before_turn(test, g, seg)
+    print("taken before turn", json.dumps(out["iterative"]["taken_before_turn"]), flush=True)
     (Path(args.out) / f"errors{args.tag}.json").write_text(json.dumps(out, indent=1, default=float) + "\n")
 
 
@@ -409,6 +472,9 @@ def main(argv=None) -> None:
     ap.add_argument("--save-models", action="store_true")
     ap.add_argument("--model-file", default=None,
                     help="errors: a saved FocalTrackSegmenter, or several (comma-separated) for their ensemble")
+    ap.add_argument("--residual-from", default=None,
+                    help="curve: also train on the residual clouds of this saved segmenter's own iterative "
+                         "subtractions on the training events (DAgger, one round)")
     ap.add_argument("--visible-sigma", type=float, default=None,
                     help="curve: train the visible-truth oracle (told the truth of every cell above this many sigma)")
     args = ap.parse_args(argv)

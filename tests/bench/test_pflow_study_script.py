@@ -10,8 +10,9 @@ from helpers.scripts import load_script
 from pcloud.core.attribution import truth_attribution
 from pcloud.geometry import get_geometry
 from pcloud.metrics import particle_flow as pm
-from pcloud.pflow.inference import common_inference
+from pcloud.pflow.inference import common_inference, iterative_inference, track_order
 from pcloud.pflow.learned import FocalTrackSegmenter, SegmenterEnsemble
+from pcloud.pflow.residual_clouds import residual_track_clouds, share_taken_before_turn
 from pcloud.pflow.topocluster import topo_cluster_events
 
 SEG = {"cells": "topo", "loss": "ce", "threshold": "val", "max_points": None, "ragged": True, "widths": "light"}
@@ -53,6 +54,36 @@ def test_curve_errors_ensemble_and_losses(tmp_path, capsys):
         lost = sum(c["energy_share"] for c in one[inf]["categories"].values())
         assert lost == pytest.approx(1 - one[inf]["energy_weighted_accuracy"], abs=1e-9)
     assert one["threshold"] == pytest.approx(recs[f"curve_{n}_s1_ce"]["threshold"])
+    # the energy the earlier tracks had taken at each later track's turn: a share of its true energy, over the
+    # tracks after their event's first (true share above 0.5 GeV), split at DeltaR 0.1
+    tb = one["iterative"]["taken_before_turn"]
+    parts = mod._load(out)
+    test = parts["test"]
+    g = get_geometry("atlas")
+    seg = FocalTrackSegmenter.load(model, device="cpu")
+    took = iterative_inference(test, g, seg, cleanup_sigma=None)
+    true, taken = share_taken_before_turn(test, took)
+    rows, rank = track_order(test)
+    later = rows[(rank >= 1) & (true[rows] > 0.5)]
+    assert tb["dense"]["n_tracks"] + tb["isolated"]["n_tracks"] == later.size > 0
+    iso = pm.track_isolation_dr(test)[later]
+    for k, sel in (("dense", iso < 0.1), ("isolated", iso >= 0.1)):
+        assert tb[k]["n_tracks"] == sel.sum()
+        if sel.any():
+            assert tb[k]["fraction"] == pytest.approx(taken[later][sel].sum() / true[later][sel].sum())
+            assert 0 <= tb[k]["fraction"] <= 1
+    # one DAgger round: the untouched clouds plus the residual clouds of the saved model's own subtractions
+    mod.main(["curve", "--out", out, "--sizes", "1000", "--seeds", "1", "--threads", "1", "--tag", "_dagger",
+              "--residual-from", str(model), "--segmenter", json.dumps(SEG), "--fit", json.dumps(FIT)])
+    dag = json.loads((tmp_path / f"curve_{n}_s1_dagger.json").read_text())
+    extra = residual_track_clouds(parts["train"], g, subtracted=iterative_inference(
+        parts["train"], g, seg, cleanup_sigma=None), **seg._cloud_kwargs(parts["train"], g))
+    assert dag["residual_from"] == str(model)
+    assert dag["train_clouds"] == recs[f"curve_{n}_s1_ce"]["train_clouds"] + len(extra) > \
+        recs[f"curve_{n}_s1_ce"]["train_clouds"]
+    with pytest.raises(SystemExit, match="--residual-from replaces"):
+        mod.main(["curve", "--out", out, "--sizes", "1000", "--seeds", "1", "--tag", "_both", "--residual-from",
+                  str(model), "--segmenter", json.dumps({**SEG, "residual_clouds": True}), "--fit", json.dumps(FIT)])
 
     mod.main(["errors", "--out", out, "--threads", "1", "--model-file", f"{model},{model}", "--tag", "_twice"])
     twice = json.loads((tmp_path / "errors_twice.json").read_text())
@@ -67,12 +98,9 @@ def test_curve_errors_ensemble_and_losses(tmp_path, capsys):
     mixed = tmp_path / f"model_{n}_s1_mixed.pt"
     mod.main(["errors", "--out", out, "--threads", "1", "--model-file", f"{model},{mixed}", "--tag", "_pair"])
     pair = json.loads((tmp_path / "errors_pair.json").read_text())
-    parts = mod._load(out)
-    g = get_geometry("atlas")
     ens = SegmenterEnsemble([FocalTrackSegmenter.load(f, device="cpu") for f in (model, mixed)])
     thr = ens.choose_threshold(parts["val"], g, ens.threshold_metric)
     assert pair["model_file"] == [str(model), str(mixed)] and pair["threshold"] == pytest.approx(thr)
-    test = parts["test"]
     r = pm.evaluate_attribution(test, common_inference(test, g, ens), truth_attribution(test),
                                 cell_mask=topo_cluster_events(g, test).cell_cluster >= 0)
     for k in ("f1", "energy_weighted_accuracy", "track_energy_resolution"):

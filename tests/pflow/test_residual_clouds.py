@@ -10,7 +10,7 @@ from pcloud.core.schema import PointType, target_fractions, validate_clouds
 from pcloud.pflow.clouds import track_clouds
 from pcloud.pflow.inference import track_order
 from pcloud.pflow.learned import FocalTrackSegmenter
-from pcloud.pflow.residual_clouds import residual_track_clouds
+from pcloud.pflow.residual_clouds import residual_track_clouds, share_taken_before_turn
 from pcloud.sim.events import generate_events
 
 from helpers.events import make_hand_event
@@ -116,3 +116,96 @@ def test_single_track_events_have_no_residual_clouds(atlas):
     base = seg.make_clouds(ev, atlas)
     assert len(seg.make_train_clouds(ev, atlas)) == len(base) + (0 if got is None else len(got))
     assert isinstance(base, ak.Array)
+
+
+def test_hand_event_predicted_subtraction_by_hand(atlas):
+    """Track 0 (the pi+) took 3.5 of c0 (true share 3.0: 0.5 too much, eaten from the pi0), 1.0 of c1 and 0.3 of c2
+    (no pi+ deposit there: all of it too much) and half of c4 (all pi+)."""
+    from pcloud.core.attribution import Attribution
+
+    ev, row = make_hand_event(atlas)
+    took = Attribution(np.array([row["c0"], row["c1"], row["c2"], row["c4"]]), np.zeros(4, np.int64),
+                       np.array([3.5, 1.0, 0.3, 0.45]), method="hand")
+    c = validate_clouds(residual_track_clouds(ev, atlas, dr_max=0.2, subtracted=took), "residual")
+    assert len(c) == 1 and int(c.focal_track_row[0]) == 1
+    cells = _cells(c[0])
+    assert cells[row["c0"]] == pytest.approx((0.5, 0.0))   # pi+ left 0, pi0 1.0 * (1 - 0.5 / 1.0)
+    assert cells[row["c1"]] == pytest.approx((3.1, 0.5))   # pi0 and pi- scaled alike: still half each
+    assert cells[row["c2"]] == pytest.approx((0.9, 1.0))   # the pi- alone
+    assert cells[row["c3"]] == pytest.approx((0.05, 0.0))  # untouched noise
+    assert cells[row["c4"]] == pytest.approx((0.45, 0.0))  # the pi+'s leftover, not the focal track's
+    # the truth as "subtracted" is the teacher-forced default
+    exact = residual_track_clouds(ev, atlas, dr_max=0.2, subtracted=truth_attribution(ev))
+    a, b = _cells(exact[0]), _cells(residual_track_clouds(ev, atlas, dr_max=0.2)[0])
+    assert set(a) == set(b) and all(a[k] == pytest.approx(b[k]) for k in a)
+    with pytest.raises(ValueError, match="outside these events"):
+        residual_track_clouds(ev, atlas, subtracted=Attribution([0], [7], [1.0], method="bad"))
+
+
+def test_generated_predicted_subtraction_against_a_cell_by_cell_count(atlas, events):
+    """Random takes (0-1.5x each earlier track's true share, plus takes from cells where it deposited nothing):
+    every residual cell holds E+ - takes, and its focal fraction times that is the focal track's true share scaled
+    by gamma = 1 - excess / (the non-earlier particles' shares), counted cell by cell here."""
+    from pcloud.core.attribution import Attribution
+
+    rng = np.random.default_rng(3)
+    rows, rank = track_order(events)
+    truth = truth_attribution(events)
+    e = np.asarray(events.cells["energy_gev"], float)
+    spill_cells = rng.choice(np.nonzero(e > 0)[0], 200, replace=False)
+    spill_tracks = np.array([rng.choice(np.nonzero(events.tracks["event"] == events.cells["event"][c])[0])
+                             for c in spill_cells])
+    took = Attribution(np.r_[truth.cell_row, spill_cells], np.r_[truth.track_row, spill_tracks],
+                       np.r_[truth.energy_gev * rng.uniform(0, 1.5, truth.cell_row.size),
+                             rng.uniform(0, 0.3, 200) * e[spill_cells]], method="random")
+    # the pairs may repeat (a spill onto a pair of the truth): sum them as the function must
+    take = {}
+    for a, b, x in zip(took.cell_row, took.track_row, took.energy_gev):
+        take[(int(a), int(b))] = take.get((int(a), int(b)), 0.0) + float(x)
+    share = {(int(a), int(b)): float(x) for a, b, x in zip(truth.cell_row, truth.track_row, truth.energy_gev)}
+    c = residual_track_clouds(events, atlas, subtracted=took)
+    rank_of = np.full(events.tracks["event"].size, -1)
+    rank_of[rows] = rank
+    checked = eaten = 0
+    for i in range(len(c)):
+        t = int(c.focal_track_row[i])
+        same = events.tracks["event"] == events.tracks["event"][t]
+        earlier = [int(u) for u in np.nonzero((rank_of >= 0) & (rank_of < rank_of[t]) & same)[0]]
+        for r, (en, f) in _cells(c[i]).items():
+            if e[r] <= 0:
+                continue
+            p = sum(take.get((r, u), 0.0) for u in earlier)
+            assert en == pytest.approx(max(e[r] - p, 0.0), abs=1e-6)
+            excess = sum(max(take.get((r, u), 0.0) - share.get((r, u), 0.0), 0.0) for u in earlier)
+            others = e[r] - sum(share.get((r, u), 0.0) for u in earlier)
+            gamma = 1.0 if excess <= 0 or others <= 0 else min(max(1.0 - excess / others, 0.0), 1.0)
+            assert f * en == pytest.approx(gamma * share.get((r, t), 0.0), abs=1e-5)
+            checked += 1
+            eaten += gamma < 1 and share.get((r, t), 0.0) > 0
+    assert checked > 100 and eaten > 5
+
+
+def test_share_taken_before_turn_by_hand_and_at_the_extremes(atlas, events):
+    from pcloud.core.attribution import Attribution
+
+    ev, row = make_hand_event(atlas)
+    took = Attribution(np.array([row["c0"], row["c1"], row["c2"], row["c4"]]), np.zeros(4, np.int64),
+                       np.array([3.5, 1.0, 0.3, 0.45]), method="hand")
+    true, taken = share_taken_before_turn(ev, took)
+    # the pi- (track 1): c1 4.1 * 2/4 = 2.05 of which 1.0 / 4.1 went with the pi+'s over-take, c2 1.2 of which 0.3
+    assert true == pytest.approx([3.0 + 0.9, 2.05 + 1.2]) and taken == pytest.approx([0.0, 0.5 + 0.3])
+    assert np.allclose(share_taken_before_turn(ev, truth_attribution(ev))[1], 0)
+    # generated events: exact subtraction takes nothing; the hardest track taking every cell takes all of the others
+    rows, rank = track_order(events)
+    true, taken = share_taken_before_turn(events, truth_attribution(events))
+    assert np.allclose(taken, 0) and np.allclose(true.sum(), truth_attribution(events).energy_gev.sum())
+    e = np.clip(np.asarray(events.cells["energy_gev"], float), 0, None)
+    first = np.full(events.n_events, -1)
+    first[events.tracks["event"][rows[rank == 0]]] = rows[rank == 0]
+    owner = first[events.cells["event"]]
+    ok = owner >= 0
+    greedy = Attribution(np.nonzero(ok)[0], owner[ok], e[ok], method="greedy")
+    true, taken = share_taken_before_turn(events, greedy)
+    later = rows[rank >= 1]
+    assert (true[later] > 0).sum() > 5 and np.allclose(taken[later], true[later])
+    assert np.allclose(taken[rows[rank == 0]], 0)
