@@ -157,6 +157,7 @@ def _train_on_residuals_of(seg, model_file, train, geometry, device) -> None:
     own iterative subtractions (no clean-up) leave on the training events (DAgger, one round)."""
     import awkward as ak
 
+    from pcloud.pflow.clouds import track_clouds
     from pcloud.pflow.inference import iterative_inference
     from pcloud.pflow.learned import FocalTrackSegmenter
     from pcloud.pflow.residual_clouds import residual_track_clouds
@@ -173,9 +174,9 @@ def _train_on_residuals_of(seg, model_file, train, geometry, device) -> None:
     def make_train_clouds(events, geo):
         if events is not train:
             raise ValueError("--residual-from: the subtractions were made on the training events only")
-        kw = seg._cloud_kwargs(events, geo)
+        kw = seg._cloud_kwargs(events, geo)  # one cell selection (topo-clustering) for both sets
         extra = residual_track_clouds(events, geo, subtracted=took, **kw)
-        clouds = seg.make_clouds(events, geo)
+        clouds = track_clouds(events, geo, **kw)
         return clouds if extra is None else ak.concatenate([clouds, extra])
 
     seg.make_train_clouds = make_train_clouds
@@ -190,7 +191,8 @@ def taken_before_turn(events, geometry, segmenter, dense_dr: float = 0.1, min_tr
     from pcloud.pflow.inference import iterative_inference, track_order
     from pcloud.pflow.residual_clouds import share_taken_before_turn
 
-    took = iterative_inference(events, geometry, segmenter, cleanup_sigma=None)
+    took = iterative_inference(events, geometry, segmenter, dr_max=getattr(segmenter, "dr_max", 0.2),
+                               cleanup_sigma=None)
     true, taken = share_taken_before_turn(events, took)
     rows, rank = track_order(events)
     later = np.zeros(true.size, bool)

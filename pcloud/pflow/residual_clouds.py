@@ -21,20 +21,23 @@ At inference the subtraction is the model's own, so the clouds differ from these
 (an :class:`~pcloud.core.attribution.Attribution` of what the earlier tracks took, e.g. a trained segmenter's
 :func:`~pcloud.pflow.inference.iterative_inference` with ``cleanup_sigma=None``) the clouds are those states instead,
 with the truth of what is left in them: the cells lose the *predicted* takes, ``E_res = max(E+ - sum_{rank < k}
-p_ct, 0)``, and each particle's true share ``s_j = E+ h_j / H`` of a cell becomes
+p_ct, 0)`` (cells with ``E <= 0`` keep E, as in iterative inference), and each particle's true share
+``s_j = E+ h_j / H`` of a cell becomes
 
-* for the particle of an earlier track t: ``r_t = max(s_t - p_ct, 0)`` (what that track left behind),
+* for the particle of an earlier track t: ``r_t = max(s_t - p_ct, 0)`` (what that track left behind; a track with
+  no positive share in the cell keeps nothing there),
 * for every other particle: ``gamma_c s_j`` with ``gamma_c = clip(1 - X_c / S_c, 0, 1)``, where ``X_c = sum_t
   max(p_ct - s_t, 0)`` is what the earlier tracks took beyond their true shares and ``S_c`` the other particles'
   summed share: an over-subtraction eats into the others in proportion to their shares.
 
 The deposits are rescaled by these factors (a factor 0 removes the deposit), so the focal fraction times ``E_res`` is
 again the focal track's true share of what is left (exactly while ``X_c <= S_c``; beyond, the others are gone and
-the earlier tracks' leftovers keep their proportions). Training on the states a trained model's own subtractions lead to, labelled with the truth, is one
-round of data aggregation (DAgger: S. Ross, G. Gordon, D. Bagnell, "A reduction of imitation learning and structured
-prediction to no-regret online learning", AISTATS 2011, arXiv:1011.0686; scheduled sampling, S. Bengio et al.,
-NeurIPS 2015, arXiv:1506.03099, mixes the two states during training). ``subtracted`` = the truth attribution gives
-the teacher-forced clouds.
+the earlier tracks' leftovers keep their proportions). Training a model on the states that a first model's
+subtractions lead to, labelled with the truth, is one round of data aggregation (DAgger: S. Ross, G. Gordon,
+D. Bagnell, "A reduction of imitation learning and structured prediction to no-regret online learning", AISTATS 2011,
+arXiv:1011.0686; the second model then meets its own subtractions at inference, which only approach the first's.
+Scheduled sampling, S. Bengio et al., NeurIPS 2015, arXiv:1506.03099, mixes the two states during training).
+``subtracted`` = the truth attribution gives the teacher-forced clouds.
 """
 from __future__ import annotations
 
@@ -144,14 +147,16 @@ def _deposit_scale(share, earlier, key_hit, take_key, p_key, n_tracks, n_cells, 
     ``max(s - p, 0) / s``, every other deposit of its cell ``gamma_c``."""
     pos = np.clip(np.searchsorted(take_key, key_hit), 0, max(take_key.size - 1, 0))
     found = earlier & (take_key[pos] == key_hit) if take_key.size else np.zeros_like(earlier)
-    p_hit = np.where(found, p_key[pos] if take_key.size else 0.0, 0.0)
-    left = np.where(earlier, np.clip(share - p_hit, 0.0, None), 0.0)
-    # what the earlier tracks took beyond their true shares, per cell (a take from a cell without the track's
-    # deposit counts whole)
+    # the true share of every taken (cell, track) pair (summed over the pair's deposits, should there be several)
     s_key = np.zeros(take_key.size)
     np.add.at(s_key, pos[found], share[found])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        keep_key = np.where(s_key > 0, np.clip(s_key - p_key, 0.0, None) / s_key, 0.0)
+    # what the earlier tracks took beyond their true shares, per cell (a take from a cell without the track's
+    # deposit counts whole)
     excess = np.bincount(take_key // max(n_tracks, 1), np.clip(p_key - s_key, 0.0, None), minlength=n_cells)
     others = np.bincount(cell, np.where(earlier, 0.0, share), minlength=n_cells)
     with np.errstate(divide="ignore", invalid="ignore"):
         gamma = np.where((excess > 0) & (others > 0), np.clip(1.0 - excess / others, 0.0, 1.0), 1.0)
-        return np.where(earlier, np.where(share > 0, left / share, 0.0), gamma[cell])
+        own = np.where(found, keep_key[pos] if take_key.size else 1.0, np.where(share > 0, 1.0, 0.0))
+        return np.where(earlier, own, gamma[cell])

@@ -3,6 +3,8 @@ ensemble, ``losses``. The errors of a saved model reproduce the numbers its curv
 same inference), and an ensemble of one model twice is that model (same mean fraction, same threshold choice)."""
 import json
 
+import awkward as ak
+import numpy as np
 import pytest
 import torch
 
@@ -76,11 +78,30 @@ def test_curve_errors_ensemble_and_losses(tmp_path, capsys):
     mod.main(["curve", "--out", out, "--sizes", "1000", "--seeds", "1", "--threads", "1", "--tag", "_dagger",
               "--residual-from", str(model), "--segmenter", json.dumps(SEG), "--fit", json.dumps(FIT)])
     dag = json.loads((tmp_path / f"curve_{n}_s1_dagger.json").read_text())
-    extra = residual_track_clouds(parts["train"], g, subtracted=iterative_inference(
-        parts["train"], g, seg, cleanup_sigma=None), **seg._cloud_kwargs(parts["train"], g))
+    train = parts["train"]
+    kw = seg._cloud_kwargs(train, g)
+    extra = residual_track_clouds(train, g, subtracted=iterative_inference(train, g, seg, cleanup_sigma=None), **kw)
     assert dag["residual_from"] == str(model)
     assert dag["train_clouds"] == recs[f"curve_{n}_s1_ce"]["train_clouds"] + len(extra) > \
         recs[f"curve_{n}_s1_ce"]["train_clouds"]
+    # the clouds it trains on are the untouched ones plus those of the model's own subtractions, which differ from
+    # the teacher-forced ones (the count alone could not tell them apart)
+    fresh = FocalTrackSegmenter(model="pointnet", seed=1, device="cpu", **SEG)
+    mod._train_on_residuals_of(fresh, str(model), train, g, "cpu")
+    got = fresh.make_train_clouds(train, g)
+    n0 = len(got) - len(extra)
+
+    def flat(c, field):
+        return ak.to_numpy(ak.flatten(c.points[field])).astype(float)
+
+    assert np.array_equal(flat(got[n0:], "energy"), flat(extra, "energy"))
+    assert np.array_equal(flat(got[:n0], "energy"), flat(fresh.make_clouds(train, g), "energy"))
+    forced = residual_track_clouds(train, g, **kw)
+    assert len(forced) == len(extra) and not (
+        ak.num(forced.points, axis=1).tolist() == ak.num(extra.points, axis=1).tolist()
+        and np.allclose(flat(forced, "energy"), flat(extra, "energy")))
+    with pytest.raises(ValueError, match="training events only"):
+        fresh.make_train_clouds(parts["val"], g)
     with pytest.raises(SystemExit, match="--residual-from replaces"):
         mod.main(["curve", "--out", out, "--sizes", "1000", "--seeds", "1", "--tag", "_both", "--residual-from",
                   str(model), "--segmenter", json.dumps({**SEG, "residual_clouds": True}), "--fit", json.dumps(FIT)])

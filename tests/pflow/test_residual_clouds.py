@@ -10,7 +10,7 @@ from pcloud.core.schema import PointType, target_fractions, validate_clouds
 from pcloud.pflow.clouds import track_clouds
 from pcloud.pflow.inference import track_order
 from pcloud.pflow.learned import FocalTrackSegmenter
-from pcloud.pflow.residual_clouds import residual_track_clouds, share_taken_before_turn
+from pcloud.pflow.residual_clouds import _residual_steps, residual_track_clouds, share_taken_before_turn
 from pcloud.sim.events import generate_events
 
 from helpers.events import make_hand_event
@@ -209,3 +209,45 @@ def test_share_taken_before_turn_by_hand_and_at_the_extremes(atlas, events):
     later = rows[rank >= 1]
     assert (true[later] > 0).sum() > 5 and np.allclose(taken[later], true[later])
     assert np.allclose(taken[rows[rank == 0]], 0)
+
+
+def test_split_deposits_empty_takes_and_em_energy(atlas):
+    """A pair's deposit split into two hits keeps the pair's leftover (not each hit's); no takes leave the untouched
+    cells; the EM part of a deposit is rescaled with it."""
+    import dataclasses
+
+    from pcloud.core.attribution import Attribution
+
+    ev, row = make_hand_event(atlas)
+    hits = {k: np.asarray(v).copy() for k, v in ev.hits.items()}
+    hits["energy_em_gev"] = 0.5 * hits["energy_gev"]
+    # c0's pi+ deposit (3.0) as two hits of 1.5
+    i = np.nonzero((hits["cell"] == row["c0"]) & (hits["particle"] == 0))[0]
+    assert i.size == 1
+    dup = {k: np.insert(v, i[0], v[i[0]]) for k, v in hits.items()}
+    dup["energy_gev"][i[0]:i[0] + 2] = 1.5
+    dup["energy_em_gev"][i[0]:i[0] + 2] = 0.75
+    split = dataclasses.replace(ev, hits=dup)
+    took = Attribution(np.array([row["c0"]]), np.array([0]), np.array([1.0]), method="hand")
+    # the pi+ keeps 3.0 - 1.0 = 2.0 of its share in c0, the pi0 its 1.0: the cell holds 3.0, focal (pi-) 0
+    assert _cells(residual_track_clouds(split, atlas, dr_max=0.2, subtracted=took)[0])[row["c0"]] == \
+        pytest.approx((3.0, 0.0))
+    (_, _, left, _), = _residual_steps(split, took, "test")
+    pip = (left["cell"] == row["c0"]) & (left["particle"] == 0)
+    assert pip.sum() == 2 and left["energy_gev"][pip].sum() == pytest.approx(2.0)  # (E = H in c0: shares = deposits)
+    true, taken = share_taken_before_turn(split, took)
+    assert true == pytest.approx([3.9, 3.25]) and taken == pytest.approx([0.0, 0.0])
+    # the pi+'s leftover in c4 is half its deposit, EM part included; the untouched pi0 deposits keep theirs
+    steps = list(_residual_steps(dataclasses.replace(ev, hits=hits), Attribution(
+        np.array([row["c4"]]), np.array([0]), np.array([0.45]), method="hand"), "test"))
+    assert len(steps) == 1
+    _, e_res, hits_k, scale = steps[0]
+    j = np.nonzero((hits_k["cell"] == row["c4"]) & (hits_k["particle"] == 0))[0]
+    assert hits_k["energy_gev"][j] == pytest.approx([0.5]) and hits_k["energy_em_gev"][j] == pytest.approx([0.25])
+    assert e_res[row["c4"]] == pytest.approx(0.45)
+    # no takes at all: the cells and fractions of the untouched clouds
+    none = Attribution(np.zeros(0), np.zeros(0), np.zeros(0), method="none")
+    a = _cells(residual_track_clouds(ev, atlas, dr_max=0.2, subtracted=none)[0])
+    b = _cells(track_clouds(ev, atlas, dr_max=0.2, tracks=np.array([1]))[0])
+    assert set(a) == set(b) and all(a[k] == pytest.approx(b[k]) for k in a)
+    assert np.allclose(share_taken_before_turn(ev, none)[1], 0)
