@@ -155,12 +155,9 @@ def _curve(args):
 def _train_on_residuals_of(seg, model_file, train, geometry, device) -> None:
     """Make ``seg`` train on its untouched clouds plus the residual clouds that the saved segmenter ``model_file``'s
     own iterative subtractions (no clean-up) leave on the training events (DAgger, one round)."""
-    import awkward as ak
-
-    from pcloud.pflow.clouds import track_clouds
     from pcloud.pflow.inference import iterative_inference
     from pcloud.pflow.learned import FocalTrackSegmenter
-    from pcloud.pflow.residual_clouds import residual_track_clouds
+    from pcloud.pflow.residual_clouds import track_clouds_with_residuals
 
     if getattr(seg, "residual_clouds", False):
         raise SystemExit("pflow_study.py curve: --residual-from replaces the teacher-forced residual clouds; drop "
@@ -174,10 +171,7 @@ def _train_on_residuals_of(seg, model_file, train, geometry, device) -> None:
     def make_train_clouds(events, geo):
         if events is not train:
             raise ValueError("--residual-from: the subtractions were made on the training events only")
-        kw = seg._cloud_kwargs(events, geo)  # one cell selection (topo-clustering) for both sets
-        extra = residual_track_clouds(events, geo, subtracted=took, **kw)
-        clouds = track_clouds(events, geo, **kw)
-        return clouds if extra is None else ak.concatenate([clouds, extra])
+        return track_clouds_with_residuals(events, geo, subtracted=took, **seg._cloud_kwargs(events, geo))
 
     seg.make_train_clouds = make_train_clouds
 

@@ -69,7 +69,7 @@ from ..nn.losses import SEG_LOSSES, CellSegmentationLoss
 from ..train.checkpoint import safe_load
 from ..train.trainer import Trainer, select_device
 from .clouds import cloud_track_rows, event_clouds, track_clouds
-from .residual_clouds import residual_track_clouds
+from .residual_clouds import track_clouds_with_residuals
 
 __all__ = ["FocalTrackSegmenter", "ChargedFractionSegmenter", "OracleSegmenter", "SegmenterEnsemble",
            "DEFAULT_FEATURES", "EVENT_FEATURES", "remap_fraction", "cloud_cell_mask"]
@@ -598,10 +598,7 @@ class FocalTrackSegmenter(_CellSegmenter):
         inference, :func:`~pcloud.pflow.residual_clouds.residual_track_clouds`)."""
         if not self.residual_clouds:
             return self.make_clouds(events, geometry)
-        kw = self._cloud_kwargs(events, geometry)  # one cell selection (topo-clustering) for both sets
-        clouds = track_clouds(events, geometry, **kw)
-        extra = residual_track_clouds(events, geometry, **kw)
-        return clouds if extra is None else ak.concatenate([clouds, extra])
+        return track_clouds_with_residuals(events, geometry, **self._cloud_kwargs(events, geometry))
 
     def _targets(self, clouds, pad, sel, n) -> torch.Tensor:
         cell = (pad["type"] == int(PointType.CELL))

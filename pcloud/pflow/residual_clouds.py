@@ -50,7 +50,7 @@ from ..core.attribution import particle_track_rows, truth_attribution
 from .clouds import track_clouds
 from .inference import track_order
 
-__all__ = ["residual_track_clouds", "share_taken_before_turn"]
+__all__ = ["residual_track_clouds", "track_clouds_with_residuals", "share_taken_before_turn"]
 
 
 def residual_track_clouds(events, geometry, dr_max: float = 0.2, cell_mask=None, cell_graph: bool = False,
@@ -67,6 +67,16 @@ def residual_track_clouds(events, geometry, dr_max: float = 0.2, cell_mask=None,
     if not out:
         return None
     return ak.concatenate(out) if len(out) > 1 else out[0]
+
+
+def track_clouds_with_residuals(events, geometry, dr_max: float = 0.2, cell_mask=None, cell_graph: bool = False,
+                                subtracted=None):
+    """The untouched clouds of every track (:func:`~pcloud.pflow.clouds.track_clouds`) followed by the residual
+    clouds of :func:`residual_track_clouds` (same arguments), built with one cell selection: a training set."""
+    kw = {"dr_max": dr_max, "cell_mask": cell_mask, "cell_graph": cell_graph}
+    clouds = track_clouds(events, geometry, **kw)
+    extra = residual_track_clouds(events, geometry, subtracted=subtracted, **kw)
+    return clouds if extra is None else ak.concatenate([clouds, extra])
 
 
 def share_taken_before_turn(events, subtracted) -> tuple[np.ndarray, np.ndarray]:
