@@ -176,17 +176,20 @@ def _train_on_residuals_of(seg, model_file, train, geometry, device) -> None:
     seg.make_train_clouds = make_train_clouds
 
 
-def taken_before_turn(events, geometry, segmenter, dense_dr: float = 0.1, min_true_gev: float = 0.5) -> dict:
+def taken_before_turn(events, geometry, segmenter, dense_dr: float = 0.1, min_true_gev: float = 0.5,
+                      took=None) -> dict:
     """Iterative inference without clean-up: for the tracks after their event's first (true share above
     ``min_true_gev``), the part of their true energy the tracks of higher pT had taken when their turn came, for
     tracks with DeltaR to the nearest other particle below / above ``dense_dr``: ``n_tracks``, ``fraction`` (summed
-    taken / summed true) and ``median`` (of the per-track fractions)."""
+    taken / summed true) and ``median`` (of the per-track fractions). ``took``: the segmenter's iterative
+    attribution without clean-up where the caller has it already (else it is computed)."""
     from pcloud.metrics.particle_flow import track_isolation_dr
     from pcloud.pflow.inference import iterative_inference, track_order
     from pcloud.pflow.residual_clouds import share_taken_before_turn
 
-    took = iterative_inference(events, geometry, segmenter, dr_max=getattr(segmenter, "dr_max", 0.2),
-                               cleanup_sigma=None)
+    if took is None:
+        took = iterative_inference(events, geometry, segmenter, dr_max=getattr(segmenter, "dr_max", 0.2),
+                                   cleanup_sigma=None)
     true, taken = share_taken_before_turn(events, took)
     rows, rank = track_order(events)
     later = np.zeros(true.size, bool)
@@ -307,7 +310,7 @@ def _errors(args):
     from pcloud.core.attribution import truth_attribution
     from pcloud.geometry import get_geometry
     from pcloud.metrics import particle_flow as pm
-    from pcloud.pflow.inference import common_inference, iterative_inference
+    from pcloud.pflow.inference import clean_up_leftovers, common_inference, iterative_inference
     from pcloud.pflow.learned import FocalTrackSegmenter, SegmenterEnsemble
     from pcloud.pflow.topocluster import topo_cluster_events
 
@@ -327,8 +330,9 @@ def _errors(args):
     mask = topo_cluster_events(g, test).cell_cluster >= 0
     truth = truth_attribution(test)
     out = {"model_file": files, "threshold": seg.threshold}
+    raw = iterative_inference(test, g, seg, cleanup_sigma=None)  # one pass: the metrics add the clean-up to it
     for inf in ("iterative", "common", "iterative_truth_subtracted"):
-        a = (iterative_inference(test, g, seg) if inf == "iterative" else common_inference(test, g, seg)
+        a = (clean_up_leftovers(test, raw) if inf == "iterative" else common_inference(test, g, seg)
              if inf == "common" else iterative_truth_subtracted(test, g, seg, truth))
         r = pm.evaluate_attribution(test, a, truth, cell_mask=mask, keep_arrays=True)
         out[inf] = error_breakdown(test, g, truth, a, r)
@@ -340,7 +344,7 @@ def _errors(args):
               json.dumps(out[inf]["categories"], default=float), flush=True)
         out[inf]["metrics"] = {k: r[k] for k in ("f1", "precision", "recall", "energy_weighted_accuracy",
                                                   "charged_fraction_true", "track_energy_resolution")}
-    out["iterative"]["taken_before_turn"] = taken_before_turn(test, g, seg)
+    out["iterative"]["taken_before_turn"] = taken_before_turn(test, g, seg, took=raw)
     print("taken before turn", json.dumps(out["iterative"]["taken_before_turn"]), flush=True)
     (Path(args.out) / f"errors{args.tag}.json").write_text(json.dumps(out, indent=1, default=float) + "\n")
 
@@ -357,9 +361,10 @@ def iterative_truth_subtracted(events, geometry, segmenter, truth):
     e0 = np.asarray(events.cells["energy_gev"], np.float64)
     rows, rank = track_order(events)
     mask = segmenter.cloud_cell_mask(events, geometry)
-    true_share = {}
-    for c, t, e in zip(truth.cell_row, truth.track_row, truth.energy_gev):
-        true_share.setdefault(int(t), []).append((int(c), float(e)))
+    rank_of = np.full(events.tracks["event"].size, -1, np.int64)
+    rank_of[rows] = rank
+    t_rank = rank_of[truth.track_row]
+    t_pos = e0[truth.cell_row] > 0  # only positive cells are ever attributed
     e_cur = e0.copy()
     crs, trs, es = [], [], []
     for k in range(int(rank.max()) + 1 if rank.size else 0):
@@ -369,9 +374,12 @@ def iterative_truth_subtracted(events, geometry, segmenter, truth):
         crow, trow = cloud_cell_rows(clouds), cloud_track_rows(clouds)
         f = np.clip(segmenter.predict_fraction(clouds), 0, 1)
         crs.append(crow), trs.append(trow), es.append(f * np.clip(e_cur[crow], 0, None))
-        for t in sel:  # then subtract the truth of these tracks (teacher forcing)
-            for c, e in true_share.get(int(t), []):
-                e_cur[c] = max(e_cur[c] - e, 0.0) if e0[c] > 0 else e_cur[c]
+        # then subtract the truth of these tracks (teacher forcing); the shares are >= 0, so clamping at 0 once
+        # after summing equals clamping after each share
+        m = (t_rank == k) & t_pos
+        np.subtract.at(e_cur, truth.cell_row[m], truth.energy_gev[m])
+        hit = truth.cell_row[m]
+        e_cur[hit] = np.maximum(e_cur[hit], 0.0)
     if not crs:
         return Attribution(np.zeros(0), np.zeros(0), np.zeros(0), method="iterative_truth_subtracted")
     return _merge(np.concatenate(crs), np.concatenate(trs), np.concatenate(es), events.tracks["event"].size,

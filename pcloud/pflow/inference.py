@@ -26,7 +26,7 @@ partly taken by tracks and whose leftover energy is positive, below ``cleanup_si
 electronic noise, GeV) and smaller than the energy the tracks took gives that leftover to the track that took most
 of the cell. The leftover is then
 compatible with noise and is more likely the tail of the track's shower than a neutral deposit. ``cleanup_sigma=0``
-(or None) disables it.
+(or None) disables it; :func:`clean_up_leftovers` applies it to an attribution made without it.
 
 Events are processed in chunks of ``chunk_events`` (loop over chunks and over k only; everything inside is
 vectorised over tracks and cells).
@@ -38,7 +38,7 @@ import numpy as np
 from ..core.attribution import Attribution
 from .clouds import cloud_cell_rows, cloud_track_rows, track_clouds
 
-__all__ = ["common_inference", "iterative_inference", "track_order"]
+__all__ = ["clean_up_leftovers", "common_inference", "iterative_inference", "track_order"]
 
 
 def _check_segmenter(segmenter):
@@ -135,7 +135,6 @@ def iterative_inference(events, geometry, segmenter, dr_max: float = 0.2, cleanu
     if cleanup_sigma is not None and not cleanup_sigma >= 0:
         raise ValueError(f"iterative_inference: cleanup_sigma must be >= 0 or None, found {cleanup_sigma!r}")
     e_cur = np.asarray(events.cells["energy_gev"], np.float64).copy()
-    n_cells = e_cur.size
     rows_all, rank_all = track_order(events)
     tev = events.tracks["event"][rows_all]
     crs, trs, es = [], [], []
@@ -155,19 +154,39 @@ def iterative_inference(events, geometry, segmenter, dr_max: float = 0.2, cleanu
             crs.append(crow), trs.append(trow), es.append(e)
     if not crs:
         return Attribution(np.zeros(0), np.zeros(0), np.zeros(0), method="iterative")
-    crow, trow, e = np.concatenate(crs), np.concatenate(trs), np.concatenate(es)
-    if cleanup_sigma:
-        taken = np.bincount(crow, e, minlength=n_cells)
-        sigma = np.asarray(events.cells["noise_sigma_gev"], np.float64)
-        left = np.where(taken > 0, e_cur, 0.0)
-        small = (left > 0) & (left < cleanup_sigma * sigma) & (left < taken)
-        m = (e > 0) & small[crow]
-        if m.any():
-            o = np.lexsort((-e[m], crow[m]))
-            c_m, t_m = crow[m][o], trow[m][o]
-            first = np.r_[True, np.diff(c_m) != 0]
-            c_best, t_best = c_m[first], t_m[first]
-            crow = np.concatenate([crow, c_best])
-            trow = np.concatenate([trow, t_best])
-            e = np.concatenate([e, left[c_best]])
-    return _merge(crow, trow, e, events.tracks["event"].size, "iterative")
+    raw = _merge(np.concatenate(crs), np.concatenate(trs), np.concatenate(es), events.tracks["event"].size,
+                 "iterative")
+    return clean_up_leftovers(events, raw, cleanup_sigma) if cleanup_sigma else raw
+
+
+def clean_up_leftovers(events, attribution: Attribution, cleanup_sigma: float = 2.0) -> Attribution:
+    """The clean-up step of iterative inference (module docstring), applied to an attribution made without it: in
+    every cell that tracks took part of, a positive leftover ``E - taken`` below ``cleanup_sigma`` times the cell's
+    noise sigma and below ``taken`` goes to the track that took most of the cell (ties: the lower track row).
+    ``iterative_inference(..., cleanup_sigma=s)`` is ``clean_up_leftovers(events, iterative_inference(...,
+    cleanup_sigma=None), s)``; callers that need both (``scripts/pflow_study.py errors``) run the inference once.
+    Returns a new :class:`~pcloud.core.attribution.Attribution` with the same method name."""
+    if not cleanup_sigma >= 0:
+        raise ValueError(f"clean_up_leftovers: cleanup_sigma must be >= 0, found {cleanup_sigma!r}")
+    crow, trow, e = attribution.cell_row, attribution.track_row, attribution.energy_gev
+    energy = np.asarray(events.cells["energy_gev"], np.float64)
+    if crow.size and (crow.max() >= energy.size or trow.max() >= events.tracks["event"].size):
+        raise ValueError(f"clean_up_leftovers: the attribution ({attribution.method}) names cell rows up to "
+                         f"{crow.max()} and track rows up to {trow.max()}, the events hold {energy.size} cells and "
+                         f"{events.tracks['event'].size} tracks")
+    if not cleanup_sigma or crow.size == 0:
+        return Attribution(crow.copy(), trow.copy(), e.copy(), method=attribution.method)
+    taken = np.bincount(crow, e, minlength=energy.size)
+    sigma = np.asarray(events.cells["noise_sigma_gev"], np.float64)
+    left = np.where(taken > 0, energy - taken, 0.0)
+    small = (left > 0) & (left < cleanup_sigma * sigma) & (left < taken)
+    m = (e > 0) & small[crow]
+    if m.any():
+        o = np.lexsort((trow[m], -e[m], crow[m]))
+        c_m, t_m = crow[m][o], trow[m][o]
+        first = np.r_[True, np.diff(c_m) != 0]
+        c_best, t_best = c_m[first], t_m[first]
+        crow = np.concatenate([crow, c_best])
+        trow = np.concatenate([trow, t_best])
+        e = np.concatenate([e, left[c_best]])
+    return _merge(crow, trow, e, events.tracks["event"].size, attribution.method)

@@ -135,3 +135,37 @@ def test_curve_errors_ensemble_and_losses(tmp_path, capsys):
         mod.main(["plot", "--out", out])
     with pytest.raises(SystemExit, match="--model-file names no saved segmenter"):
         mod.main(["errors", "--out", out])
+
+
+class _Half:
+    """Every cell point: half of its current energy belongs to the focal track; no cell selection."""
+
+    def cloud_cell_mask(self, events, geometry):
+        return None
+
+    def predict_fraction(self, clouds):
+        from pcloud.pflow.clouds import cell_counts
+        return np.full(int(cell_counts(clouds).sum()), 0.5)
+
+
+def test_iterative_truth_subtracted_hand_event():
+    """The hand event (tests/helpers/events.py): track 0 (pT 10) truly owns 3.0 of c0's 4.0 GeV and all of c4's
+    0.9 GeV, none of c1; track 1 (pT 5) comes second. With fractions of 0.5, track 0 takes half of each cell of its
+    cone; then its *true* share is subtracted, not the half it took, so track 1 takes half of what the truth leaves:
+    0.5 of c0, 2.05 of c1 (untouched by track 0's truth), nothing of c4 (emptied)."""
+    from helpers.events import make_hand_event
+    mod = load_script("pflow_study")
+    g = get_geometry("atlas")
+    ev, row = make_hand_event(g)
+    e = ev.cells["energy_gev"]
+    a = mod.iterative_truth_subtracted(ev, g, _Half(), truth_attribution(ev))
+    got = {(int(c), int(t)): x for c, t, x in zip(a.cell_row, a.track_row, a.energy_gev)}
+    for k in ("c0", "c1", "c2", "c4"):
+        assert got[(row[k], 0)] == pytest.approx(0.5 * e[row[k]])
+    assert got[(row["c0"], 1)] == pytest.approx(0.5 * (4.0 - 3.0))
+    assert got[(row["c1"], 1)] == pytest.approx(0.5 * 4.1)
+    assert got.get((row["c4"], 1), 0.0) == 0.0
+    # the model's own subtraction instead: track 1 gets half of the half left in c0
+    own = iterative_inference(ev, g, _Half(), cleanup_sigma=None)
+    g_own = {(int(c), int(t)): x for c, t, x in zip(own.cell_row, own.track_row, own.energy_gev)}
+    assert g_own[(row["c0"], 1)] == pytest.approx(0.25 * 4.0)

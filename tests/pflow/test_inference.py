@@ -4,7 +4,8 @@ import pytest
 
 from pcloud.core.attribution import truth_attribution
 from pcloud.pflow.clouds import cell_counts
-from pcloud.pflow.inference import common_inference, iterative_inference, track_order
+from pcloud.core.attribution import Attribution
+from pcloud.pflow.inference import clean_up_leftovers, common_inference, iterative_inference, track_order
 from pcloud.pflow.learned import FocalTrackSegmenter, OracleSegmenter
 from pcloud.sim.events import generate_events
 
@@ -118,6 +119,78 @@ def test_cleanup_gives_small_leftovers_to_the_main_track(atlas):
     assert g2[(c0, 0)] == pytest.approx(g0[(c0, 0)] + left0[c0])  # track 0 took most of c0
     assert g2[(c2, 1)] >= g0[(c2, 1)]
     _check_exact(ev, a2)
+
+
+class RandomSegmenter:
+    """Uniform fractions, 30 % of them 0.999 (cells left with a tiny leftover), from a fixed seed."""
+
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+
+    def predict_fraction(self, clouds):
+        n = int(cell_counts(clouds).sum())
+        f = self.rng.uniform(0, 1, n)
+        f[self.rng.uniform(size=n) < 0.3] = 0.999
+        return f
+
+
+@pytest.mark.parametrize("cleanup_sigma", [0.5, 2.0])
+def test_clean_up_leftovers_cell_by_cell(atlas, events, cleanup_sigma):
+    raw = iterative_inference(events, atlas, RandomSegmenter(1), cleanup_sigma=None)
+    got = clean_up_leftovers(events, raw, cleanup_sigma)
+    # the same as the clean-up inside iterative inference (same fractions: same seed)
+    inside = iterative_inference(events, atlas, RandomSegmenter(1), cleanup_sigma=cleanup_sigma)
+    assert np.array_equal(got.cell_row, inside.cell_row) and np.array_equal(got.track_row, inside.track_row)
+    np.testing.assert_allclose(got.energy_gev, inside.energy_gev, rtol=0, atol=1e-12)
+    # an independent loop over the cells the tracks took part of
+    e, sigma = events.cells["energy_gev"], events.cells["noise_sigma_gev"]
+    want = {}
+    for c, t, x in zip(raw.cell_row, raw.track_row, raw.energy_gev):
+        want[(c, t)] = want.get((c, t), 0.0) + x
+    n_cleaned = 0
+    for c in np.unique(raw.cell_row):
+        pairs = {t: x for (cc, t), x in want.items() if cc == c}
+        taken = sum(pairs.values())
+        left = e[c] - taken
+        if 0 < left < cleanup_sigma * sigma[c] and left < taken:
+            best = max(pairs.items(), key=lambda tx: (tx[1], -tx[0]))[0]
+            want[(c, best)] += left
+            n_cleaned += 1
+    assert n_cleaned > 50  # the random fractions leave many small leftovers
+    g = {(c, t): x for c, t, x in zip(got.cell_row, got.track_row, got.energy_gev)}
+    assert g.keys() == want.keys()
+    np.testing.assert_allclose([g[k] for k in want], list(want.values()), rtol=0, atol=1e-12)
+    _check_exact(events, got)
+
+
+def test_clean_up_leftovers_hand_cases(atlas):
+    ev, row = make_hand_event(atlas)
+    c0 = row["c0"]
+    e, sigma = ev.cells["energy_gev"], ev.cells["noise_sigma_gev"]
+    left = 0.5 * sigma[c0]
+    half = (e[c0] - left) / 2  # two tracks take equal parts: the leftover goes to the lower track row
+    tie = Attribution([c0, c0], [1, 0], [half, half], method="hand")
+    out = clean_up_leftovers(ev, tie, 2.0)
+    assert out.method == "hand"
+    got = {(c, t): x for c, t, x in zip(out.cell_row, out.track_row, out.energy_gev)}
+    assert got[(c0, 0)] == pytest.approx(half + left) and got[(c0, 1)] == pytest.approx(half)
+    # a leftover above cleanup_sigma * sigma stays neutral
+    for taken, cs in ((e[c0] - 3 * sigma[c0], 2.0), (e[c0] - 0.5 * sigma[c0], 0.4)):
+        a = Attribution([c0], [0], [taken], method="hand")
+        np.testing.assert_array_equal(clean_up_leftovers(ev, a, cs).energy_gev, [taken])
+    # a faint cell (E = 1 sigma): a leftover of 0.6 sigma after a take of 0.4 sigma stays (not smaller than the take),
+    # a leftover of 0.4 sigma after a take of 0.6 sigma goes to the track
+    ev.cells["energy_gev"][c0] = sigma[c0]
+    for taken, want in ((0.4 * sigma[c0], 0.4 * sigma[c0]), (0.6 * sigma[c0], sigma[c0])):
+        out = clean_up_leftovers(ev, Attribution([c0], [0], [taken], method="hand"), 2.0)
+        np.testing.assert_allclose(out.energy_gev, [want], rtol=1e-12)
+    # cleanup_sigma=0 returns the attribution unchanged; bad input names what was expected
+    raw = Attribution([c0], [0], [0.5 * e[c0]], method="hand")
+    np.testing.assert_array_equal(clean_up_leftovers(ev, raw, 0.0).energy_gev, raw.energy_gev)
+    with pytest.raises(ValueError, match="cleanup_sigma must be >= 0"):
+        clean_up_leftovers(ev, raw, -1.0)
+    with pytest.raises(ValueError, match="cell rows up to"):
+        clean_up_leftovers(ev, Attribution([e.size], [0], [1.0]), 2.0)
 
 
 def test_oracle_reproduces_truth(atlas, events):
