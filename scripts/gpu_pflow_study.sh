@@ -20,6 +20,12 @@
 #     OUT=out/gpu_study LIMIT=540 bash scripts/gpu_pflow_study.sh
 #     DEVICE=cpu EVENTS=300 MINUTES=0.2 WIDTHS=light LIMIT=300 OUT=/tmp/s WORK=/tmp/w bash scripts/gpu_pflow_study.sh
 #     (a CPU dry run; WORK keeps events.pkl and the records, which a later run with the same WORK reuses / skips)
+#
+# SEG_EXTRA adds FocalTrackSegmenter keywords (JSON members, no braces) and TAG_EXTRA a suffix to the record tags,
+# e.g. a wider, deeper transformer that also trains on the teacher-forced residual clouds:
+#
+#     SEG_EXTRA='"dim": 128, "n_layers": 4, "residual_clouds": true' TAG_EXTRA=_wide_res LOSSES=mixed \
+#         OUT=out/gpu_study LIMIT=540 bash scripts/gpu_pflow_study.sh
 set -u -o pipefail
 OUT=${OUT:-out/gpu_study}
 LIMIT=${LIMIT:-540}
@@ -33,6 +39,8 @@ MINUTES=${MINUTES:-5}
 LOSSES=${LOSSES:-ce,mixed}
 SEEDS=${SEEDS:-1}
 THREADS=${THREADS:-6}
+SEG_EXTRA=${SEG_EXTRA:-}
+TAG_EXTRA=${TAG_EXTRA:-}
 START=$(date +%s)
 mkdir -p "$OUT" "$WORK"
 source scripts/gpu_env.sh
@@ -48,8 +56,9 @@ left() { local s=$(( LIMIT - ($(date +%s) - START) )); echo $(( s > 1 ? s : 1 ))
     pids=()
     for loss in ${LOSSES//,/ }; do
         timeout -s TERM "$(left)" python3 scripts/pflow_study.py curve --device "$DEVICE" --threads "$THREADS" \
-            --model "$MODEL" --sizes 1000000 --seeds "$SEEDS" --tag "_$loss" --save-models --out "$WORK" \
-            --segmenter "{$SEG_BASE, \"loss\": \"$loss\", \"widths\": \"$WIDTHS\"}" --fit "$FIT" 2>&1 \
+            --model "$MODEL" --sizes 1000000 --seeds "$SEEDS" --tag "_$loss$TAG_EXTRA" --save-models --out "$WORK" \
+            --segmenter "{$SEG_BASE, \"loss\": \"$loss\", \"widths\": \"$WIDTHS\"${SEG_EXTRA:+, $SEG_EXTRA}}" \
+            --fit "$FIT" 2>&1 \
             | sed -u "s/^/[$loss] /" &
         pids+=($!)
     done
