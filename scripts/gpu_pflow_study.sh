@@ -21,10 +21,11 @@
 #     DEVICE=cpu EVENTS=300 MINUTES=0.2 WIDTHS=light LIMIT=300 OUT=/tmp/s WORK=/tmp/w bash scripts/gpu_pflow_study.sh
 #     (a CPU dry run; WORK keeps events.pkl and the records, which a later run with the same WORK reuses / skips)
 #
-# SEG_EXTRA adds FocalTrackSegmenter keywords (JSON members, no braces) and TAG_EXTRA a suffix to the record tags,
-# e.g. a wider, deeper transformer that also trains on the teacher-forced residual clouds:
+# SEG_EXTRA adds FocalTrackSegmenter keywords (JSON members, no braces; a key it repeats, such as "loss", wins) and
+# TAG_EXTRA a suffix to the record tags, e.g. a transformer wider and deeper than the full widths (dim 128, 4 layers)
+# that also trains on the teacher-forced residual clouds:
 #
-#     SEG_EXTRA='"dim": 128, "n_layers": 4, "residual_clouds": true' TAG_EXTRA=_wide_res LOSSES=mixed \
+#     SEG_EXTRA='"dim": 192, "n_layers": 6, "residual_clouds": true' TAG_EXTRA=_wide_res LOSSES=mixed \
 #         OUT=out/gpu_study LIMIT=540 bash scripts/gpu_pflow_study.sh
 set -u -o pipefail
 OUT=${OUT:-out/gpu_study}

@@ -330,9 +330,10 @@ def _errors(args):
     mask = topo_cluster_events(g, test).cell_cluster >= 0
     truth = truth_attribution(test)
     out = {"model_file": files, "threshold": seg.threshold}
-    raw = iterative_inference(test, g, seg, cleanup_sigma=None)  # one pass: the metrics add the clean-up to it
+    dr_max = getattr(seg, "dr_max", 0.2)
+    raw = iterative_inference(test, g, seg, dr_max=dr_max, cleanup_sigma=None)  # one pass; the metrics add the clean-up
     for inf in ("iterative", "common", "iterative_truth_subtracted"):
-        a = (clean_up_leftovers(test, raw) if inf == "iterative" else common_inference(test, g, seg)
+        a = (clean_up_leftovers(test, raw) if inf == "iterative" else common_inference(test, g, seg, dr_max=dr_max)
              if inf == "common" else iterative_truth_subtracted(test, g, seg, truth))
         r = pm.evaluate_attribution(test, a, truth, cell_mask=mask, keep_arrays=True)
         out[inf] = error_breakdown(test, g, truth, a, r)

@@ -159,34 +159,40 @@ def iterative_inference(events, geometry, segmenter, dr_max: float = 0.2, cleanu
     return clean_up_leftovers(events, raw, cleanup_sigma) if cleanup_sigma else raw
 
 
-def clean_up_leftovers(events, attribution: Attribution, cleanup_sigma: float = 2.0) -> Attribution:
+def clean_up_leftovers(events, attribution: Attribution, cleanup_sigma: float | None = 2.0) -> Attribution:
     """The clean-up step of iterative inference (module docstring), applied to an attribution made without it: in
     every cell that tracks took part of, a positive leftover ``E - taken`` below ``cleanup_sigma`` times the cell's
-    noise sigma and below ``taken`` goes to the track that took most of the cell (ties: the lower track row).
+    noise sigma and below ``taken`` goes to the track whose summed take of the cell is largest (ties: the track of
+    higher measured pT, then the lower track row, i.e. the one iterative inference processed first).
     ``iterative_inference(..., cleanup_sigma=s)`` is ``clean_up_leftovers(events, iterative_inference(...,
     cleanup_sigma=None), s)``; callers that need both (``scripts/pflow_study.py errors``) run the inference once.
-    Returns a new :class:`~pcloud.core.attribution.Attribution` with the same method name."""
-    if not cleanup_sigma >= 0:
-        raise ValueError(f"clean_up_leftovers: cleanup_sigma must be >= 0, found {cleanup_sigma!r}")
-    crow, trow, e = attribution.cell_row, attribution.track_row, attribution.energy_gev
+    Repeated (cell, track) entries are summed first. ``cleanup_sigma`` 0 or None: no clean-up. Returns a new, merged
+    :class:`~pcloud.core.attribution.Attribution` with the same method name."""
+    if cleanup_sigma is not None and not cleanup_sigma >= 0:
+        raise ValueError(f"clean_up_leftovers: cleanup_sigma must be >= 0 or None, found {cleanup_sigma!r}")
     energy = np.asarray(events.cells["energy_gev"], np.float64)
-    if crow.size and (crow.max() >= energy.size or trow.max() >= events.tracks["event"].size):
-        raise ValueError(f"clean_up_leftovers: the attribution ({attribution.method}) names cell rows up to "
-                         f"{crow.max()} and track rows up to {trow.max()}, the events hold {energy.size} cells and "
-                         f"{events.tracks['event'].size} tracks")
-    if not cleanup_sigma or crow.size == 0:
-        return Attribution(crow.copy(), trow.copy(), e.copy(), method=attribution.method)
+    n_tracks = events.tracks["event"].size
+    crow, trow = attribution.cell_row, attribution.track_row
+    if crow.size and (min(crow.min(), trow.min()) < 0 or crow.max() >= energy.size or trow.max() >= n_tracks):
+        raise ValueError(f"clean_up_leftovers: the attribution ({attribution.method}) names cell rows "
+                         f"{crow.min()}..{crow.max()} and track rows {trow.min()}..{trow.max()}, the events hold "
+                         f"{energy.size} cells and {n_tracks} tracks (rows from 0)")
+    merged = _merge(crow, trow, attribution.energy_gev, n_tracks, attribution.method)
+    if not cleanup_sigma or merged.cell_row.size == 0:
+        return merged
+    crow, trow, e = merged.cell_row, merged.track_row, merged.energy_gev
     taken = np.bincount(crow, e, minlength=energy.size)
     sigma = np.asarray(events.cells["noise_sigma_gev"], np.float64)
     left = np.where(taken > 0, energy - taken, 0.0)
     small = (left > 0) & (left < cleanup_sigma * sigma) & (left < taken)
-    m = (e > 0) & small[crow]
+    m = small[crow]
     if m.any():
-        o = np.lexsort((trow[m], -e[m], crow[m]))
+        pt = np.asarray(events.tracks["pt_gev"], np.float64)
+        o = np.lexsort((trow[m], -pt[trow[m]], -e[m], crow[m]))
         c_m, t_m = crow[m][o], trow[m][o]
         first = np.r_[True, np.diff(c_m) != 0]
         c_best, t_best = c_m[first], t_m[first]
         crow = np.concatenate([crow, c_best])
         trow = np.concatenate([trow, t_best])
         e = np.concatenate([e, left[c_best]])
-    return _merge(crow, trow, e, events.tracks["event"].size, attribution.method)
+    return _merge(crow, trow, e, n_tracks, attribution.method)

@@ -138,7 +138,7 @@ class RandomSegmenter:
 def test_clean_up_leftovers_cell_by_cell(atlas, events, cleanup_sigma):
     raw = iterative_inference(events, atlas, RandomSegmenter(1), cleanup_sigma=None)
     got = clean_up_leftovers(events, raw, cleanup_sigma)
-    # the same as the clean-up inside iterative inference (same fractions: same seed)
+    # iterative_inference applies it with its own cleanup_sigma (same fractions: same seed)
     inside = iterative_inference(events, atlas, RandomSegmenter(1), cleanup_sigma=cleanup_sigma)
     assert np.array_equal(got.cell_row, inside.cell_row) and np.array_equal(got.track_row, inside.track_row)
     np.testing.assert_allclose(got.energy_gev, inside.energy_gev, rtol=0, atol=1e-12)
@@ -153,7 +153,7 @@ def test_clean_up_leftovers_cell_by_cell(atlas, events, cleanup_sigma):
         taken = sum(pairs.values())
         left = e[c] - taken
         if 0 < left < cleanup_sigma * sigma[c] and left < taken:
-            best = max(pairs.items(), key=lambda tx: (tx[1], -tx[0]))[0]
+            best = max(pairs.items(), key=lambda tx: (tx[1], events.tracks["pt_gev"][tx[0]], -tx[0]))[0]
             want[(c, best)] += left
             n_cleaned += 1
     assert n_cleaned > 50  # the random fractions leave many small leftovers
@@ -168,12 +168,21 @@ def test_clean_up_leftovers_hand_cases(atlas):
     c0 = row["c0"]
     e, sigma = ev.cells["energy_gev"], ev.cells["noise_sigma_gev"]
     left = 0.5 * sigma[c0]
-    half = (e[c0] - left) / 2  # two tracks take equal parts: the leftover goes to the lower track row
+    half = (e[c0] - left) / 2  # two tracks take equal parts: the leftover goes to the track of higher pT
     tie = Attribution([c0, c0], [1, 0], [half, half], method="hand")
-    out = clean_up_leftovers(ev, tie, 2.0)
-    assert out.method == "hand"
-    got = {(c, t): x for c, t, x in zip(out.cell_row, out.track_row, out.energy_gev)}
-    assert got[(c0, 0)] == pytest.approx(half + left) and got[(c0, 1)] == pytest.approx(half)
+    for pt, winner in (([10.0, 5.0], 0), ([5.0, 10.0], 1)):
+        ev.tracks["pt_gev"] = np.array(pt)
+        out = clean_up_leftovers(ev, tie, 2.0)
+        assert out.method == "hand"
+        got = {(c, t): x for c, t, x in zip(out.cell_row, out.track_row, out.energy_gev)}
+        assert got[(c0, winner)] == pytest.approx(half + left) and got[(c0, 1 - winner)] == pytest.approx(half)
+    ev.tracks["pt_gev"] = np.array([10.0, 5.0])
+    # repeated entries count summed: track 0 takes 0.3 + 0.3 of the rest, track 1 0.4 -> track 0 gets the leftover
+    rest = e[c0] - left
+    dup = Attribution([c0, c0, c0], [0, 1, 0], [0.3 * rest, 0.4 * rest, 0.3 * rest], method="hand")
+    got = {(c, t): x for c, t, x in zip(*(lambda a: (a.cell_row, a.track_row, a.energy_gev))(
+        clean_up_leftovers(ev, dup, 2.0)))}
+    assert got == pytest.approx({(c0, 0): 0.6 * rest + left, (c0, 1): 0.4 * rest})
     # a leftover above cleanup_sigma * sigma stays neutral
     for taken, cs in ((e[c0] - 3 * sigma[c0], 2.0), (e[c0] - 0.5 * sigma[c0], 0.4)):
         a = Attribution([c0], [0], [taken], method="hand")
@@ -184,13 +193,16 @@ def test_clean_up_leftovers_hand_cases(atlas):
     for taken, want in ((0.4 * sigma[c0], 0.4 * sigma[c0]), (0.6 * sigma[c0], sigma[c0])):
         out = clean_up_leftovers(ev, Attribution([c0], [0], [taken], method="hand"), 2.0)
         np.testing.assert_allclose(out.energy_gev, [want], rtol=1e-12)
-    # cleanup_sigma=0 returns the attribution unchanged; bad input names what was expected
-    raw = Attribution([c0], [0], [0.5 * e[c0]], method="hand")
-    np.testing.assert_array_equal(clean_up_leftovers(ev, raw, 0.0).energy_gev, raw.energy_gev)
+    # cleanup_sigma 0 or None: no clean-up, only the merge of repeated entries; bad input names what was expected
+    raw = Attribution([c0, c0], [0, 0], [0.2 * e[c0], 0.3 * e[c0]], method="hand")
+    for cs in (0.0, None):
+        out = clean_up_leftovers(ev, raw, cs)
+        assert out.cell_row.tolist() == [c0] and out.energy_gev == pytest.approx([0.5 * e[c0]])
     with pytest.raises(ValueError, match="cleanup_sigma must be >= 0"):
         clean_up_leftovers(ev, raw, -1.0)
-    with pytest.raises(ValueError, match="cell rows up to"):
-        clean_up_leftovers(ev, Attribution([e.size], [0], [1.0]), 2.0)
+    for bad in (Attribution([e.size], [0], [1.0]), Attribution([-1], [0], [1.0]), Attribution([c0], [2], [1.0])):
+        with pytest.raises(ValueError, match="the events hold"):
+            clean_up_leftovers(ev, bad, 2.0)
 
 
 def test_oracle_reproduces_truth(atlas, events):
