@@ -370,8 +370,8 @@ def iterative_truth_subtracted(events, geometry, segmenter, truth):
     crs, trs, es = [], [], []
     for k in range(int(rank.max()) + 1 if rank.size else 0):
         sel = rows[rank == k]
-        clouds = track_clouds(events, geometry, cell_energy_gev=e_cur, tracks=sel, cell_mask=mask,
-                              cell_graph=getattr(segmenter, "needs_cell_graph", False))
+        clouds = track_clouds(events, geometry, dr_max=getattr(segmenter, "dr_max", 0.2), cell_energy_gev=e_cur,
+                              tracks=sel, cell_mask=mask, cell_graph=getattr(segmenter, "needs_cell_graph", False))
         crow, trow = cloud_cell_rows(clouds), cloud_track_rows(clouds)
         f = np.clip(segmenter.predict_fraction(clouds), 0, 1)
         crs.append(crow), trs.append(trow), es.append(f * np.clip(e_cur[crow], 0, None))

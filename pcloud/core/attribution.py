@@ -73,6 +73,14 @@ class Attribution:
         out[rows] = self.track_row[first]
         return out
 
+    def check_rows(self, n_cells: int, n_tracks: int, what: str) -> None:
+        """Raise ValueError, naming ``what``, unless every cell row lies in ``[0, n_cells)`` and every track row in
+        ``[0, n_tracks)`` (the rows of the events the attribution is used with)."""
+        for name, rows, n in (("cell_row", self.cell_row, n_cells), ("track_row", self.track_row, n_tracks)):
+            if rows.size and (rows.min() < 0 or rows.max() >= n):
+                raise ValueError(f"{what}: Attribution({self.method}).{name} must be in [0, {n}), found "
+                                 f"[{rows.min()}, {rows.max()}]")
+
     def check_conservation(self, cell_energy_gev: np.ndarray, atol: float = 1e-9) -> None:
         """Raise if any cell is given more than its positive measured energy (beyond ``atol`` GeV)."""
         e = np.asarray(cell_energy_gev, np.float64)

@@ -109,14 +109,7 @@ def _group_summary(g: dict, i: int, w_total: float) -> dict:
 
 
 def _check(events, attribution: Attribution, what: str):
-    n_cells, n_tracks = events.cells["event"].size, events.tracks["event"].size
-    a = attribution
-    if a.cell_row.size and (a.cell_row.min() < 0 or a.cell_row.max() >= n_cells):
-        raise ValueError(f"{what}: Attribution({a.method}).cell_row must be in [0, {n_cells}), found "
-                         f"[{a.cell_row.min()}, {a.cell_row.max()}]")
-    if a.track_row.size and (a.track_row.min() < 0 or a.track_row.max() >= n_tracks):
-        raise ValueError(f"{what}: Attribution({a.method}).track_row must be in [0, {n_tracks}), found "
-                         f"[{a.track_row.min()}, {a.track_row.max()}]")
+    attribution.check_rows(events.cells["event"].size, events.tracks["event"].size, what)
 
 
 def energy_conservation(events, attribution: Attribution) -> dict:

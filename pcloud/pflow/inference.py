@@ -172,12 +172,8 @@ def clean_up_leftovers(events, attribution: Attribution, cleanup_sigma: float | 
         raise ValueError(f"clean_up_leftovers: cleanup_sigma must be >= 0 or None, found {cleanup_sigma!r}")
     energy = np.asarray(events.cells["energy_gev"], np.float64)
     n_tracks = events.tracks["event"].size
-    crow, trow = attribution.cell_row, attribution.track_row
-    if crow.size and (min(crow.min(), trow.min()) < 0 or crow.max() >= energy.size or trow.max() >= n_tracks):
-        raise ValueError(f"clean_up_leftovers: the attribution ({attribution.method}) names cell rows "
-                         f"{crow.min()}..{crow.max()} and track rows {trow.min()}..{trow.max()}, the events hold "
-                         f"{energy.size} cells and {n_tracks} tracks (rows from 0)")
-    merged = _merge(crow, trow, attribution.energy_gev, n_tracks, attribution.method)
+    attribution.check_rows(energy.size, n_tracks, "clean_up_leftovers")
+    merged = _merge(attribution.cell_row, attribution.track_row, attribution.energy_gev, n_tracks, attribution.method)
     if not cleanup_sigma or merged.cell_row.size == 0:
         return merged
     crow, trow, e = merged.cell_row, merged.track_row, merged.energy_gev

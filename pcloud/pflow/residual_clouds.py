@@ -109,10 +109,8 @@ def _residual_steps(events, subtracted, where: str):
     rank_of = np.full(n_tracks, -1, np.int64)
     rank_of[rows] = rank
     taken_by = truth_attribution(events) if subtracted is None else subtracted
-    t_rows, c_rows = np.asarray(taken_by.track_row, np.int64), np.asarray(taken_by.cell_row, np.int64)
-    if t_rows.size and (min(t_rows.min(), c_rows.min()) < 0 or t_rows.max() >= n_tracks or c_rows.max() >= n_cells):
-        raise ValueError(f"{where}: subtracted ({taken_by.method or 'attribution'}) refers to cell / track rows "
-                         f"outside these events ({n_cells} cells, {n_tracks} tracks)")
+    taken_by.check_rows(n_cells, n_tracks, f"{where} (subtracted)")
+    t_rows, c_rows = taken_by.track_row, taken_by.cell_row
     take_rank = rank_of[t_rows]
     hits = {name: np.asarray(v) for name, v in events.hits.items()}
     hit_track = particle_track_rows(events.tracks["particle"], np.asarray(events.particles["event"]).size)[

@@ -201,7 +201,7 @@ def test_clean_up_leftovers_hand_cases(atlas):
     with pytest.raises(ValueError, match="cleanup_sigma must be >= 0"):
         clean_up_leftovers(ev, raw, -1.0)
     for bad in (Attribution([e.size], [0], [1.0]), Attribution([-1], [0], [1.0]), Attribution([c0], [2], [1.0])):
-        with pytest.raises(ValueError, match="the events hold"):
+        with pytest.raises(ValueError, match=r"clean_up_leftovers: Attribution\(\)\.(cell|track)_row must be in \[0, "):
             clean_up_leftovers(ev, bad, 2.0)
 
 

@@ -138,7 +138,8 @@ def test_hand_event_predicted_subtraction_by_hand(atlas):
     exact = residual_track_clouds(ev, atlas, dr_max=0.2, subtracted=truth_attribution(ev))
     a, b = _cells(exact[0]), _cells(residual_track_clouds(ev, atlas, dr_max=0.2)[0])
     assert set(a) == set(b) and all(a[k] == pytest.approx(b[k]) for k in a)
-    with pytest.raises(ValueError, match="outside these events"):
+    with pytest.raises(ValueError, match=r"residual_track_clouds \(subtracted\): Attribution\(bad\)\.track_row must "
+                                         r"be in \[0, 2\), found \[7, 7\]"):
         residual_track_clouds(ev, atlas, subtracted=Attribution([0], [7], [1.0], method="bad"))
 
 
